@@ -1,0 +1,161 @@
+#include "text_report.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+
+namespace exflow::cli {
+namespace {
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+std::string pad_left(const std::string& s, std::size_t width) {
+  return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
+}
+
+std::string pad_right(const std::string& s, std::size_t width) {
+  return s.size() >= width ? s : s + std::string(width - s.size(), ' ');
+}
+
+}  // namespace
+
+nlohmann::json trace_json(const Trace& trace) {
+  return {{"path", trace.source()},
+          {"tokens", trace.tokens()},
+          {"layers", trace.layers()},
+          {"experts", trace.experts()},
+          {"k", trace.k()}};
+}
+
+nlohmann::json topology_json(const Topology& topology) {
+  return {{"nodes", topology.nodes()},
+          {"gpus_per_node", topology.gpus_per_node()},
+          {"gpus", topology.gpus()},
+          {"intra_cost", topology.intra_cost()},
+          {"inter_cost", topology.inter_cost()}};
+}
+
+nlohmann::json metrics_json(const Metrics& m) {
+  return {{"scheme", to_string(m.scheme)},
+          {"cost", m.cost},
+          {"cintra", m.cintra},
+          {"cinter", m.cinter},
+          {"intra", m.intra},
+          {"inter", m.inter},
+          {"intra_transfers", m.intra_transfers},
+          {"inter_transfers", m.inter_transfers},
+          {"local_fraction", m.local_fraction},
+          {"load_ratio_max", m.load_ratio_max},
+          {"load_ratio_mean", m.load_ratio_mean},
+          {"per_layer",
+           {{"local_fraction", m.local_fraction_per_layer},
+            {"cost", m.cost_per_layer},
+            {"load_ratio", m.load_ratio_per_layer}}}};
+}
+
+nlohmann::json profile_json(const AffinityProfile& p) {
+  nlohmann::json pairs = nlohmann::json::array();
+  for (std::size_t l = 0; l < p.pairs.size(); ++l) {
+    pairs.push_back({{"layer", l},
+                     {"top_successor_share", p.pairs[l].top_successor_share},
+                     {"mutual_information_bits", p.pairs[l].mutual_information_bits}});
+  }
+  nlohmann::json loads = nlohmann::json::array();
+  for (std::size_t l = 0; l < p.loads.size(); ++l) {
+    loads.push_back({{"layer", l},
+                     {"max_over_mean", p.loads[l].max_over_mean},
+                     {"cv", p.loads[l].cv},
+                     {"max", p.loads[l].max},
+                     {"min", p.loads[l].min}});
+  }
+  return {{"uniform_share", p.uniform_share},
+          {"mean_top_successor_share", p.mean_top_successor_share},
+          {"mean_mutual_information_bits", p.mean_mutual_information_bits},
+          {"layer_pairs", pairs},
+          {"expert_load", loads}};
+}
+
+std::string describe(const Trace& trace) {
+  return trace.source() + ": " + std::to_string(trace.tokens()) + " tokens x " +
+         std::to_string(trace.layers()) + " layers, " + std::to_string(trace.experts()) +
+         " experts, top-" + std::to_string(trace.k());
+}
+
+std::string describe(const Topology& t) {
+  return std::to_string(t.nodes()) + (t.nodes() == 1 ? " node" : " nodes") + " x " +
+         std::to_string(t.gpus_per_node()) + " GPUs (hop cost " + fmt("%g", t.intra_cost()) +
+         " within a node, " + fmt("%g", t.inter_cost()) + " across nodes)";
+}
+
+std::string compare_metrics(const std::vector<std::string>& names,
+                            const std::vector<const Metrics*>& metrics) {
+  struct Row {
+    std::string label;
+    std::function<double(const Metrics&)> get;
+    const char* format;
+    bool percent;
+  };
+  const std::vector<Row> rows = {
+      {"cost (weighted hops per token)", [](const Metrics& m) { return m.cost; }, "%.4f", false},
+      {"cross-GPU moves per token (intra)", [](const Metrics& m) { return m.intra; }, "%.4f", false},
+      {"cross-node moves per token (inter)", [](const Metrics& m) { return m.inter; }, "%.4f", false},
+      {"cintra", [](const Metrics& m) { return m.cintra; }, "%.4f", false},
+      {"cinter", [](const Metrics& m) { return m.cinter; }, "%.4f", false},
+      {"transitions staying on their GPU", [](const Metrics& m) { return m.local_fraction; }, "%.2f%%",
+       true},
+      {"GPU load ratio, worst layer", [](const Metrics& m) { return m.load_ratio_max; }, "%.3f", false},
+      {"GPU load ratio, mean over layers", [](const Metrics& m) { return m.load_ratio_mean; }, "%.3f",
+       false},
+  };
+  constexpr std::size_t kLabel = 36, kCol = 14;
+  std::string out = pad_right("", kLabel);
+  for (const auto& n : names) out += pad_left(n, kCol);
+  const bool change = metrics.size() > 1;
+  if (change) out += pad_left("change", kCol);
+  out += "\n";
+  for (const Row& row : rows) {
+    out += pad_right(row.label, kLabel);
+    for (const Metrics* m : metrics) {
+      double v = row.get(*m);
+      out += pad_left(fmt(row.format, row.percent ? 100.0 * v : v), kCol);
+    }
+    if (change) {
+      double a = row.get(*metrics.front());
+      double b = row.get(*metrics.back());
+      out += pad_left(b != 0 ? fmt("%+.1f%%", 100.0 * (a - b) / b) : (a == 0 ? "0" : "n/a"), kCol);
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+std::string profile_table(const AffinityProfile& p, int experts) {
+  std::string out = "layer pair   top-successor share   (no affinity: " +
+                    fmt("%.4f", p.uniform_share) + ")   mutual information (bits, max " +
+                    fmt("%.2f", std::log2(static_cast<double>(experts))) + ")\n";
+  for (std::size_t l = 0; l < p.pairs.size(); ++l) {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%4zu -> %-4zu %12.4f  (%5.1fx chance) %24.3f\n", l, l + 1,
+                  p.pairs[l].top_successor_share, p.pairs[l].top_successor_share / p.uniform_share,
+                  p.pairs[l].mutual_information_bits);
+    out += buf;
+  }
+  out += "mean         " + fmt("%12.4f", p.mean_top_successor_share) + "  (" +
+         fmt("%5.1f", p.mean_top_successor_share / p.uniform_share) + "x chance) " +
+         fmt("%24.3f", p.mean_mutual_information_bits) + "\n\n";
+  out += "layer   hottest expert / mean load   load CV   max tokens   min tokens\n";
+  for (std::size_t l = 0; l < p.loads.size(); ++l) {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%5zu %28.3f %9.3f %12lld %12lld\n", l, p.loads[l].max_over_mean,
+                  p.loads[l].cv, static_cast<long long>(p.loads[l].max),
+                  static_cast<long long>(p.loads[l].min));
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace exflow::cli

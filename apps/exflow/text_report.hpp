@@ -1,0 +1,32 @@
+// Human-readable and JSON renderings of traces, topologies and metrics.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "exflow/affinity.hpp"
+#include "exflow/evaluate.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+
+namespace exflow::cli {
+
+nlohmann::json trace_json(const Trace& trace);
+nlohmann::json topology_json(const Topology& topology);
+// The metric keys shared by eval and solve (cost, cintra, cinter, intra, inter,
+// local_fraction, load_ratio_max, load_ratio_mean, ...) plus per-layer arrays.
+nlohmann::json metrics_json(const Metrics& metrics);
+nlohmann::json profile_json(const AffinityProfile& profile);
+
+std::string describe(const Trace& trace);
+std::string describe(const Topology& topology);
+
+// A table comparing metrics column by column; the last column is the reference and a
+// "change" column gives the first column's relative change against it.
+std::string compare_metrics(const std::vector<std::string>& names,
+                            const std::vector<const Metrics*>& metrics);
+
+std::string profile_table(const AffinityProfile& profile, int experts);
+
+}  // namespace exflow::cli

@@ -1,0 +1,79 @@
+// The one evaluator: walks a trace token by token and scores a placement.
+//
+// Context-coherent scheme (ExFlow, DESIGN.md section 3). S_l = a token's experts at layer l,
+// H_l = the distinct GPUs hosting them, h_l = the GPU of H_l holding most of S_l (ties: the
+// GPU of column 0, then the lowest id). At every layer the partial results on H_l \ {h_l}
+// are combined into h_l, and for layer l >= 1 the token is dispatched from h_{l-1} to every
+// GPU of H_l \ {h_{l-1}}. Each transfer costs the topology's hop cost. With k = 1 this is
+// the original ExFlow objective: one move per layer transition whose GPU changes.
+//
+// Baseline scheme (DeepSpeed-MoE): token t is owned by GPU t mod G; at every layer it is
+// dispatched from its owner to each GPU of H_l other than the owner and combined back.
+//
+// Metrics, all per token (mean over tokens):
+//   cost   = sum of hop costs of all transfers
+//   intra  = transfers between GPUs of one node;  cintra = intra / (P - 1)   (0 if P = 1)
+//   inter  = transfers between nodes;             cinter = inter / (P (N-1)) (0 if N = 1)
+//   local_fraction[l] = share of tokens that need no transfer into layer l
+//   load: per layer the token-expert assignments each GPU serves; ratio = max / mean.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace exflow {
+
+class Placement;
+class Progress;
+class Topology;
+class Trace;
+
+enum class Scheme { kContextCoherent, kBaseline };
+
+const char* to_string(Scheme scheme);
+
+struct EvalOptions {
+  Scheme scheme = Scheme::kContextCoherent;
+  int threads = 0;  // 0 = hardware concurrency
+  Progress* progress = nullptr;
+};
+
+struct Metrics {
+  Scheme scheme = Scheme::kContextCoherent;
+  std::int64_t tokens = 0;
+  int layers = 0;
+  int k = 0;
+  int gpus = 0;
+
+  double cost = 0;
+  double intra = 0;
+  double inter = 0;
+  double cintra = 0;
+  double cinter = 0;
+  std::int64_t intra_transfers = 0;  // totals over the trace
+  std::int64_t inter_transfers = 0;
+
+  // Context-coherent: [L-1], entry l-1 for the move into layer l (local iff H_l = {h_{l-1}}).
+  // Baseline: [L], entry l local iff H_l = {owner}.
+  std::vector<double> local_fraction_per_layer;
+  double local_fraction = 0;  // over all entries of local_fraction_per_layer
+
+  std::vector<double> cost_per_layer;  // [L]: hop cost of the transfers at layer l, per token
+
+  std::vector<std::int64_t> gpu_load;        // [L, G] token-expert assignments served
+  std::vector<double> load_ratio_per_layer;  // [L] max over GPUs / mean over GPUs
+  double load_ratio_max = 0;
+  double load_ratio_mean = 0;
+};
+
+// Throws InputError if the placement's shape does not match the trace's layers and experts or
+// the topology's GPU count.
+Metrics evaluate(const Trace& trace, const Placement& placement, const Topology& topology,
+                 const EvalOptions& options = {});
+
+// Scores several placements in one pass over the trace (results in the order given).
+std::vector<Metrics> evaluate_all(const Trace& trace, const std::vector<const Placement*>& placements,
+                                  const Topology& topology, const EvalOptions& options = {});
+
+}  // namespace exflow

@@ -1,0 +1,279 @@
+// The one evaluator (see include/exflow/evaluate.hpp for the cost model).
+//
+// One pass over the trace, split into contiguous token ranges, one per worker. Each worker
+// counts, per layer, the transfers by hop class and the tokens that needed none, plus the
+// token-expert assignments each GPU serves; integer counts merged in worker order make the
+// result independent of the thread count. Top-1 context-coherent traces take a streamlined
+// path (one table look-up and one hop class per token and layer); top-k and the baseline
+// scheme walk each token's expert set.
+#include "exflow/evaluate.hpp"
+
+#include <algorithm>
+#include <array>
+
+#include "exflow/error.hpp"
+#include "exflow/placement.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+
+namespace exflow {
+namespace {
+
+// Per-worker counts. transfers[l * 3 + hop] counts transfers of that hop class at layer l
+// (index kLocal counts tokens that needed no transfer into layer l).
+struct Counts {
+  std::vector<std::int64_t> transfers;  // [L, 3]
+  std::vector<std::int64_t> gpu_load;   // [L, G]
+  Counts(int layers, int gpus)
+      : transfers(static_cast<std::size_t>(layers) * 3, 0),
+        gpu_load(static_cast<std::size_t>(layers) * gpus, 0) {}
+};
+
+constexpr int kLocal = static_cast<int>(Hop::kLocal);
+constexpr int kIntra = static_cast<int>(Hop::kIntraNode);
+constexpr int kInter = static_cast<int>(Hop::kInterNode);
+
+class BlockEvaluator {
+ public:
+  BlockEvaluator(const Placement& placement, const Topology& topology, Scheme scheme)
+      : placement_(placement), scheme_(scheme), experts_(placement.experts()), gpus_(topology.gpus()) {
+    node_of_.resize(static_cast<std::size_t>(gpus_));
+    for (int g = 0; g < gpus_; ++g) node_of_[static_cast<std::size_t>(g)] = topology.node_of(g);
+  }
+
+  void operator()(const TraceBlock& block, Counts& counts) {
+    if (block.k == 1 && scheme_ == Scheme::kContextCoherent) {
+      top1_coherent(block, counts);
+    } else {
+      general(block, counts);
+    }
+  }
+
+ private:
+  int hop(int a, int b) const {
+    return (a != b) + (node_of_[static_cast<std::size_t>(a)] != node_of_[static_cast<std::size_t>(b)]);
+  }
+  const int* layer_map(int l) const {
+    return placement_.gpu_of().data() + static_cast<std::size_t>(l) * experts_;
+  }
+
+  void top1_coherent(const TraceBlock& block, Counts& counts) {
+    const std::int64_t n = block.tokens;
+    prev_.resize(static_cast<std::size_t>(n));
+    for (int l = 0; l < block.layers; ++l) {
+      const int* gpu_of = layer_map(l);
+      const std::int32_t* ids = block.column(l, 0);
+      std::int64_t* load = counts.gpu_load.data() + static_cast<std::size_t>(l) * gpus_;
+      if (l == 0) {
+        for (std::int64_t i = 0; i < n; ++i) {
+          int g = gpu_of[ids[i]];
+          prev_[static_cast<std::size_t>(i)] = g;
+          ++load[g];
+        }
+        continue;
+      }
+      std::array<std::int64_t, 3> by_hop{0, 0, 0};
+      for (std::int64_t i = 0; i < n; ++i) {
+        int g = gpu_of[ids[i]];
+        ++load[g];
+        ++by_hop[static_cast<std::size_t>(hop(prev_[static_cast<std::size_t>(i)], g))];
+        prev_[static_cast<std::size_t>(i)] = g;
+      }
+      for (int h = 0; h < 3; ++h) counts.transfers[static_cast<std::size_t>(l) * 3 + h] += by_hop[h];
+    }
+  }
+
+  void general(const TraceBlock& block, Counts& counts) {
+    const std::int64_t n = block.tokens;
+    const int k = block.k;
+    prev_.resize(static_cast<std::size_t>(n));
+    std::vector<int> gpus(static_cast<std::size_t>(k));
+    std::vector<int> distinct(static_cast<std::size_t>(k));
+    std::vector<int> multiplicity(static_cast<std::size_t>(k));
+    for (int l = 0; l < block.layers; ++l) {
+      const int* gpu_of = layer_map(l);
+      std::int64_t* load = counts.gpu_load.data() + static_cast<std::size_t>(l) * gpus_;
+      std::int64_t* transfers = counts.transfers.data() + static_cast<std::size_t>(l) * 3;
+      for (std::int64_t i = 0; i < n; ++i) {
+        // H_l: distinct GPUs of the token's experts, with how many experts each holds.
+        int m = 0;
+        for (int c = 0; c < k; ++c) {
+          int g = gpu_of[block.column(l, c)[i]];
+          ++load[g];
+          int j = 0;
+          while (j < m && distinct[static_cast<std::size_t>(j)] != g) ++j;
+          if (j == m) {
+            distinct[static_cast<std::size_t>(m)] = g;
+            multiplicity[static_cast<std::size_t>(m)] = 0;
+            ++m;
+          }
+          ++multiplicity[static_cast<std::size_t>(j)];
+        }
+        if (scheme_ == Scheme::kBaseline) {
+          const int owner = static_cast<int>((block.first_token + i) % gpus_);
+          bool local = true;
+          for (int j = 0; j < m; ++j) {
+            int g = distinct[static_cast<std::size_t>(j)];
+            if (g == owner) continue;
+            local = false;
+            transfers[hop(owner, g)] += 2;  // dispatch and combine
+          }
+          transfers[kLocal] += local ? 1 : 0;
+          continue;
+        }
+        // Home: the GPU holding most of the token's experts; ties go to the GPU of column 0
+        // (distinct[0]) if it is among them, else to the lowest GPU id.
+        int best = 0;
+        for (int j = 0; j < m; ++j) best = std::max(best, multiplicity[static_cast<std::size_t>(j)]);
+        int home = distinct[0];
+        if (multiplicity[0] != best) {
+          home = gpus_;
+          for (int j = 1; j < m; ++j) {
+            if (multiplicity[static_cast<std::size_t>(j)] == best) {
+              home = std::min(home, distinct[static_cast<std::size_t>(j)]);
+            }
+          }
+        }
+        if (l > 0) {
+          const int from = prev_[static_cast<std::size_t>(i)];
+          bool local = true;
+          for (int j = 0; j < m; ++j) {
+            int g = distinct[static_cast<std::size_t>(j)];
+            if (g == from) continue;
+            local = false;
+            ++transfers[hop(from, g)];  // dispatch from the previous home
+          }
+          transfers[kLocal] += local ? 1 : 0;
+        }
+        for (int j = 0; j < m; ++j) {
+          int g = distinct[static_cast<std::size_t>(j)];
+          if (g != home) ++transfers[hop(g, home)];  // combine into the home
+        }
+        prev_[static_cast<std::size_t>(i)] = home;
+      }
+    }
+  }
+
+  const Placement& placement_;
+  Scheme scheme_;
+  int experts_;
+  int gpus_;
+  std::vector<int> node_of_;
+  std::vector<int> prev_;  // per token of the block: its GPU (home) at the previous layer
+};
+
+// Turns merged counts into per-token metrics.
+Metrics summarize(Counts total, const Trace& trace, const Topology& topology, Scheme scheme) {
+  const int L = trace.layers();
+  const int G = topology.gpus();
+  Metrics m;
+  m.scheme = scheme;
+  m.tokens = trace.tokens();
+  m.layers = L;
+  m.k = trace.k();
+  m.gpus = G;
+  const auto T = static_cast<double>(trace.tokens());
+  const int first_layer = scheme == Scheme::kBaseline ? 0 : 1;
+  std::int64_t local = 0;
+  for (int l = 0; l < L; ++l) {
+    const std::int64_t* t = total.transfers.data() + static_cast<std::size_t>(l) * 3;
+    m.intra_transfers += t[kIntra];
+    m.inter_transfers += t[kInter];
+    m.cost_per_layer.push_back((static_cast<double>(t[kIntra]) * topology.intra_cost() +
+                                static_cast<double>(t[kInter]) * topology.inter_cost()) /
+                               T);
+    if (l >= first_layer) {
+      local += t[kLocal];
+      m.local_fraction_per_layer.push_back(static_cast<double>(t[kLocal]) / T);
+    }
+  }
+  m.intra = static_cast<double>(m.intra_transfers) / T;
+  m.inter = static_cast<double>(m.inter_transfers) / T;
+  m.cost = m.intra * topology.intra_cost() + m.inter * topology.inter_cost();
+  const int P = topology.gpus_per_node();
+  const int N = topology.nodes();
+  m.cintra = P > 1 ? m.intra / (P - 1) : 0.0;
+  m.cinter = N > 1 ? m.inter / (static_cast<double>(P) * (N - 1)) : 0.0;
+  m.local_fraction = m.local_fraction_per_layer.empty()
+                         ? 1.0
+                         : static_cast<double>(local) /
+                               (T * static_cast<double>(m.local_fraction_per_layer.size()));
+
+  m.gpu_load = std::move(total.gpu_load);
+  const double mean_load = T * trace.k() / G;
+  for (int l = 0; l < L; ++l) {
+    const std::int64_t* load = m.gpu_load.data() + static_cast<std::size_t>(l) * G;
+    double ratio = static_cast<double>(*std::max_element(load, load + G)) / mean_load;
+    m.load_ratio_per_layer.push_back(ratio);
+    m.load_ratio_max = std::max(m.load_ratio_max, ratio);
+    m.load_ratio_mean += ratio / L;
+  }
+  return m;
+}
+
+}  // namespace
+
+const char* to_string(Scheme scheme) {
+  return scheme == Scheme::kBaseline ? "baseline" : "context-coherent";
+}
+
+std::vector<Metrics> evaluate_all(const Trace& trace, const std::vector<const Placement*>& placements,
+                                  const Topology& topology, const EvalOptions& options) {
+  for (const Placement* placement : placements) {
+    if (placement->layers() != trace.layers() || placement->experts() != trace.experts()) {
+      throw InputError("placement has " + std::to_string(placement->layers()) + " layers x " +
+                       std::to_string(placement->experts()) + " experts, the trace " +
+                       std::to_string(trace.layers()) + " x " + std::to_string(trace.experts()));
+    }
+    if (placement->gpus() != topology.gpus()) {
+      throw InputError("placement is for " + std::to_string(placement->gpus()) +
+                       " GPUs, the topology has " + std::to_string(topology.gpus()));
+    }
+    for (int g : placement->gpu_of()) {
+      if (g < 0 || g >= topology.gpus()) {
+        throw InputError("placement names GPU " + std::to_string(g) + ", outside 0.." +
+                         std::to_string(topology.gpus() - 1));
+      }
+    }
+  }
+  const int L = trace.layers();
+  const int G = topology.gpus();
+  const std::size_t P = placements.size();
+  const int workers = trace.workers(options.threads);
+  // partial[w * P + p]: worker w's counts for placement p.
+  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, G));
+  std::vector<BlockEvaluator> evaluators;
+  for (int w = 0; w < workers; ++w) {
+    for (const Placement* placement : placements) {
+      evaluators.emplace_back(*placement, topology, options.scheme);
+    }
+  }
+  trace.for_each_block(
+      options.threads,
+      [&](int w, const TraceBlock& block) {
+        for (std::size_t p = 0; p < P; ++p) {
+          std::size_t i = static_cast<std::size_t>(w) * P + p;
+          evaluators[i](block, partial[i]);
+        }
+      },
+      options.progress, "evaluating placement");
+
+  std::vector<Metrics> results;
+  for (std::size_t p = 0; p < P; ++p) {
+    Counts total = std::move(partial[p]);
+    for (int w = 1; w < workers; ++w) {
+      const Counts& c = partial[static_cast<std::size_t>(w) * P + p];
+      for (std::size_t i = 0; i < total.transfers.size(); ++i) total.transfers[i] += c.transfers[i];
+      for (std::size_t i = 0; i < total.gpu_load.size(); ++i) total.gpu_load[i] += c.gpu_load[i];
+    }
+    results.push_back(summarize(std::move(total), trace, topology, options.scheme));
+  }
+  return results;
+}
+
+Metrics evaluate(const Trace& trace, const Placement& placement, const Topology& topology,
+                 const EvalOptions& options) {
+  return evaluate_all(trace, {&placement}, topology, options).front();
+}
+
+}  // namespace exflow

@@ -1,0 +1,322 @@
+#include "exflow/trace.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <thread>
+
+#include "exflow/error.hpp"
+#include "exflow/progress.hpp"
+#include "io/mapped_file.hpp"
+#include "io/npy.hpp"
+
+namespace exflow {
+
+namespace {
+// Largest expert count accepted; ids at or above it are reported as out of range.
+constexpr int kMaxExperts = 1 << 16;
+}  // namespace
+
+// Where the ids live and how they are laid out: either a mapped .npy file or an owned int32
+// buffer (C order, native byte order).
+struct Trace::Storage {
+  std::unique_ptr<io::MappedFile> file;
+  std::vector<std::int32_t> owned;
+  const std::uint8_t* base = nullptr;
+  bool is_signed = true;
+  int item_size = 4;
+  bool byte_swap = false;
+  bool fortran_order = false;
+  std::int64_t tokens = 0;
+  std::int64_t layers = 0;
+  std::int64_t k = 0;
+
+  std::int64_t index(std::int64_t t, std::int64_t l, std::int64_t c) const {
+    return fortran_order ? t + tokens * (l + layers * c) : (t * layers + l) * k + c;
+  }
+
+  // The exact stored value (for error messages), widened without clamping.
+  std::string raw_text(std::int64_t t, int l, int c) const {
+    const std::uint8_t* p = base + index(t, l, c) * item_size;
+    std::uint64_t u = 0;
+    for (int b = 0; b < item_size; ++b) {
+      bool big = (std::endian::native == std::endian::big) != byte_swap;
+      int src = big ? b : item_size - 1 - b;
+      u = (u << 8) | p[src];
+    }
+    if (!is_signed) return std::to_string(u);
+    int shift = 64 - 8 * item_size;
+    auto s = static_cast<std::int64_t>(u << shift) >> shift;
+    return std::to_string(s);
+  }
+};
+
+namespace {
+
+template <typename T>
+T load(const std::uint8_t* p, bool swap) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  if (swap) {
+    if constexpr (sizeof(T) == 2) v = static_cast<T>(__builtin_bswap16(static_cast<std::uint16_t>(v)));
+    if constexpr (sizeof(T) == 4) v = static_cast<T>(__builtin_bswap32(static_cast<std::uint32_t>(v)));
+    if constexpr (sizeof(T) == 8) v = static_cast<T>(__builtin_bswap64(static_cast<std::uint64_t>(v)));
+  }
+  return v;
+}
+
+// Widens to int32, mapping anything outside [-1, INT32_MAX] onto -1 or INT32_MAX so that
+// validation still sees it as out of range.
+template <typename T>
+std::int32_t narrow(T v) {
+  if constexpr (std::is_signed_v<T> && sizeof(T) <= 4) {
+    return static_cast<std::int32_t>(v);
+  } else if constexpr (std::is_signed_v<T>) {
+    if (v < 0) return -1;
+    return v > std::numeric_limits<std::int32_t>::max() ? std::numeric_limits<std::int32_t>::max()
+                                                        : static_cast<std::int32_t>(v);
+  } else {
+    return v > static_cast<T>(std::numeric_limits<std::int32_t>::max())
+               ? std::numeric_limits<std::int32_t>::max()
+               : static_cast<std::int32_t>(v);
+  }
+}
+
+// Decodes tokens [begin, begin + n), columns [0, k) into layer-major out.
+template <typename T, bool Swap>
+void decode_typed(const Trace::Storage& s, std::int64_t begin, std::int64_t n, int layers, int k,
+                  std::int32_t* out) {
+  const auto* base = s.base;
+  constexpr auto size = static_cast<std::int64_t>(sizeof(T));
+  if (s.fortran_order) {
+    for (int l = 0; l < layers; ++l) {
+      for (int c = 0; c < k; ++c) {
+        const std::uint8_t* src = base + s.index(begin, l, c) * size;
+        std::int32_t* dst = out + (static_cast<std::int64_t>(l) * k + c) * n;
+        for (std::int64_t i = 0; i < n; ++i) dst[i] = narrow(load<T>(src + i * size, Swap));
+      }
+    }
+    return;
+  }
+  const std::int64_t row = s.layers * s.k;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint8_t* src = base + (begin + i) * row * size;
+    for (int l = 0; l < layers; ++l) {
+      for (int c = 0; c < k; ++c) {
+        out[(static_cast<std::int64_t>(l) * k + c) * n + i] =
+            narrow(load<T>(src + (l * s.k + c) * size, Swap));
+      }
+    }
+  }
+}
+
+using DecodeFn = void (*)(const Trace::Storage&, std::int64_t, std::int64_t, int, int,
+                          std::int32_t*);
+
+template <typename T>
+DecodeFn pick(bool swap) {
+  return swap ? &decode_typed<T, true> : &decode_typed<T, false>;
+}
+
+DecodeFn decoder_for(const Trace::Storage& s) {
+  switch (s.item_size) {
+    case 1:
+      return s.is_signed ? pick<std::int8_t>(false) : pick<std::uint8_t>(false);
+    case 2:
+      return s.is_signed ? pick<std::int16_t>(s.byte_swap) : pick<std::uint16_t>(s.byte_swap);
+    case 4:
+      return s.is_signed ? pick<std::int32_t>(s.byte_swap) : pick<std::uint32_t>(s.byte_swap);
+    default:
+      return s.is_signed ? pick<std::int64_t>(s.byte_swap) : pick<std::uint64_t>(s.byte_swap);
+  }
+}
+
+}  // namespace
+
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+Trace Trace::open(const std::string& path, const TraceOpenOptions& options) {
+  auto storage = std::make_shared<Storage>();
+  storage->file = std::make_unique<io::MappedFile>(path);
+  const auto& file = *storage->file;
+  io::NpyHeader h = io::parse_npy(file.data(), file.size(), path);
+  storage->base = file.data() + h.data_offset;
+  storage->is_signed = h.is_signed;
+  storage->item_size = h.item_size;
+  storage->byte_swap = h.byte_swap;
+  storage->fortran_order = h.fortran_order;
+  storage->tokens = h.shape[0];
+  storage->layers = h.shape[1];
+  storage->k = h.shape.size() == 3 ? h.shape[2] : 1;
+
+  Trace trace;
+  trace.storage_ = storage;
+  trace.source_ = path;
+  trace.tokens_ = storage->tokens;
+  trace.layers_ = static_cast<int>(storage->layers);
+  trace.k_ = static_cast<int>(storage->k);
+  if (options.topk) {
+    if (*options.topk < 1 || *options.topk > trace.k_) {
+      throw UsageError(path + ": top-k " + std::to_string(*options.topk) +
+                       " requested but the trace has k = " + std::to_string(trace.k_));
+    }
+    trace.k_ = *options.topk;
+  }
+  trace.validate_ids(options.experts, options.threads);
+  return trace;
+}
+
+Trace Trace::from_ids(std::vector<std::int32_t> ids, std::int64_t tokens, int layers, int k,
+                      std::optional<int> experts) {
+  if (tokens < 1 || layers < 1 || k < 1) {
+    throw InputError("in-memory trace: tokens, layers and k must be positive (got " +
+                     std::to_string(tokens) + ", " + std::to_string(layers) + ", " +
+                     std::to_string(k) + ")");
+  }
+  if (ids.size() != static_cast<std::size_t>(tokens) * layers * k) {
+    throw InputError("in-memory trace: " + std::to_string(ids.size()) + " ids for shape (" +
+                     std::to_string(tokens) + ", " + std::to_string(layers) + ", " +
+                     std::to_string(k) + ")");
+  }
+  auto storage = std::make_shared<Storage>();
+  storage->owned = std::move(ids);
+  storage->base = reinterpret_cast<const std::uint8_t*>(storage->owned.data());
+  storage->tokens = tokens;
+  storage->layers = layers;
+  storage->k = k;
+  Trace trace;
+  trace.storage_ = storage;
+  trace.source_ = "in-memory trace";
+  trace.tokens_ = tokens;
+  trace.layers_ = layers;
+  trace.k_ = k;
+  trace.validate_ids(experts, 1);
+  return trace;
+}
+
+Trace Trace::prefix(std::int64_t n) const {
+  if (n < 1 || n > tokens_) {
+    throw UsageError(source_ + ": prefix of " + std::to_string(n) + " tokens requested, trace has " +
+                     std::to_string(tokens_));
+  }
+  Trace t = *this;
+  t.tokens_ = n;
+  return t;
+}
+
+std::int32_t Trace::at(std::int64_t t, int layer, int col) const {
+  if (t < 0 || t >= tokens_ || layer < 0 || layer >= layers_ || col < 0 || col >= k_) {
+    throw UsageError(source_ + ": no element at token " + std::to_string(t) + ", layer " +
+                     std::to_string(layer) + ", column " + std::to_string(col));
+  }
+  std::vector<std::int32_t> buffer;
+  return decode(t, t + 1, buffer).column(layer, col)[0];
+}
+
+TraceBlock Trace::decode(std::int64_t begin, std::int64_t end, std::vector<std::int32_t>& out) const {
+  std::int64_t n = end - begin;
+  out.resize(static_cast<std::size_t>(n) * layers_ * k_);
+  decoder_for(*storage_)(*storage_, begin, n, layers_, k_, out.data());
+  return TraceBlock{out.data(), begin, n, layers_, k_};
+}
+
+int Trace::workers(int threads) const {
+  std::int64_t blocks = (tokens_ + kTraceBlockTokens - 1) / kTraceBlockTokens;
+  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(resolve_threads(threads), blocks)));
+}
+
+void Trace::for_each_block(int threads, const std::function<void(int, const TraceBlock&)>& body,
+                           Progress* progress, const char* what) const {
+  const int w = workers(threads);
+  if (progress != nullptr) progress->begin(what, tokens_);
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(w));
+  auto run = [&](int worker) {
+    try {
+      std::int64_t begin = tokens_ * worker / w;
+      std::int64_t end = tokens_ * (worker + 1) / w;
+      std::vector<std::int32_t> buffer;
+      for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
+        TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
+        body(worker, block);
+        if (progress != nullptr) progress->advance(block.tokens);
+      }
+    } catch (...) {
+      errors[static_cast<std::size_t>(worker)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < w; ++i) pool.emplace_back(run, i);
+  run(0);
+  for (auto& t : pool) t.join();
+  if (progress != nullptr) progress->end();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+void Trace::validate_ids(std::optional<int> experts, int threads) {
+  if (experts && (*experts < 1 || *experts > kMaxExperts)) {
+    throw UsageError(source_ + ": experts = " + std::to_string(*experts) + " is out of range [1, " +
+                     std::to_string(kMaxExperts) + "]");
+  }
+  const std::int32_t limit = experts ? *experts : kMaxExperts;
+  struct Scan {
+    std::int32_t max = -1;
+    std::int64_t bad_token = -1;  // first token (in this worker's range) with an id out of range
+    int bad_layer = 0;
+    int bad_col = 0;
+  };
+  std::vector<Scan> scans(static_cast<std::size_t>(workers(threads)));
+  for_each_block(threads, [&](int worker, const TraceBlock& block) {
+    Scan& scan = scans[static_cast<std::size_t>(worker)];
+    const std::int64_t count = block.tokens * block.layers * block.k;
+    std::int32_t lo = std::numeric_limits<std::int32_t>::max();
+    std::int32_t hi = -1;
+    for (std::int64_t i = 0; i < count; ++i) {
+      lo = std::min(lo, block.ids[i]);
+      hi = std::max(hi, block.ids[i]);
+    }
+    scan.max = std::max(scan.max, hi);
+    if (scan.bad_token >= 0 || (lo >= 0 && hi < limit)) return;
+    for (std::int64_t i = 0; i < block.tokens && scan.bad_token < 0; ++i) {
+      for (int l = 0; l < block.layers && scan.bad_token < 0; ++l) {
+        for (int c = 0; c < block.k; ++c) {
+          std::int32_t v = block.column(l, c)[i];
+          if (v < 0 || v >= limit) {
+            scan = Scan{scan.max, block.first_token + i, l, c};
+            break;
+          }
+        }
+      }
+    }
+  });
+  std::int32_t max_id = -1;
+  for (const Scan& s : scans) max_id = std::max(max_id, s.max);
+  for (const Scan& s : scans) {
+    if (s.bad_token < 0) continue;
+    std::string where = " at token " + std::to_string(s.bad_token) + ", layer " +
+                        std::to_string(s.bad_layer) +
+                        (k_ > 1 ? ", column " + std::to_string(s.bad_col) : std::string());
+    std::string value = storage_->raw_text(s.bad_token, s.bad_layer, s.bad_col);
+    if (value[0] == '-') throw InputError(source_ + ": expert id " + value + where + " is negative");
+    if (experts) {
+      throw InputError(source_ + ": expert id " + value + where + " is out of range for " +
+                       std::to_string(*experts) + " experts (largest id in the trace: " +
+                       (max_id == std::numeric_limits<std::int32_t>::max()
+                            ? std::string("beyond int32")
+                            : std::to_string(max_id)) +
+                       ")");
+    }
+    throw InputError(source_ + ": expert id " + value + where + " exceeds the largest supported " +
+                     "expert count (" + std::to_string(kMaxExperts) + ")");
+  }
+  experts_ = experts ? *experts : max_id + 1;
+}
+
+}  // namespace exflow

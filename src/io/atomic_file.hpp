@@ -1,0 +1,13 @@
+// Atomic file replacement: write to a temporary file beside the target, flush it to disk and
+// rename it over the target, so readers see the old file or the complete new one.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace exflow::io {
+
+// Creates missing parent directories. Throws IoError naming the path on failure.
+void write_file_atomically(const std::string& path, std::string_view contents);
+
+}  // namespace exflow::io
