@@ -1,0 +1,95 @@
+// The affinity graph (transition counts, expert loads) and the profile statistics.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "exflow/affinity.hpp"
+#include "exflow/trace.hpp"
+
+namespace exflow {
+namespace {
+
+TEST(AffinityGraph, CountsTop1TransitionsAndLoads) {
+  // tokens x layers: [0 1 2] [3 2 0] [0 2 0] [1 0 1]
+  Trace t = Trace::from_ids({0, 1, 2, 3, 2, 0, 0, 2, 0, 1, 0, 1}, 4, 3, 1, 4);
+  AffinityGraph g = AffinityGraph::from_trace(t, 1);
+  EXPECT_EQ(g.tokens(), 4);
+  EXPECT_EQ(g.transition(0, 0, 1), 1);
+  EXPECT_EQ(g.transition(0, 3, 2), 1);
+  EXPECT_EQ(g.transition(0, 0, 2), 1);
+  EXPECT_EQ(g.transition(0, 1, 0), 1);
+  EXPECT_EQ(g.transition(1, 2, 0), 2);
+  EXPECT_EQ(g.transition(1, 1, 2), 1);
+  EXPECT_EQ(g.transition(1, 0, 1), 1);
+  std::int64_t total = 0;
+  for (auto w : g.transitions()) total += w;
+  EXPECT_EQ(total, 8);
+  EXPECT_EQ(g.load(0, 0), 2);
+  EXPECT_EQ(g.load(1, 2), 2);
+  EXPECT_EQ(g.load(2, 0), 2);
+  EXPECT_EQ(g.load(2, 3), 0);
+}
+
+TEST(AffinityGraph, TopKCountsEveryPairOfConsecutiveExperts) {
+  // one token, 2 layers, k = 2: {0, 1} -> {2, 3}
+  Trace t = Trace::from_ids({0, 1, 2, 3}, 1, 2, 2, 4);
+  AffinityGraph g = AffinityGraph::from_trace(t, 1);
+  EXPECT_EQ(g.transition(0, 0, 2), 1);
+  EXPECT_EQ(g.transition(0, 0, 3), 1);
+  EXPECT_EQ(g.transition(0, 1, 2), 1);
+  EXPECT_EQ(g.transition(0, 1, 3), 1);
+  EXPECT_EQ(g.load(0, 0) + g.load(0, 1), 2);
+}
+
+Trace random_trace(std::int64_t tokens, int layers, int k, int experts, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(tokens) * layers * k);
+  for (auto& v : ids) v = static_cast<std::int32_t>(rng() % experts);
+  return Trace::from_ids(std::move(ids), tokens, layers, k, experts);
+}
+
+TEST(AffinityGraph, SameCountsForAnyThreadCount) {
+  Trace t = random_trace(9000, 5, 2, 16, 7);
+  AffinityGraph one = AffinityGraph::from_trace(t, 1);
+  AffinityGraph three = AffinityGraph::from_trace(t, 3);
+  EXPECT_EQ(one.transitions(), three.transitions());
+  EXPECT_EQ(one.loads(), three.loads());
+}
+
+TEST(Profile, DeterministicChainHasFullAffinity) {
+  // expert e at layer l is always followed by (e + 1) mod 4; every expert equally loaded.
+  std::vector<std::int32_t> ids;
+  for (int t = 0; t < 400; ++t) {
+    for (int l = 0; l < 3; ++l) ids.push_back((t + l) % 4);
+  }
+  AffinityProfile p = profile(AffinityGraph::from_trace(Trace::from_ids(ids, 400, 3, 1, 4), 1));
+  ASSERT_EQ(p.pairs.size(), 2u);
+  EXPECT_DOUBLE_EQ(p.uniform_share, 0.25);
+  EXPECT_DOUBLE_EQ(p.pairs[0].top_successor_share, 1.0);
+  EXPECT_NEAR(p.pairs[0].mutual_information_bits, 2.0, 1e-12);
+  EXPECT_NEAR(p.mean_mutual_information_bits, 2.0, 1e-12);
+  ASSERT_EQ(p.loads.size(), 3u);
+  EXPECT_DOUBLE_EQ(p.loads[0].max_over_mean, 1.0);
+  EXPECT_DOUBLE_EQ(p.loads[0].cv, 0.0);
+}
+
+TEST(Profile, IndependentRoutingHasNoAffinity) {
+  AffinityProfile p = profile(AffinityGraph::from_trace(random_trace(200000, 2, 1, 8, 3), 2));
+  EXPECT_NEAR(p.pairs[0].top_successor_share, 1.0 / 8, 0.01);
+  EXPECT_LT(p.pairs[0].mutual_information_bits, 0.002);
+}
+
+TEST(Profile, LoadSkew) {
+  // layer 0: expert 0 takes 3 of 4 tokens, expert 1 one.
+  Trace t = Trace::from_ids({0, 0, 0, 1}, 4, 1, 1, 2);
+  AffinityProfile p = profile(AffinityGraph::from_trace(t, 1));
+  EXPECT_TRUE(p.pairs.empty());
+  EXPECT_DOUBLE_EQ(p.loads[0].max_over_mean, 1.5);
+  EXPECT_DOUBLE_EQ(p.loads[0].cv, 0.5);
+  EXPECT_EQ(p.loads[0].max, 3);
+  EXPECT_EQ(p.loads[0].min, 1);
+}
+
+}  // namespace
+}  // namespace exflow

@@ -1,0 +1,53 @@
+#include "support/test_support.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "io/npy.hpp"
+
+namespace exflow::test {
+
+TempDir::TempDir() {
+  std::string templ = (std::filesystem::temp_directory_path() / "exflow-test-XXXXXX").string();
+  if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = templ;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_npy(const std::string& path, const std::vector<std::int64_t>& values,
+               const std::vector<std::int64_t>& shape, const std::string& descr, bool fortran_order,
+               int major_version) {
+  write_bytes(path, io::encode_npy(values, shape, descr, fortran_order, major_version));
+}
+
+bool shared_data_available() {
+  return std::filesystem::exists(std::string(EXFLOW_SHARED_DATA_DIR) + "/README.md");
+}
+
+std::string shared_data(const std::string& name) {
+  return std::string(EXFLOW_SHARED_DATA_DIR) + "/" + name;
+}
+
+}  // namespace exflow::test
