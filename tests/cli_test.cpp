@@ -1,0 +1,273 @@
+// End-to-end tests of the exflow CLI: golden objectives on checked-in inputs, JSON keys,
+// written files, exit codes and one-line errors for bad input and bad usage.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/npy.hpp"
+#include "support/test_support.hpp"
+
+namespace exflow {
+namespace {
+
+using nlohmann::json;
+using test::TempDir;
+
+const std::string kGolden = std::string(EXFLOW_TEST_DATA_DIR) + "/golden/";
+
+struct CliRun {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+CliRun exflow(const std::vector<std::string>& args) {
+  TempDir dir;
+  std::string cmd = quote(EXFLOW_CLI);
+  for (const auto& a : args) cmd.append(" ").append(quote(a));
+  cmd.append(" >").append(quote(dir.file("out")));
+  cmd.append(" 2>").append(quote(dir.file("err"))).append(" </dev/null");
+  int status = std::system(cmd.c_str());
+  CliRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = test::read_bytes(dir.file("out"));
+  r.err = test::read_bytes(dir.file("err"));
+  return r;
+}
+
+// A failed run says one line on stderr, prefixed "exflow: error: ", and nothing on stdout.
+void expect_one_line_error(const CliRun& r, int code, const std::string& fragment) {
+  EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(r.err.rfind("exflow: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+}
+
+const char* const kMetricKeys[] = {"cost",           "cintra",         "cinter",
+                                   "intra",          "inter",          "local_fraction",
+                                   "load_ratio_max", "load_ratio_mean"};
+
+TEST(CliGolden, EvalScoresAPlacementAgainstVanilla) {
+  // mini-2x2.npy on 2 nodes x 2 GPUs (see tests/data/golden/make_golden.py).
+  // placement-affine.csv: token 0 never moves, token 1 moves once within node 0.
+  // Vanilla (expert e on GPU e): intra 3/2, inter 2/2 per token.
+  CliRun r = exflow({"eval", kGolden + "mini-2x2.npy", kGolden + "placement-affine.csv",
+                  "--gpus-per-node", "2", "--nodes", "2", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  for (const char* key : kMetricKeys) {
+    EXPECT_TRUE(j.contains(key)) << key;
+    EXPECT_TRUE(j["vanilla"].contains(key)) << key;
+  }
+  EXPECT_DOUBLE_EQ(j["cost"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j["intra"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j["inter"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(j["cintra"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j["local_fraction"].get<double>(), 5.0 / 6.0);
+  EXPECT_DOUBLE_EQ(j["load_ratio_max"].get<double>(), 4.0);
+  EXPECT_DOUBLE_EQ(j["load_ratio_mean"].get<double>(), 2.5);
+  EXPECT_DOUBLE_EQ(j["vanilla"]["cost"].get<double>(), 3.5);
+  EXPECT_DOUBLE_EQ(j["vanilla"]["intra"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(j["vanilla"]["inter"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(j["vanilla"]["cintra"].get<double>(), 1.5);
+  EXPECT_DOUBLE_EQ(j["vanilla"]["cinter"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j["vanilla"]["local_fraction"].get<double>(), 1.0 / 6.0);
+  EXPECT_EQ(j["trace"]["tokens"], 2);
+  EXPECT_EQ(j["trace"]["experts"], 4);
+  EXPECT_EQ(j["options"]["gpus_per_node"], 2);
+  EXPECT_EQ(j["options"]["nodes"], 2);
+}
+
+TEST(CliGolden, EvalTextReportShowsBothColumns) {
+  CliRun r = exflow({"eval", kGolden + "mini-2x2.npy", kGolden + "placement-affine.csv",
+                  "--gpus-per-node", "2", "--nodes", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("vanilla"), std::string::npos);
+  EXPECT_NE(r.out.find("0.5000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("3.5000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("-85.7%"), std::string::npos) << r.out;
+}
+
+TEST(CliGolden, SolveVanillaWritesTheSeedNamedCsv) {
+  TempDir dir;
+  CliRun r = exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "2", "--nodes", "2",
+                  "--method", "vanilla", "--out-dir", dir.file("sol"), "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  for (const char* key : kMetricKeys) EXPECT_TRUE(j.contains(key)) << key;
+  for (const char* key : {"method", "seconds", "placement", "vanilla"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["method"], "vanilla");
+  EXPECT_DOUBLE_EQ(j["cost"].get<double>(), 3.5);
+  const std::string expected =
+      dir.file("sol") + "/solution_intra2_inter2_cost3.5_cintra1.5_cinter0.5.csv";
+  EXPECT_EQ(j["placement"], expected);
+  EXPECT_EQ(test::read_bytes(expected),
+            "Expert,Node\n0,0\n1,1\n2,2\n3,3\n4,0\n5,1\n6,2\n7,3\n8,0\n9,1\n10,2\n11,3\n"
+            "12,0\n13,1\n14,2\n15,3\n");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.file("sol"))) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 1) << "no temporary file may remain";
+  // The written file scores the same when read back.
+  CliRun back = exflow({"eval", kGolden + "mini-2x2.npy", expected, "--gpus-per-node", "2",
+                     "--nodes", "2", "--json"});
+  ASSERT_EQ(back.code, 0) << back.err;
+  EXPECT_DOUBLE_EQ(json::parse(back.out)["cost"].get<double>(), 3.5);
+}
+
+TEST(CliGolden, ProfileReportsShapeAffinityAndLoad) {
+  CliRun r = exflow({"profile", kGolden + "mini-2x2.npy", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["tokens"], 2);
+  EXPECT_EQ(j["layers"], 4);
+  EXPECT_EQ(j["experts"], 4);
+  EXPECT_EQ(j["k"], 1);
+  EXPECT_DOUBLE_EQ(j["uniform_share"].get<double>(), 0.25);
+  ASSERT_EQ(j["layer_pairs"].size(), 3u);
+  // Each source expert has a single successor in this tiny trace.
+  EXPECT_DOUBLE_EQ(j["layer_pairs"][1]["top_successor_share"].get<double>(), 1.0);
+  ASSERT_EQ(j["expert_load"].size(), 4u);
+  EXPECT_DOUBLE_EQ(j["expert_load"][0]["max_over_mean"].get<double>(), 4.0);
+}
+
+TEST(CliGolden, ProfileOfTheBundledExample) {
+  CliRun r = exflow({"profile", std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy",
+                  "--json", "--threads", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["tokens"], 8222);
+  EXPECT_EQ(j["layers"], 26);
+  EXPECT_EQ(j["experts"], 64);
+  EXPECT_EQ(j["k"], 6);
+  EXPECT_GT(j["mean_top_successor_share"].get<double>(), 2.0 * j["uniform_share"].get<double>());
+}
+
+TEST(CliGolden, ThreadCountDoesNotChangeResults) {
+  const std::string trace = std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy";
+  TempDir dir;
+  CliRun one = exflow({"solve", trace, "--gpus-per-node", "4", "--nodes", "2", "--threads", "1",
+                    "--out-dir", dir.path(), "--json"});
+  CliRun two = exflow({"solve", trace, "--gpus-per-node", "4", "--nodes", "2", "--threads", "2",
+                    "--out-dir", dir.path(), "--json"});
+  ASSERT_EQ(one.code, 0) << one.err;
+  ASSERT_EQ(two.code, 0) << two.err;
+  json a = json::parse(one.out), b = json::parse(two.out);
+  for (const char* key : kMetricKeys) EXPECT_EQ(a[key], b[key]) << key;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: exit 1, one line naming the file and the defect.
+
+TEST(CliErrors, NotAnNpyFile) {
+  expect_one_line_error(exflow({"profile", kGolden + "placement-affine.csv"}), 1,
+                        "placement-affine.csv: not an npy file");
+}
+
+TEST(CliErrors, FloatTrace) {
+  TempDir dir;
+  std::string bytes = io::encode_npy({0, 1, 2, 3}, {2, 2}, "<i4");
+  bytes.replace(bytes.find("<i4"), 3, "<f4");
+  test::write_bytes(dir.file("float.npy"), bytes);
+  expect_one_line_error(exflow({"profile", dir.file("float.npy")}), 1, "floating-point");
+}
+
+TEST(CliErrors, TruncatedTrace) {
+  TempDir dir;
+  std::string bytes = io::encode_npy({0, 1, 2, 3, 0, 1}, {3, 2}, "<i2");
+  bytes.resize(bytes.size() - 3);
+  test::write_bytes(dir.file("short.npy"), bytes);
+  expect_one_line_error(exflow({"eval", dir.file("short.npy"), kGolden + "placement-affine.csv",
+                                "--gpus-per-node", "2"}),
+                        1, "truncated");
+}
+
+TEST(CliErrors, ExpertsSmallerThanTheLargestId) {
+  expect_one_line_error(exflow({"profile", kGolden + "mini-2x2.npy", "--experts", "3"}), 1,
+                        "expert id 3 at token 0, layer 3 is out of range for 3 experts");
+}
+
+TEST(CliErrors, NegativeExpertId) {
+  TempDir dir;
+  test::write_npy(dir.file("neg.npy"), {0, 1, 2, -1}, {2, 2}, "<i8");
+  expect_one_line_error(exflow({"profile", dir.file("neg.npy")}), 1,
+                        "expert id -1 at token 1, layer 1 is negative");
+}
+
+TEST(CliErrors, PlacementForAnotherShape) {
+  TempDir dir;
+  test::write_bytes(dir.file("p.csv"), "Expert,Node\n0,0\n1,1\n");
+  expect_one_line_error(exflow({"eval", kGolden + "mini-2x2.npy", dir.file("p.csv"),
+                                "--gpus-per-node", "2", "--nodes", "2"}),
+                        1, "is missing");
+}
+
+TEST(CliErrors, UnbalancedPlacementNamesLayerAndGpu) {
+  TempDir dir;
+  std::string csv = "Expert,Node\n";
+  for (int i = 0; i < 16; ++i) csv += std::to_string(i) + "," + std::to_string(i == 5 ? 0 : i % 4) + "\n";
+  test::write_bytes(dir.file("p.csv"), csv);
+  CliRun r = exflow({"eval", kGolden + "mini-2x2.npy", dir.file("p.csv"), "--gpus-per-node", "2",
+                  "--nodes", "2"});
+  expect_one_line_error(r, 1, "layer 1 has 2 experts on GPU 0");
+  CliRun relaxed = exflow({"eval", kGolden + "mini-2x2.npy", dir.file("p.csv"), "--gpus-per-node",
+                        "2", "--nodes", "2", "--unbalanced"});
+  EXPECT_EQ(relaxed.code, 0) << relaxed.err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad usage: exit 2.
+
+TEST(CliUsage, ExpertsNotDivisibleByGpus) {
+  expect_one_line_error(exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "3"}), 2,
+                        "divisible");
+}
+
+TEST(CliUsage, UnknownOptionMissingArgumentAndNoCommand) {
+  EXPECT_EQ(exflow({"profile", kGolden + "mini-2x2.npy", "--bogus"}).code, 2);
+  EXPECT_EQ(exflow({"eval", kGolden + "mini-2x2.npy"}).code, 2);
+  EXPECT_EQ(exflow({"solve", kGolden + "mini-2x2.npy"}).code, 2);  // --gpus-per-node required
+  EXPECT_EQ(exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "2", "--method", "x"}).code,
+            2);
+  EXPECT_EQ(exflow({}).code, 2);
+  expect_one_line_error(exflow({"profile", "/nonexistent.npy"}), 2, "/nonexistent.npy");
+}
+
+TEST(CliUsage, HelpForEveryCommand) {
+  for (const char* cmd : {"profile", "eval", "solve"}) {
+    CliRun r = exflow({cmd, "--help"});
+    EXPECT_EQ(r.code, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage:"), std::string::npos) << cmd;
+    EXPECT_NE(r.out.find("--json"), std::string::npos) << cmd;
+  }
+}
+
+TEST(CliDocs, CliReferenceIsGeneratedFromTheOptionTables) {
+  CliRun r = exflow({"help-markdown"});
+  ASSERT_EQ(r.code, 0);
+  EXPECT_EQ(r.out, test::read_bytes(std::string(EXFLOW_SOURCE_DIR) + "/docs/cli.md"))
+      << "docs/cli.md is stale: regenerate it with `build/bin/exflow help-markdown > docs/cli.md`";
+}
+
+}  // namespace
+}  // namespace exflow
