@@ -235,7 +235,7 @@ int run_solve(const SolveArgs& args) {
   }
   std::cout << "trace     " << describe(trace) << "\n"
             << "topology  " << describe(topology) << "\n"
-            << "method    " << args.method << " (" << seconds << " s)\n\n"
+            << "method    " << args.method << " (" << format_seconds(seconds) << ")\n\n"
             << compare_metrics({args.method, "vanilla"}, {&m, &mv}) << "\n"
             << "placement written to " << path << "\n";
   return 0;

@@ -91,6 +91,10 @@ std::string describe(const Topology& t) {
          " within a node, " + fmt("%g", t.inter_cost()) + " across nodes)";
 }
 
+std::string format_seconds(double seconds) {
+  return fmt(seconds < 10 ? "%.3f s" : "%.1f s", seconds);
+}
+
 std::string compare_metrics(const std::vector<std::string>& names,
                             const std::vector<const Metrics*>& metrics) {
   struct Row {

@@ -22,6 +22,9 @@ nlohmann::json profile_json(const AffinityProfile& profile);
 std::string describe(const Trace& trace);
 std::string describe(const Topology& topology);
 
+// "0.042 s", "12.3 s".
+std::string format_seconds(double seconds);
+
 // A table comparing metrics column by column; the last column is the reference and a
 // "change" column gives the first column's relative change against it.
 std::string compare_metrics(const std::vector<std::string>& names,
