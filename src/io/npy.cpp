@@ -52,7 +52,13 @@ class HeaderParser {
  private:
   [[noreturn]] void fail(const std::string& what) const {
     throw InputError(path_ + ": malformed npy header: " + what + " at offset " +
-                     std::to_string(pos_) + " of \"" + std::string(s_) + "\"");
+                     std::to_string(pos_) + " of \"" + quoted() + "\"");
+  }
+  // The header without its padding, cut to a readable length.
+  std::string quoted() const {
+    std::string_view v = s_;
+    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
+    return v.size() > 160 ? std::string(v.substr(0, 160)) + "..." : std::string(v);
   }
   char peek() {
     skip_space();
@@ -80,7 +86,7 @@ class HeaderParser {
     std::size_t start = pos_;
     if (pos_ < s_.size() && (s_[pos_] == '-' || s_[pos_] == '+')) ++pos_;
     std::int64_t value = 0;
-    bool negative = s_[start] == '-';
+    bool negative = start < s_.size() && s_[start] == '-';
     bool any = false;
     while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) {
       int digit = s_[pos_] - '0';
@@ -209,9 +215,10 @@ void parse_descr(const std::string& descr, NpyHeader& h, const std::string& path
 }  // namespace
 
 NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::string& path) {
-  if (size < 10 || std::memcmp(data, kMagic.data(), kMagic.size()) != 0) {
+  if (size < kMagic.size() || std::memcmp(data, kMagic.data(), kMagic.size()) != 0) {
     throw InputError(path + ": not an npy file (missing the \\x93NUMPY magic)");
   }
+  if (size < kMagic.size() + 2) throw InputError(path + ": truncated npy header");
   NpyHeader h;
   h.major_version = data[6];
   h.minor_version = data[7];
@@ -228,18 +235,19 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
   if (size < prefix) throw InputError(path + ": truncated npy header");
   std::size_t header_len = read_le(data + 8, len_bytes);
   if (prefix + header_len > size) {
-    throw InputError(path + ": header length field says " + std::to_string(header_len) +
-                     " bytes but the file has only " + std::to_string(size - prefix) +
-                     " bytes after it");
+    throw InputError(path + ": truncated npy header: header length field says " +
+                     std::to_string(header_len) + " bytes but the file has only " +
+                     std::to_string(size - prefix) + " bytes after it");
   }
   std::string_view header(reinterpret_cast<const char*>(data + prefix), header_len);
-  if (header.empty() || header.back() != '\n') {
-    throw InputError(path + ": header length field (" + std::to_string(header_len) +
-                     " bytes) does not end at the header's newline");
-  }
-  if (header.find('\n') != header.size() - 1) {
+  std::size_t newline = header.find('\n');
+  if (newline != std::string_view::npos && newline + 1 != header.size()) {
     throw InputError(path + ": header length field (" + std::to_string(header_len) +
                      " bytes) runs past the header's newline into the data");
+  }
+  if (newline == std::string_view::npos) {
+    throw InputError(path + ": header length field (" + std::to_string(header_len) +
+                     " bytes) does not end at the header's newline");
   }
   h.data_offset = prefix + header_len;
 
@@ -251,7 +259,9 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
     if (key == "shape") shape = value;
   }
   if (!descr || !fortran || !shape) {
-    throw InputError(path + ": npy header lacks one of 'descr', 'fortran_order', 'shape'");
+    std::string missing = std::string(descr ? "" : " 'descr'") +
+                          (fortran ? "" : " 'fortran_order'") + (shape ? "" : " 'shape'");
+    throw InputError(path + ": npy header lacks" + missing);
   }
   if (descr->type == Literal::Type::kList) {
     throw InputError(path + ": structured dtype; expert ids must be a plain integer array");
@@ -268,7 +278,7 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
   if (h.shape.size() != 2 && h.shape.size() != 3) {
     throw InputError(path + ": shape " + shape_text(h.shape) + " has " +
                      std::to_string(h.shape.size()) +
-                     " dimensions; a trace is [tokens, layers] or [tokens, layers, k]");
+                     (h.shape.size() == 1 ? " dimension" : " dimensions") + "; a trace is [tokens, layers] or [tokens, layers, k]");
   }
   static const char* kAxis[] = {"tokens", "layers", "k"};
   std::size_t count = 1;
