@@ -1,10 +1,11 @@
 // The affinity graph (transition counts, expert loads) and the profile statistics.
+#include "exflow/affinity.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
-#include "exflow/affinity.hpp"
 #include "exflow/trace.hpp"
 
 namespace exflow {

@@ -59,16 +59,15 @@ void expect_one_line_error(const CliRun& r, int code, const std::string& fragmen
   EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
 }
 
-const char* const kMetricKeys[] = {"cost",           "cintra",         "cinter",
-                                   "intra",          "inter",          "local_fraction",
-                                   "load_ratio_max", "load_ratio_mean"};
+const char* const kMetricKeys[] = {"cost",  "cintra",         "cinter",         "intra",
+                                   "inter", "local_fraction", "load_ratio_max", "load_ratio_mean"};
 
 TEST(CliGolden, EvalScoresAPlacementAgainstVanilla) {
   // mini-2x2.npy on 2 nodes x 2 GPUs (see tests/data/golden/make_golden.py).
   // placement-affine.csv: token 0 never moves, token 1 moves once within node 0.
   // Vanilla (expert e on GPU e): intra 3/2, inter 2/2 per token.
   CliRun r = exflow({"eval", kGolden + "mini-2x2.npy", kGolden + "placement-affine.csv",
-                  "--gpus-per-node", "2", "--nodes", "2", "--json"});
+                     "--gpus-per-node", "2", "--nodes", "2", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   for (const char* key : kMetricKeys) {
@@ -96,7 +95,7 @@ TEST(CliGolden, EvalScoresAPlacementAgainstVanilla) {
 
 TEST(CliGolden, EvalTextReportShowsBothColumns) {
   CliRun r = exflow({"eval", kGolden + "mini-2x2.npy", kGolden + "placement-affine.csv",
-                  "--gpus-per-node", "2", "--nodes", "2"});
+                     "--gpus-per-node", "2", "--nodes", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("vanilla"), std::string::npos);
   EXPECT_NE(r.out.find("0.5000"), std::string::npos) << r.out;
@@ -107,7 +106,7 @@ TEST(CliGolden, EvalTextReportShowsBothColumns) {
 TEST(CliGolden, SolveVanillaWritesTheSeedNamedCsv) {
   TempDir dir;
   CliRun r = exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "2", "--nodes", "2",
-                  "--method", "vanilla", "--out-dir", dir.file("sol"), "--json"});
+                     "--method", "vanilla", "--out-dir", dir.file("sol"), "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   for (const char* key : kMetricKeys) EXPECT_TRUE(j.contains(key)) << key;
@@ -130,7 +129,7 @@ TEST(CliGolden, SolveVanillaWritesTheSeedNamedCsv) {
   EXPECT_EQ(files, 1) << "no temporary file may remain";
   // The written file scores the same when read back.
   CliRun back = exflow({"eval", kGolden + "mini-2x2.npy", expected, "--gpus-per-node", "2",
-                     "--nodes", "2", "--json"});
+                        "--nodes", "2", "--json"});
   ASSERT_EQ(back.code, 0) << back.err;
   EXPECT_DOUBLE_EQ(json::parse(back.out)["cost"].get<double>(), 3.5);
 }
@@ -153,7 +152,7 @@ TEST(CliGolden, ProfileReportsShapeAffinityAndLoad) {
 
 TEST(CliGolden, ProfileOfTheBundledExample) {
   CliRun r = exflow({"profile", std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy",
-                  "--json", "--threads", "2"});
+                     "--json", "--threads", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   EXPECT_EQ(j["tokens"], 8222);
@@ -167,9 +166,9 @@ TEST(CliGolden, ThreadCountDoesNotChangeResults) {
   const std::string trace = std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy";
   TempDir dir;
   CliRun one = exflow({"solve", trace, "--gpus-per-node", "4", "--nodes", "2", "--threads", "1",
-                    "--out-dir", dir.path(), "--json"});
+                       "--out-dir", dir.path(), "--json"});
   CliRun two = exflow({"solve", trace, "--gpus-per-node", "4", "--nodes", "2", "--threads", "2",
-                    "--out-dir", dir.path(), "--json"});
+                       "--out-dir", dir.path(), "--json"});
   ASSERT_EQ(one.code, 0) << one.err;
   ASSERT_EQ(two.code, 0) << two.err;
   json a = json::parse(one.out), b = json::parse(two.out);
@@ -225,13 +224,14 @@ TEST(CliErrors, PlacementForAnotherShape) {
 TEST(CliErrors, UnbalancedPlacementNamesLayerAndGpu) {
   TempDir dir;
   std::string csv = "Expert,Node\n";
-  for (int i = 0; i < 16; ++i) csv += std::to_string(i) + "," + std::to_string(i == 5 ? 0 : i % 4) + "\n";
+  for (int i = 0; i < 16; ++i)
+    csv += std::to_string(i) + "," + std::to_string(i == 5 ? 0 : i % 4) + "\n";
   test::write_bytes(dir.file("p.csv"), csv);
   CliRun r = exflow({"eval", kGolden + "mini-2x2.npy", dir.file("p.csv"), "--gpus-per-node", "2",
-                  "--nodes", "2"});
+                     "--nodes", "2"});
   expect_one_line_error(r, 1, "layer 1 has 2 experts on GPU 0");
   CliRun relaxed = exflow({"eval", kGolden + "mini-2x2.npy", dir.file("p.csv"), "--gpus-per-node",
-                        "2", "--nodes", "2", "--unbalanced"});
+                           "2", "--nodes", "2", "--unbalanced"});
   EXPECT_EQ(relaxed.code, 0) << relaxed.err;
 }
 
@@ -247,8 +247,8 @@ TEST(CliUsage, UnknownOptionMissingArgumentAndNoCommand) {
   EXPECT_EQ(exflow({"profile", kGolden + "mini-2x2.npy", "--bogus"}).code, 2);
   EXPECT_EQ(exflow({"eval", kGolden + "mini-2x2.npy"}).code, 2);
   EXPECT_EQ(exflow({"solve", kGolden + "mini-2x2.npy"}).code, 2);  // --gpus-per-node required
-  EXPECT_EQ(exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "2", "--method", "x"}).code,
-            2);
+  EXPECT_EQ(
+      exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "2", "--method", "x"}).code, 2);
   EXPECT_EQ(exflow({}).code, 2);
   expect_one_line_error(exflow({"profile", "/nonexistent.npy"}), 2, "/nonexistent.npy");
 }

@@ -1,5 +1,7 @@
 // The evaluator: hand-computed cases, the original tool's metric definitions, and an
 // independent token-by-token reference on random traces and placements.
+#include "exflow/evaluate.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 #include <set>
 
 #include "exflow/error.hpp"
-#include "exflow/evaluate.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
@@ -57,9 +58,9 @@ TEST(Evaluate, HandComputedTop1MultiNodeWithTheSeedsNormalisation) {
   Metrics m = evaluate(t, p, topo, {});
   EXPECT_DOUBLE_EQ(m.intra, 1.5);
   EXPECT_DOUBLE_EQ(m.inter, 1.0);
-  EXPECT_DOUBLE_EQ(m.cost, 3.5);             // 1.5 * 1 + 1.0 * 2
-  EXPECT_DOUBLE_EQ(m.cintra, 1.5);           // intra / (P - 1)
-  EXPECT_DOUBLE_EQ(m.cinter, 0.5);           // inter / (P (N - 1))
+  EXPECT_DOUBLE_EQ(m.cost, 3.5);    // 1.5 * 1 + 1.0 * 2
+  EXPECT_DOUBLE_EQ(m.cintra, 1.5);  // intra / (P - 1)
+  EXPECT_DOUBLE_EQ(m.cinter, 0.5);  // inter / (P (N - 1))
   EXPECT_DOUBLE_EQ(m.local_fraction, 1.0 / 6.0);
 
   Topology weighted(2, 2, 3.0, 10.0);
@@ -190,7 +191,8 @@ Trace random_trace(std::int64_t tokens, int layers, int k, int experts, std::mt1
       while (static_cast<int>(chosen.size()) < k) chosen.insert(static_cast<int>(rng() % experts));
       std::vector<int> order(chosen.begin(), chosen.end());
       std::shuffle(order.begin(), order.end(), rng);
-      for (int c = 0; c < k; ++c) ids[(static_cast<std::size_t>(t) * layers + l) * k + c] = order[c];
+      for (int c = 0; c < k; ++c)
+        ids[(static_cast<std::size_t>(t) * layers + l) * k + c] = order[c];
     }
   }
   return Trace::from_ids(std::move(ids), tokens, layers, k, experts);
@@ -236,15 +238,14 @@ TEST_P(EvaluateMatchesReference, OnRandomTracesAndPlacements) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, EvaluateMatchesReference,
-    ::testing::Values(RandomCase{1, 4, 8, 6, 1, Scheme::kContextCoherent},
-                      RandomCase{2, 4, 16, 5, 1, Scheme::kContextCoherent},
-                      RandomCase{3, 2, 12, 4, 1, Scheme::kContextCoherent},
-                      RandomCase{1, 8, 64, 4, 6, Scheme::kContextCoherent},
-                      RandomCase{2, 4, 32, 4, 4, Scheme::kContextCoherent},
-                      RandomCase{1, 4, 8, 5, 1, Scheme::kBaseline},
-                      RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline}));
+INSTANTIATE_TEST_SUITE_P(Cases, EvaluateMatchesReference,
+                         ::testing::Values(RandomCase{1, 4, 8, 6, 1, Scheme::kContextCoherent},
+                                           RandomCase{2, 4, 16, 5, 1, Scheme::kContextCoherent},
+                                           RandomCase{3, 2, 12, 4, 1, Scheme::kContextCoherent},
+                                           RandomCase{1, 8, 64, 4, 6, Scheme::kContextCoherent},
+                                           RandomCase{2, 4, 32, 4, 4, Scheme::kContextCoherent},
+                                           RandomCase{1, 4, 8, 5, 1, Scheme::kBaseline},
+                                           RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline}));
 
 TEST(Evaluate, EvaluateAllMatchesSeparateEvaluations) {
   std::mt19937 rng(5);

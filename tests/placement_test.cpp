@@ -1,10 +1,11 @@
 // Placement, topology and the original tool's CSV and file-name conventions.
+#include "exflow/placement.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "exflow/error.hpp"
-#include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "support/test_support.hpp"
 
@@ -122,14 +123,14 @@ TEST_P(PlacementCsvErrors, OneClearLine) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, PlacementCsvErrors,
-    ::testing::Values(BadCsv{"", "no 'Expert,Node' header"},
-                      BadCsv{"Layer,GPU\n0,0\n", "expected the header"},
-                      BadCsv{"Expert,Node\n0,0\n1,x\n", ":3: expected two integers"},
-                      BadCsv{"Expert,Node\n0,0\n1,0,5\n", ":3: expected two integers"},
-                      BadCsv{"Expert,Node\n0,0\n9,0\n", ":3: expert 9 is out of range"},
-                      BadCsv{"Expert,Node\n0,2\n", ":2: GPU 2 of expert 0 is out of range"},
-                      BadCsv{"Expert,Node\n0,0\n0,1\n", "expert 0 (layer 0, expert 0) is placed twice"},
-                      BadCsv{"Expert,Node\n0,0\n1,1\n3,1\n", "expert 2 (layer 1, expert 0) is missing"}));
+    ::testing::Values(
+        BadCsv{"", "no 'Expert,Node' header"}, BadCsv{"Layer,GPU\n0,0\n", "expected the header"},
+        BadCsv{"Expert,Node\n0,0\n1,x\n", ":3: expected two integers"},
+        BadCsv{"Expert,Node\n0,0\n1,0,5\n", ":3: expected two integers"},
+        BadCsv{"Expert,Node\n0,0\n9,0\n", ":3: expert 9 is out of range"},
+        BadCsv{"Expert,Node\n0,2\n", ":2: GPU 2 of expert 0 is out of range"},
+        BadCsv{"Expert,Node\n0,0\n0,1\n", "expert 0 (layer 0, expert 0) is placed twice"},
+        BadCsv{"Expert,Node\n0,0\n1,1\n3,1\n", "expert 2 (layer 1, expert 0) is missing"}));
 
 TEST(PlacementCsv, MissingFileIsIoError) {
   EXPECT_THROW(read_placement_csv("/nonexistent/p.csv", 1, 2, 2), IoError);
@@ -140,8 +141,9 @@ TEST(PlacementCsv, ReadsTheOriginalToolsMixtralSolutions) {
   const std::string dir = test::shared_data("exflow-mixtral-solutions/");
   for (int gpus : {4, 8}) {
     std::string name =
-        gpus == 4 ? "solution_intra4_inter1_cost17.495347692691237_cintra5.831782564230412_cinter0.csv"
-                  : "solution_intra8_inter1_cost22.166013704896926_cintra3.166573386413847_cinter0.csv";
+        gpus == 4
+            ? "solution_intra4_inter1_cost17.495347692691237_cintra5.831782564230412_cinter0.csv"
+            : "solution_intra8_inter1_cost22.166013704896926_cintra3.166573386413847_cinter0.csv";
     Placement p = read_placement_csv(dir + name, 32, 8, gpus);
     EXPECT_NO_THROW(validate(p, Topology(1, gpus), Balance::kExact, name));
     TempDir tmp;

@@ -78,8 +78,7 @@ void add_topology_rows(OptionTable<Args>& t) {
   t.push_back(option<Args>(&TopologyArgs::gpus_per_node, "--gpus-per-node", "GPUs per node P")
                   .must()
                   .check(CLI::Range(1, 65536)));
-  t.push_back(
-      option<Args>(&TopologyArgs::nodes, "--nodes", "nodes N").check(CLI::Range(1, 65536)));
+  t.push_back(option<Args>(&TopologyArgs::nodes, "--nodes", "nodes N").check(CLI::Range(1, 65536)));
   t.push_back(option<Args>(&TopologyArgs::intra_cost, "--intra-cost",
                            "hop cost between two GPUs of one node")
                   .check(CLI::NonNegativeNumber));
@@ -107,8 +106,9 @@ const OptionTable<EvalArgs>& eval_options() {
                                 .must()
                                 .check(CLI::ExistingFile));
     add_topology_rows(t);
-    t.push_back(option<EvalArgs>(&EvalArgs::unbalanced, "--unbalanced",
-                                 "accept placements without exactly E/G experts per GPU per layer"));
+    t.push_back(
+        option<EvalArgs>(&EvalArgs::unbalanced, "--unbalanced",
+                         "accept placements without exactly E/G experts per GPU per layer"));
     add_output_rows(t);
     return t;
   }();
@@ -122,8 +122,9 @@ const OptionTable<SolveArgs>& solve_options() {
     add_topology_rows(t);
     t.push_back(option<SolveArgs>(&SolveArgs::method, "--method", "placement method: vanilla")
                     .check(CLI::IsMember({"vanilla"})));
-    t.push_back(option<SolveArgs>(&SolveArgs::out_dir, "--out-dir",
-                                  "directory for the placement CSV (the original tool's file name)"));
+    t.push_back(
+        option<SolveArgs>(&SolveArgs::out_dir, "--out-dir",
+                          "directory for the placement CSV (the original tool's file name)"));
     add_output_rows(t);
     return t;
   }();
@@ -154,7 +155,9 @@ Topology make_topology(const TopologyArgs& a) {
   return Topology(a.nodes, a.gpus_per_node, a.intra_cost, a.inter_cost);
 }
 
-void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
+void print_json(const nlohmann::json& j) {
+  std::cout << j.dump(2) << std::endl;
+}
 
 int run_profile(const ProfileArgs& args) {
   ProgressBar bar(!args.quiet);

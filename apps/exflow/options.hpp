@@ -13,7 +13,7 @@ namespace exflow::cli {
 
 template <class Args>
 struct OptionRow {
-  std::string name;          // "--nodes", or a positional name such as "TRACE"
+  std::string name;  // "--nodes", or a positional name such as "TRACE"
   std::string help;
   std::string default_text;  // shown in docs; empty: the default value's JSON
   bool required = false;
@@ -90,7 +90,7 @@ std::string options_markdown(const std::string& command, const std::string& summ
   std::string md = "## `exflow " + command + "`\n\n" + summary + "\n\n";
   md += "| option | default | description |\n| --- | --- | --- |\n";
   for (const auto& row : table) {
-    std::string def = row.required ? "required"
+    std::string def = row.required                ? "required"
                       : !row.default_text.empty() ? row.default_text
                                                   : row.value(defaults).dump();
     md += "| `" + row.name + "` | " + def + " | " + row.help + " |\n";

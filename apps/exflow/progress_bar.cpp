@@ -23,7 +23,8 @@ void ProgressBar::advance(std::int64_t tokens) {
   std::unique_lock lock(mutex_, std::try_to_lock);
   if (!lock.owns_lock()) return;
   auto now = std::chrono::steady_clock::now();
-  if (now - start_ < std::chrono::milliseconds(500) || now - last_draw_ < std::chrono::milliseconds(100)) {
+  if (now - start_ < std::chrono::milliseconds(500) ||
+      now - last_draw_ < std::chrono::milliseconds(100)) {
     return;
   }
   last_draw_ = now;

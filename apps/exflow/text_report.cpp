@@ -105,15 +105,18 @@ std::string compare_metrics(const std::vector<std::string>& names,
   };
   const std::vector<Row> rows = {
       {"cost (weighted hops per token)", [](const Metrics& m) { return m.cost; }, "%.4f", false},
-      {"cross-GPU moves per token (intra)", [](const Metrics& m) { return m.intra; }, "%.4f", false},
-      {"cross-node moves per token (inter)", [](const Metrics& m) { return m.inter; }, "%.4f", false},
+      {"cross-GPU moves per token (intra)", [](const Metrics& m) { return m.intra; }, "%.4f",
+       false},
+      {"cross-node moves per token (inter)", [](const Metrics& m) { return m.inter; }, "%.4f",
+       false},
       {"cintra", [](const Metrics& m) { return m.cintra; }, "%.4f", false},
       {"cinter", [](const Metrics& m) { return m.cinter; }, "%.4f", false},
-      {"transitions staying on their GPU", [](const Metrics& m) { return m.local_fraction; }, "%.2f%%",
-       true},
-      {"GPU load ratio, worst layer", [](const Metrics& m) { return m.load_ratio_max; }, "%.3f", false},
-      {"GPU load ratio, mean over layers", [](const Metrics& m) { return m.load_ratio_mean; }, "%.3f",
+      {"transitions staying on their GPU", [](const Metrics& m) { return m.local_fraction; },
+       "%.2f%%", true},
+      {"GPU load ratio, worst layer", [](const Metrics& m) { return m.load_ratio_max; }, "%.3f",
        false},
+      {"GPU load ratio, mean over layers", [](const Metrics& m) { return m.load_ratio_mean; },
+       "%.3f", false},
   };
   constexpr std::size_t kLabel = 36, kCol = 14;
   std::string out = pad_right("", kLabel);
@@ -138,9 +141,10 @@ std::string compare_metrics(const std::vector<std::string>& names,
 }
 
 std::string profile_table(const AffinityProfile& p, int experts) {
-  std::string out = "layer pair   top-successor share   (no affinity: " +
-                    fmt("%.4f", p.uniform_share) + ")   mutual information (bits, max " +
-                    fmt("%.2f", std::log2(static_cast<double>(experts))) + ")\n";
+  std::string out =
+      "layer pair   top-successor share   (no affinity: " + fmt("%.4f", p.uniform_share) +
+      ")   mutual information (bits, max " + fmt("%.2f", std::log2(static_cast<double>(experts))) +
+      ")\n";
   for (std::size_t l = 0; l < p.pairs.size(); ++l) {
     char buf[128];
     std::snprintf(buf, sizeof buf, "%4zu -> %-4zu %12.4f  (%5.1fx chance) %24.3f\n", l, l + 1,

@@ -73,7 +73,8 @@ Metrics evaluate(const Trace& trace, const Placement& placement, const Topology&
                  const EvalOptions& options = {});
 
 // Scores several placements in one pass over the trace (results in the order given).
-std::vector<Metrics> evaluate_all(const Trace& trace, const std::vector<const Placement*>& placements,
+std::vector<Metrics> evaluate_all(const Trace& trace,
+                                  const std::vector<const Placement*>& placements,
                                   const Topology& topology, const EvalOptions& options = {});
 
 }  // namespace exflow

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <mutex>
 
 #include "exflow/error.hpp"
 #include "exflow/trace.hpp"
@@ -18,48 +21,113 @@ AffinityGraph::AffinityGraph(int layers, int experts)
   }
 }
 
+namespace {
+
+// Largest count a staging cell holds.
+constexpr std::int64_t kStageLimit = std::numeric_limits<std::uint16_t>::max();
+static_assert(kTraceBlockTokens <= kStageLimit, "one column pair of a block must fit a stage");
+
+// One worker's transition counts, staged in 16-bit cells: a quarter of the int64 size (7.5 MB
+// for 58 layers and 256 experts), which stays in the last-level cache while the trace streams
+// through, where random increments of (L-1) x E x E int64 cells mostly miss it. Before n more
+// tokens are counted into a pair whose bound would then pass kStageLimit, the bound is
+// tightened to the stage's largest cell, and if that is still too high the stage is added
+// into the int64 totals and cleared.
+struct Stage {
+  std::vector<std::uint16_t> transitions;  // [L-1, E, E]
+  std::vector<std::int64_t> bound;         // [L-1]: no cell of the pair's stage exceeds it
+  Stage(int layers, int experts)
+      : transitions(static_cast<std::size_t>(layers - 1) * experts * experts, 0),
+        bound(static_cast<std::size_t>(layers - 1), 0) {}
+};
+
+void count_pairs(const std::int32_t* from, const std::int32_t* to, std::int64_t n, int experts,
+                 std::uint16_t* counts) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    ++counts[static_cast<std::size_t>(from[i]) * experts + to[i]];
+  }
+}
+
+}  // namespace
+
 AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progress* progress) {
   const int L = trace.layers();
   const int E = trace.experts();
+  const int k = trace.k();
+  AffinityGraph result(L, E);
+  if (L == 1) {  // no layer pairs: count the loads directly, on one thread
+    trace.for_each_block(
+        1,
+        [&](int, const TraceBlock& block) {
+          for (int c = 0; c < k; ++c) {
+            const std::int32_t* a = block.column(0, c);
+            for (std::int64_t i = 0; i < block.tokens; ++i) ++result.loads_[a[i]];
+          }
+        },
+        progress, "profiling affinity");
+    result.tokens_ = trace.tokens();
+    return result;
+  }
+
   const std::size_t EE = static_cast<std::size_t>(E) * E;
-  std::vector<AffinityGraph> partial;
+  std::vector<Stage> stages;
   const int workers = trace.workers(threads);
-  partial.reserve(static_cast<std::size_t>(workers));
-  for (int w = 0; w < workers; ++w) partial.emplace_back(L, E);
+  stages.reserve(static_cast<std::size_t>(workers));
+  for (int w = 0; w < workers; ++w) stages.emplace_back(L, E);
+  std::mutex totals_mutex;
+  auto flush = [&](Stage& stage, int l) {
+    std::uint16_t* staged = stage.transitions.data() + l * EE;
+    {
+      std::lock_guard<std::mutex> lock(totals_mutex);
+      std::int64_t* total = result.transitions_.data() + l * EE;
+      for (std::size_t c = 0; c < EE; ++c) total[c] += staged[c];
+    }
+    std::fill(staged, staged + EE, std::uint16_t{0});
+    stage.bound[static_cast<std::size_t>(l)] = 0;
+  };
 
   trace.for_each_block(
       threads,
       [&](int worker, const TraceBlock& block) {
-        AffinityGraph& g = partial[static_cast<std::size_t>(worker)];
+        Stage& stage = stages[static_cast<std::size_t>(worker)];
         const std::int64_t n = block.tokens;
-        // Layer-pair-major: the E x E matrix of one pair stays in cache for the whole block.
+        // Layer-pair-major: one pair's stage stays in cache for the whole block.
         for (int l = 0; l + 1 < L; ++l) {
-          std::int64_t* w = g.transitions_.data() + l * EE;
-          for (int ca = 0; ca < block.k; ++ca) {
-            const std::int32_t* a = block.column(l, ca);
-            for (int cb = 0; cb < block.k; ++cb) {
-              const std::int32_t* b = block.column(l + 1, cb);
-              for (std::int64_t i = 0; i < n; ++i) ++w[static_cast<std::size_t>(a[i]) * E + b[i]];
+          std::uint16_t* staged = stage.transitions.data() + l * EE;
+          std::int64_t& bound = stage.bound[static_cast<std::size_t>(l)];
+          for (int ca = 0; ca < k; ++ca) {
+            for (int cb = 0; cb < k; ++cb) {
+              if (bound + n > kStageLimit) {
+                bound = *std::max_element(staged, staged + EE);
+                if (bound + n > kStageLimit) flush(stage, l);
+              }
+              bound += n;
+              count_pairs(block.column(l, ca), block.column(l + 1, cb), n, E, staged);
             }
-          }
-        }
-        for (int l = 0; l < L; ++l) {
-          std::int64_t* load = g.loads_.data() + static_cast<std::size_t>(l) * E;
-          for (int c = 0; c < block.k; ++c) {
-            const std::int32_t* a = block.column(l, c);
-            for (std::int64_t i = 0; i < n; ++i) ++load[a[i]];
           }
         }
       },
       progress, "profiling affinity");
-
-  AffinityGraph result = std::move(partial[0]);
-  for (std::size_t w = 1; w < partial.size(); ++w) {
-    for (std::size_t i = 0; i < result.transitions_.size(); ++i) {
-      result.transitions_[i] += partial[w].transitions_[i];
-    }
-    for (std::size_t i = 0; i < result.loads_.size(); ++i) result.loads_[i] += partial[w].loads_[i];
+  for (Stage& stage : stages) {
+    for (int l = 0; l + 1 < L; ++l) flush(stage, l);
   }
+
+  // Each of a token's k experts at layer l pairs once with each of its k experts at layer
+  // l + 1, so the row sums of pair l, and for the last layer the column sums of pair L - 2,
+  // are k times the loads.
+  for (int l = 0; l + 1 < L; ++l) {
+    for (int i = 0; i < E; ++i) {
+      std::int64_t sum = 0;
+      for (int j = 0; j < E; ++j) sum += result.transition(l, i, j);
+      result.loads_[static_cast<std::size_t>(l) * E + i] = sum / k;
+    }
+  }
+  for (int i = 0; i < E; ++i) {
+    for (int j = 0; j < E; ++j) {
+      result.loads_[static_cast<std::size_t>(L - 1) * E + j] += result.transition(L - 2, i, j);
+    }
+  }
+  for (int j = 0; j < E; ++j) result.loads_[static_cast<std::size_t>(L - 1) * E + j] /= k;
   result.tokens_ = trace.tokens();
   return result;
 }
@@ -95,7 +163,8 @@ AffinityProfile profile(const AffinityGraph& graph) {
           auto w = static_cast<double>(graph.transition(l, i, j));
           if (w == 0) continue;
           mi += w / total *
-                std::log2(w * total / (row[static_cast<std::size_t>(i)] * col[static_cast<std::size_t>(j)]));
+                std::log2(w * total /
+                          (row[static_cast<std::size_t>(i)] * col[static_cast<std::size_t>(j)]));
         }
       }
       a.mutual_information_bits = std::max(0.0, mi);

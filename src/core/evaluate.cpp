@@ -9,7 +9,6 @@
 #include "exflow/evaluate.hpp"
 
 #include <algorithm>
-#include <array>
 
 #include "exflow/error.hpp"
 #include "exflow/placement.hpp"
@@ -20,13 +19,15 @@ namespace exflow {
 namespace {
 
 // Per-worker counts. transfers[l * 3 + hop] counts transfers of that hop class at layer l
-// (index kLocal counts tokens that needed no transfer into layer l).
+// (index kLocal counts tokens that needed no transfer into layer l). Loads are counted per
+// expert and mapped to GPUs once, at the end: incrementing one of only G GPU counters per
+// token makes many tokens wait for an earlier token's store to the same counter.
 struct Counts {
-  std::vector<std::int64_t> transfers;  // [L, 3]
-  std::vector<std::int64_t> gpu_load;   // [L, G]
-  Counts(int layers, int gpus)
+  std::vector<std::int64_t> transfers;    // [L, 3]
+  std::vector<std::int64_t> expert_load;  // [L, E]
+  Counts(int layers, int experts)
       : transfers(static_cast<std::size_t>(layers) * 3, 0),
-        gpu_load(static_cast<std::size_t>(layers) * gpus, 0) {}
+        expert_load(static_cast<std::size_t>(layers) * experts, 0) {}
 };
 
 constexpr int kLocal = static_cast<int>(Hop::kLocal);
@@ -36,7 +37,10 @@ constexpr int kInter = static_cast<int>(Hop::kInterNode);
 class BlockEvaluator {
  public:
   BlockEvaluator(const Placement& placement, const Topology& topology, Scheme scheme)
-      : placement_(placement), scheme_(scheme), experts_(placement.experts()), gpus_(topology.gpus()) {
+      : placement_(placement),
+        scheme_(scheme),
+        experts_(placement.experts()),
+        gpus_(topology.gpus()) {
     node_of_.resize(static_cast<std::size_t>(gpus_));
     for (int g = 0; g < gpus_; ++g) node_of_[static_cast<std::size_t>(g)] = topology.node_of(g);
   }
@@ -51,7 +55,8 @@ class BlockEvaluator {
 
  private:
   int hop(int a, int b) const {
-    return (a != b) + (node_of_[static_cast<std::size_t>(a)] != node_of_[static_cast<std::size_t>(b)]);
+    return (a != b) +
+           (node_of_[static_cast<std::size_t>(a)] != node_of_[static_cast<std::size_t>(b)]);
   }
   const int* layer_map(int l) const {
     return placement_.gpu_of().data() + static_cast<std::size_t>(l) * experts_;
@@ -63,23 +68,31 @@ class BlockEvaluator {
     for (int l = 0; l < block.layers; ++l) {
       const int* gpu_of = layer_map(l);
       const std::int32_t* ids = block.column(l, 0);
-      std::int64_t* load = counts.gpu_load.data() + static_cast<std::size_t>(l) * gpus_;
+      std::int64_t* load = counts.expert_load.data() + static_cast<std::size_t>(l) * experts_;
       if (l == 0) {
         for (std::int64_t i = 0; i < n; ++i) {
-          int g = gpu_of[ids[i]];
-          prev_[static_cast<std::size_t>(i)] = g;
-          ++load[g];
+          ++load[ids[i]];
+          prev_[static_cast<std::size_t>(i)] = gpu_of[ids[i]];
         }
         continue;
       }
-      std::array<std::int64_t, 3> by_hop{0, 0, 0};
+      // Moves are counted in registers (an array of hop counters in memory would chain most
+      // tokens through store-to-load forwarding): `moved` tokens change GPU, `crossed` of
+      // them change node.
+      std::int64_t moved = 0;
+      std::int64_t crossed = 0;
       for (std::int64_t i = 0; i < n; ++i) {
-        int g = gpu_of[ids[i]];
-        ++load[g];
-        ++by_hop[static_cast<std::size_t>(hop(prev_[static_cast<std::size_t>(i)], g))];
-        prev_[static_cast<std::size_t>(i)] = g;
+        ++load[ids[i]];
+        const auto from = static_cast<std::size_t>(prev_[static_cast<std::size_t>(i)]);
+        const auto to = static_cast<std::size_t>(gpu_of[ids[i]]);
+        moved += from != to;
+        crossed += node_of_[from] != node_of_[to];
+        prev_[static_cast<std::size_t>(i)] = static_cast<int>(to);
       }
-      for (int h = 0; h < 3; ++h) counts.transfers[static_cast<std::size_t>(l) * 3 + h] += by_hop[h];
+      std::int64_t* transfers = counts.transfers.data() + static_cast<std::size_t>(l) * 3;
+      transfers[kLocal] += n - moved;
+      transfers[kIntra] += moved - crossed;
+      transfers[kInter] += crossed;
     }
   }
 
@@ -92,14 +105,15 @@ class BlockEvaluator {
     std::vector<int> multiplicity(static_cast<std::size_t>(k));
     for (int l = 0; l < block.layers; ++l) {
       const int* gpu_of = layer_map(l);
-      std::int64_t* load = counts.gpu_load.data() + static_cast<std::size_t>(l) * gpus_;
+      std::int64_t* load = counts.expert_load.data() + static_cast<std::size_t>(l) * experts_;
       std::int64_t* transfers = counts.transfers.data() + static_cast<std::size_t>(l) * 3;
       for (std::int64_t i = 0; i < n; ++i) {
         // H_l: distinct GPUs of the token's experts, with how many experts each holds.
         int m = 0;
         for (int c = 0; c < k; ++c) {
-          int g = gpu_of[block.column(l, c)[i]];
-          ++load[g];
+          const std::int32_t e = block.column(l, c)[i];
+          ++load[e];
+          int g = gpu_of[e];
           int j = 0;
           while (j < m && distinct[static_cast<std::size_t>(j)] != g) ++j;
           if (j == m) {
@@ -124,7 +138,8 @@ class BlockEvaluator {
         // Home: the GPU holding most of the token's experts; ties go to the GPU of column 0
         // (distinct[0]) if it is among them, else to the lowest GPU id.
         int best = 0;
-        for (int j = 0; j < m; ++j) best = std::max(best, multiplicity[static_cast<std::size_t>(j)]);
+        for (int j = 0; j < m; ++j)
+          best = std::max(best, multiplicity[static_cast<std::size_t>(j)]);
         int home = distinct[0];
         if (multiplicity[0] != best) {
           home = gpus_;
@@ -163,7 +178,8 @@ class BlockEvaluator {
 };
 
 // Turns merged counts into per-token metrics.
-Metrics summarize(Counts total, const Trace& trace, const Topology& topology, Scheme scheme) {
+Metrics summarize(const Counts& total, const Trace& trace, const Placement& placement,
+                  const Topology& topology, Scheme scheme) {
   const int L = trace.layers();
   const int G = topology.gpus();
   Metrics m;
@@ -199,7 +215,13 @@ Metrics summarize(Counts total, const Trace& trace, const Topology& topology, Sc
                          : static_cast<double>(local) /
                                (T * static_cast<double>(m.local_fraction_per_layer.size()));
 
-  m.gpu_load = std::move(total.gpu_load);
+  m.gpu_load.assign(static_cast<std::size_t>(L) * G, 0);
+  for (int l = 0; l < L; ++l) {
+    for (int e = 0; e < placement.experts(); ++e) {
+      m.gpu_load[static_cast<std::size_t>(l) * G + placement.gpu(l, e)] +=
+          total.expert_load[static_cast<std::size_t>(l) * placement.experts() + e];
+    }
+  }
   const double mean_load = T * trace.k() / G;
   for (int l = 0; l < L; ++l) {
     const std::int64_t* load = m.gpu_load.data() + static_cast<std::size_t>(l) * G;
@@ -217,7 +239,8 @@ const char* to_string(Scheme scheme) {
   return scheme == Scheme::kBaseline ? "baseline" : "context-coherent";
 }
 
-std::vector<Metrics> evaluate_all(const Trace& trace, const std::vector<const Placement*>& placements,
+std::vector<Metrics> evaluate_all(const Trace& trace,
+                                  const std::vector<const Placement*>& placements,
                                   const Topology& topology, const EvalOptions& options) {
   for (const Placement* placement : placements) {
     if (placement->layers() != trace.layers() || placement->experts() != trace.experts()) {
@@ -237,11 +260,11 @@ std::vector<Metrics> evaluate_all(const Trace& trace, const std::vector<const Pl
     }
   }
   const int L = trace.layers();
-  const int G = topology.gpus();
+  const int E = trace.experts();
   const std::size_t P = placements.size();
   const int workers = trace.workers(options.threads);
   // partial[w * P + p]: worker w's counts for placement p.
-  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, G));
+  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E));
   std::vector<BlockEvaluator> evaluators;
   for (int w = 0; w < workers; ++w) {
     for (const Placement* placement : placements) {
@@ -264,9 +287,11 @@ std::vector<Metrics> evaluate_all(const Trace& trace, const std::vector<const Pl
     for (int w = 1; w < workers; ++w) {
       const Counts& c = partial[static_cast<std::size_t>(w) * P + p];
       for (std::size_t i = 0; i < total.transfers.size(); ++i) total.transfers[i] += c.transfers[i];
-      for (std::size_t i = 0; i < total.gpu_load.size(); ++i) total.gpu_load[i] += c.gpu_load[i];
+      for (std::size_t i = 0; i < total.expert_load.size(); ++i) {
+        total.expert_load[i] += c.expert_load[i];
+      }
     }
-    results.push_back(summarize(std::move(total), trace, topology, options.scheme));
+    results.push_back(summarize(total, trace, *placements[p], topology, options.scheme));
   }
   return results;
 }

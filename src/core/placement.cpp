@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cmath>
 #include <string>
 
 #include "exflow/error.hpp"
@@ -44,7 +44,8 @@ void validate(const Placement& placement, const Topology& topology, Balance bala
     throw InputError(what + ": made for " + std::to_string(placement.gpus()) +
                      " GPUs, the topology has " + std::to_string(topology.gpus()));
   }
-  const int per_gpu = balance == Balance::kExact ? topology.experts_per_gpu(placement.experts()) : 0;
+  const int per_gpu =
+      balance == Balance::kExact ? topology.experts_per_gpu(placement.experts()) : 0;
   std::vector<int> count(static_cast<std::size_t>(topology.gpus()));
   for (int l = 0; l < placement.layers(); ++l) {
     std::fill(count.begin(), count.end(), 0);
@@ -63,8 +64,8 @@ void validate(const Placement& placement, const Topology& topology, Balance bala
         throw InputError(what + ": layer " + std::to_string(l) + " has " +
                          std::to_string(count[static_cast<std::size_t>(g)]) + " experts on GPU " +
                          std::to_string(g) + ", balanced placement needs " +
-                         std::to_string(per_gpu) + " (E/G = " +
-                         std::to_string(placement.experts()) + "/" +
+                         std::to_string(per_gpu) +
+                         " (E/G = " + std::to_string(placement.experts()) + "/" +
                          std::to_string(topology.gpus()) + ")");
       }
     }
@@ -92,17 +93,18 @@ std::string python_float_repr(double value) {
   std::string out;
   if (exponent < -4 || exponent >= 16) {
     out = digits.substr(0, 1);
-    if (n > 1) out += "." + digits.substr(1);
+    if (n > 1) out.append(".").append(digits, 1);
     char ebuf[16];
     std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
     out += ebuf;
   } else if (exponent < 0) {
-    out = "0." + std::string(static_cast<std::size_t>(-exponent - 1), '0') + digits;
+    out.append("0.").append(static_cast<std::size_t>(-exponent - 1), '0').append(digits);
   } else if (exponent + 1 >= n) {
     out = digits + std::string(static_cast<std::size_t>(exponent + 1 - n), '0') + ".0";
   } else {
-    out = digits.substr(0, static_cast<std::size_t>(exponent + 1)) + "." +
-          digits.substr(static_cast<std::size_t>(exponent + 1));
+    out.append(digits, 0, static_cast<std::size_t>(exponent + 1))
+        .append(".")
+        .append(digits, static_cast<std::size_t>(exponent + 1));
   }
   return sign + out;
 }

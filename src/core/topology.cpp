@@ -8,7 +8,10 @@
 namespace exflow {
 
 Topology::Topology(int nodes, int gpus_per_node, double intra_cost, double inter_cost)
-    : nodes_(nodes), gpus_per_node_(gpus_per_node), intra_cost_(intra_cost), inter_cost_(inter_cost) {
+    : nodes_(nodes),
+      gpus_per_node_(gpus_per_node),
+      intra_cost_(intra_cost),
+      inter_cost_(inter_cost) {
   if (nodes < 1 || gpus_per_node < 1) {
     throw UsageError("topology: nodes (" + std::to_string(nodes) + ") and GPUs per node (" +
                      std::to_string(gpus_per_node) + ") must be at least 1");
@@ -17,7 +20,8 @@ Topology::Topology(int nodes, int gpus_per_node, double intra_cost, double inter
     throw UsageError("topology: " + std::to_string(nodes) + " x " + std::to_string(gpus_per_node) +
                      " GPUs is more than the 65536 supported");
   }
-  if (!std::isfinite(intra_cost) || !std::isfinite(inter_cost) || intra_cost < 0 || inter_cost < 0) {
+  if (!std::isfinite(intra_cost) || !std::isfinite(inter_cost) || intra_cost < 0 ||
+      inter_cost < 0) {
     throw UsageError("topology: hop costs must be finite and non-negative (intra " +
                      std::to_string(intra_cost) + ", inter " + std::to_string(inter_cost) + ")");
   }

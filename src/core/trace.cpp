@@ -60,9 +60,12 @@ T load(const std::uint8_t* p, bool swap) {
   T v;
   std::memcpy(&v, p, sizeof(T));
   if (swap) {
-    if constexpr (sizeof(T) == 2) v = static_cast<T>(__builtin_bswap16(static_cast<std::uint16_t>(v)));
-    if constexpr (sizeof(T) == 4) v = static_cast<T>(__builtin_bswap32(static_cast<std::uint32_t>(v)));
-    if constexpr (sizeof(T) == 8) v = static_cast<T>(__builtin_bswap64(static_cast<std::uint64_t>(v)));
+    if constexpr (sizeof(T) == 2)
+      v = static_cast<T>(__builtin_bswap16(static_cast<std::uint16_t>(v)));
+    if constexpr (sizeof(T) == 4)
+      v = static_cast<T>(__builtin_bswap32(static_cast<std::uint32_t>(v)));
+    if constexpr (sizeof(T) == 8)
+      v = static_cast<T>(__builtin_bswap64(static_cast<std::uint64_t>(v)));
   }
   return v;
 }
@@ -100,13 +103,20 @@ void decode_typed(const Trace::Storage& s, std::int64_t begin, std::int64_t n, i
     }
     return;
   }
-  const std::int64_t row = s.layers * s.k;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint8_t* src = base + (begin + i) * row * size;
+  // C order: transpose in tiles of kTile tokens. A tile's rows stay in L1 while each output
+  // column receives kTile consecutive ids. Going one token at a time instead writes one id to
+  // each of layers * k output columns per token; the columns lie n * 4 bytes apart (8 KiB in
+  // a full block), map to the same L1 sets and evict one another before their lines fill.
+  constexpr std::int64_t kTile = 64;
+  const std::int64_t row = s.layers * s.k * size;
+  for (std::int64_t t0 = 0; t0 < n; t0 += kTile) {
+    const std::int64_t m = std::min(kTile, n - t0);
+    const std::uint8_t* tile = base + (begin + t0) * row;
     for (int l = 0; l < layers; ++l) {
       for (int c = 0; c < k; ++c) {
-        out[(static_cast<std::int64_t>(l) * k + c) * n + i] =
-            narrow(load<T>(src + (l * s.k + c) * size, Swap));
+        const std::uint8_t* src = tile + (l * s.k + c) * size;
+        std::int32_t* dst = out + (static_cast<std::int64_t>(l) * k + c) * n + t0;
+        for (std::int64_t i = 0; i < m; ++i) dst[i] = narrow(load<T>(src + i * row, Swap));
       }
     }
   }
@@ -202,8 +212,8 @@ Trace Trace::from_ids(std::vector<std::int32_t> ids, std::int64_t tokens, int la
 
 Trace Trace::prefix(std::int64_t n) const {
   if (n < 1 || n > tokens_) {
-    throw UsageError(source_ + ": prefix of " + std::to_string(n) + " tokens requested, trace has " +
-                     std::to_string(tokens_));
+    throw UsageError(source_ + ": prefix of " + std::to_string(n) +
+                     " tokens requested, trace has " + std::to_string(tokens_));
   }
   Trace t = *this;
   t.tokens_ = n;
@@ -219,16 +229,18 @@ std::int32_t Trace::at(std::int64_t t, int layer, int col) const {
   return decode(t, t + 1, buffer).column(layer, col)[0];
 }
 
-TraceBlock Trace::decode(std::int64_t begin, std::int64_t end, std::vector<std::int32_t>& out) const {
+TraceBlock Trace::decode(std::int64_t begin, std::int64_t end,
+                         std::vector<std::int32_t>& out) const {
   std::int64_t n = end - begin;
   out.resize(static_cast<std::size_t>(n) * layers_ * k_);
-  decoder_for(*storage_)(*storage_, begin, n, layers_, k_, out.data());
+  decoder_for (*storage_)(*storage_, begin, n, layers_, k_, out.data());
   return TraceBlock{out.data(), begin, n, layers_, k_};
 }
 
 int Trace::workers(int threads) const {
   std::int64_t blocks = (tokens_ + kTraceBlockTokens - 1) / kTraceBlockTokens;
-  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(resolve_threads(threads), blocks)));
+  return static_cast<int>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>(resolve_threads(threads), blocks)));
 }
 
 void Trace::for_each_block(int threads, const std::function<void(int, const TraceBlock&)>& body,
@@ -304,7 +316,8 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
                         std::to_string(s.bad_layer) +
                         (k_ > 1 ? ", column " + std::to_string(s.bad_col) : std::string());
     std::string value = storage_->raw_text(s.bad_token, s.bad_layer, s.bad_col);
-    if (value[0] == '-') throw InputError(source_ + ": expert id " + value + where + " is negative");
+    if (value[0] == '-')
+      throw InputError(source_ + ": expert id " + value + where + " is negative");
     if (experts) {
       throw InputError(source_ + ": expert id " + value + where + " is out of range for " +
                        std::to_string(*experts) + " experts (largest id in the trace: " +

@@ -162,7 +162,8 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 }
 
 // Checks the dtype string and fills kind, size and byte order.
-[[noreturn]] void bad_dtype(const std::string& path, const std::string& descr, const std::string& why) {
+[[noreturn]] void bad_dtype(const std::string& path, const std::string& descr,
+                            const std::string& why) {
   throw InputError(path + ": dtype '" + descr + "' " + why +
                    "; expert ids must be integers (int8/16/32/64 or uint8/16/32/64)");
 }
@@ -278,7 +279,8 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
   if (h.shape.size() != 2 && h.shape.size() != 3) {
     throw InputError(path + ": shape " + shape_text(h.shape) + " has " +
                      std::to_string(h.shape.size()) +
-                     (h.shape.size() == 1 ? " dimension" : " dimensions") + "; a trace is [tokens, layers] or [tokens, layers, k]");
+                     (h.shape.size() == 1 ? " dimension" : " dimensions") +
+                     "; a trace is [tokens, layers] or [tokens, layers, k]");
   }
   static const char* kAxis[] = {"tokens", "layers", "k"};
   std::size_t count = 1;
@@ -308,8 +310,8 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
   }
   if (available > h.data_bytes) {
     throw InputError(path + ": " + std::to_string(available - h.data_bytes) +
-                     " unexpected bytes after the data of shape " + shape_text(h.shape) +
-                     " of '" + h.descr + "'");
+                     " unexpected bytes after the data of shape " + shape_text(h.shape) + " of '" +
+                     h.descr + "'");
   }
   return h;
 }
@@ -331,7 +333,8 @@ std::string encode_npy(const std::vector<std::int64_t>& values,
   std::string out(kMagic);
   out.push_back(static_cast<char>(major_version));
   out.push_back('\0');
-  for (std::size_t i = 0; i < len_bytes; ++i) out.push_back(static_cast<char>(dict.size() >> (8 * i)));
+  for (std::size_t i = 0; i < len_bytes; ++i)
+    out.push_back(static_cast<char>(dict.size() >> (8 * i)));
   out += dict;
 
   std::vector<std::int64_t> ordered = values;

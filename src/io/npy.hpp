@@ -12,10 +12,10 @@ namespace exflow::io {
 struct NpyHeader {
   int major_version = 0;
   int minor_version = 0;
-  std::string descr;      // e.g. "<i2"
-  bool is_signed = true;  // 'i' or 'u'
-  int item_size = 0;      // bytes per element
-  bool byte_swap = false; // stored in the opposite byte order to this machine's
+  std::string descr;       // e.g. "<i2"
+  bool is_signed = true;   // 'i' or 'u'
+  int item_size = 0;       // bytes per element
+  bool byte_swap = false;  // stored in the opposite byte order to this machine's
   bool fortran_order = false;
   std::vector<std::int64_t> shape;
   std::size_t data_offset = 0;  // where the array data starts

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds bench/trace_throughput (Release) and runs each case in its own process, so that every
+# peak-RSS figure belongs to that case alone. Prints the machine and a Markdown table of the
+# medians over REPETITIONS runs of 5 iterations each.
+#
+#   BUILD_DIR           build directory (default: build/ in the repository)
+#   REPETITIONS         runs per case (default 3)
+#   EXFLOW_BENCH_TRACE  keep the synthetic trace at this path (default: a temporary directory)
+# Extra arguments are passed to the benchmark binary.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${BUILD_DIR:-$root/build}
+repetitions=${REPETITIONS:-3}
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEXFLOW_BUILD_BENCH=ON >/dev/null
+cmake --build "$build" -j"$(nproc)" --target trace_throughput >/dev/null
+bin=$build/bin/trace_throughput
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export EXFLOW_BENCH_TRACE=${EXFLOW_BENCH_TRACE:-$work/trace.npy}
+
+# The row to keep: the median over the repetitions, or the only run.
+if ((repetitions > 1)); then row='/real_time_median"'; else row='/real_time"'; fi
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+echo "trace:   $EXFLOW_BENCH_TRACE"
+# Write (or check) the trace once, outside the measured processes.
+"$bin" --benchmark_list_tests=true "$@" >/dev/null 2>"$work/log" || { cat "$work/log"; exit 1; }
+
+for name in profile eval_vanilla eval_random; do
+  for threads in 1 2; do
+    "$bin" --benchmark_filter="^$name/threads:$threads/" \
+      --benchmark_repetitions="$repetitions" --benchmark_report_aggregates_only=true \
+      --benchmark_format=csv "$@" >"$work/out.csv" 2>"$work/log" || { cat "$work/log"; exit 1; }
+    header=$(head -n 1 "$work/out.csv")
+    grep -F "$row" "$work/out.csv" >>"$work/rows.csv"
+  done
+done
+
+# Columns are looked up by name in the CSV header.
+awk -F, -v header="$header" '
+  BEGIN {
+    n = split(header, h, ",")
+    for (i = 1; i <= n; ++i) { gsub(/"/, "", h[i]); col[h[i]] = i }
+    print "| case | threads | M transitions/s | ms per pass | peak RSS MiB | trace MiB |" \
+          " trace + workers x matrix MiB | RSS before trace MiB |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|"
+  }
+  {
+    gsub(/"/, "", $1)
+    split($1, parts, "/")
+    sub(/threads:/, "", parts[2])
+    printf "| %s | %s | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f |\n", parts[1], parts[2],
+           $col["items_per_second"] / 1e6, $col["real_time"], $col["peak_rss_MiB"],
+           $col["trace_MiB"], $col["bound_MiB"], $col["base_MiB"]
+  }' "$work/rows.csv"

@@ -1,0 +1,246 @@
+// Trace throughput: token transitions per second of one pass over a memory-mapped trace by
+//   profile       exflow::AffinityGraph::from_trace
+//   eval_vanilla  exflow::evaluate, context-coherent, vanilla placement on 2 nodes x 4 GPUs
+//   eval_random   the same with a random balanced placement
+// with the library's `threads` set to 1 and 2. The trace is synthetic: 2 000 000 tokens x 58
+// layers, 256 experts, top-1, '<i2', with inter-layer affinity (a token's next expert is a
+// fixed successor of its current one with probability 0.6, else uniform), written once in
+// chunks. items_per_second counts tokens x (layers - 1) transitions per iteration.
+//
+// Memory counters: peak_rss_MiB is getrusage's ru_maxrss for the whole process (the mapped
+// trace pages included), base_MiB the same before the trace is written or opened (binary,
+// libraries, benchmark framework), matrix_MiB the size of one (layers - 1) x E x E int64
+// affinity matrix and bound_MiB the trace file size plus one such matrix per worker.
+//
+// Environment: EXFLOW_BENCH_TRACE=PATH writes the trace there and keeps it; a file already
+// there with the expected size is reused instead. Without it the trace goes to a temporary
+// directory that is removed at exit. EXFLOW_BENCH_TOKENS=N changes the token count.
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "exflow/affinity.hpp"
+#include "exflow/evaluate.hpp"
+#include "exflow/placement.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+
+namespace {
+
+constexpr std::int64_t kDefaultTokens = 2'000'000;
+constexpr int kLayers = 58;
+constexpr int kExperts = 256;
+constexpr double kSuccessorProbability = 0.6;
+constexpr std::uint64_t kSeed = 20240611;
+constexpr std::int64_t kChunkTokens = 16384;
+constexpr int kIterations = 5;
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// SplitMix64: deterministic on every platform, unlike the std distributions.
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) : state_(seed) {}
+  std::uint64_t next() {
+    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, n) from the high 32 bits (exact when n is a power of two).
+  int below(int n) {
+    return static_cast<int>(((next() >> 32) * static_cast<std::uint64_t>(n)) >> 32);
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+// The .npy 1.0 header of a C-order [tokens, layers] '<i2' array (the layout encode_npy writes).
+std::string npy_header(std::int64_t tokens, int layers) {
+  std::string dict = "{'descr': '<i2', 'fortran_order': False, 'shape': (" +
+                     std::to_string(tokens) + ", " + std::to_string(layers) + "), }";
+  const std::size_t unpadded = 6 + 2 + 2 + dict.size() + 1;
+  dict.append((unpadded + 63) / 64 * 64 - unpadded, ' ');
+  dict.push_back('\n');
+  std::string out = "\x93NUMPY";
+  out.push_back('\x01');
+  out.push_back('\x00');
+  out.push_back(static_cast<char>(dict.size() & 0xff));
+  out.push_back(static_cast<char>(dict.size() >> 8));
+  return out + dict;
+}
+
+std::uintmax_t expected_size(std::int64_t tokens) {
+  return npy_header(tokens, kLayers).size() + static_cast<std::uintmax_t>(tokens) * kLayers * 2;
+}
+
+// Streams the synthetic trace to `path`, kChunkTokens rows at a time.
+void write_trace(const std::string& path, std::int64_t tokens) {
+  Rng rng(kSeed);
+  // successor[l * E + e]: the fixed successor at layer l + 1 of expert e at layer l.
+  std::vector<int> successor(static_cast<std::size_t>(kLayers - 1) * kExperts);
+  for (int l = 0; l + 1 < kLayers; ++l) {
+    int* perm = successor.data() + static_cast<std::size_t>(l) * kExperts;
+    std::iota(perm, perm + kExperts, 0);
+    for (int i = kExperts - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);
+  }
+  const auto threshold = static_cast<std::uint64_t>(kSuccessorProbability * 4294967296.0);
+
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error(path + ": cannot create");
+  const std::string header = npy_header(tokens, kLayers);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  std::vector<char> chunk(static_cast<std::size_t>(kChunkTokens) * kLayers * 2);
+  for (std::int64_t begin = 0; begin < tokens; begin += kChunkTokens) {
+    const std::int64_t n = std::min(kChunkTokens, tokens - begin);
+    char* p = chunk.data();
+    for (std::int64_t t = 0; t < n; ++t) {
+      int e = rng.below(kExperts);
+      for (int l = 0; l < kLayers; ++l) {
+        if (l > 0) {
+          const std::uint64_t r = rng.next();
+          e = (r & 0xffffffffULL) < threshold
+                  ? successor[static_cast<std::size_t>(l - 1) * kExperts + e]
+                  : static_cast<int>(((r >> 32) * kExperts) >> 32);
+        }
+        *p++ = static_cast<char>(e & 0xff);
+        *p++ = static_cast<char>(e >> 8);
+      }
+    }
+    out.write(chunk.data(), p - chunk.data());
+  }
+  out.close();
+  if (!out) throw std::runtime_error(path + ": write failed");
+}
+
+// A balanced placement: every layer's vanilla GPU list, shuffled.
+exflow::Placement random_placement(const exflow::Topology& topology) {
+  exflow::Placement p = exflow::vanilla_placement(kLayers, kExperts, topology);
+  Rng rng(kSeed + 1);
+  for (int l = 0; l < kLayers; ++l) {
+    for (int e = kExperts - 1; e > 0; --e) {
+      int j = rng.below(e + 1);
+      int g = p.gpu(l, e);
+      p.set(l, e, p.gpu(l, j));
+      p.set(l, j, g);
+    }
+  }
+  exflow::validate(p, topology, exflow::Balance::kExact, "random placement");
+  return p;
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) * 1024.0 / kMiB;  // ru_maxrss is in KiB
+}
+
+struct Memory {
+  double base_mib = 0;     // peak RSS before the trace is written or opened
+  double trace_bytes = 0;  // size of the .npy file
+};
+
+void report(benchmark::State& state, const exflow::Trace& trace, const Memory& memory,
+            int threads) {
+  const std::int64_t transitions = trace.tokens() * (trace.layers() - 1);
+  state.SetItemsProcessed(state.iterations() * transitions);
+  const double matrix_bytes = static_cast<double>(trace.layers() - 1) * trace.experts() *
+                              trace.experts() * sizeof(std::int64_t);
+  state.counters["peak_rss_MiB"] = peak_rss_mib();
+  state.counters["base_MiB"] = memory.base_mib;
+  state.counters["trace_MiB"] = memory.trace_bytes / kMiB;
+  state.counters["matrix_MiB"] = matrix_bytes / kMiB;
+  state.counters["bound_MiB"] = (memory.trace_bytes + trace.workers(threads) * matrix_bytes) / kMiB;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  Memory memory;
+  memory.base_mib = peak_rss_mib();
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+
+  std::int64_t tokens = kDefaultTokens;
+  if (const char* v = std::getenv("EXFLOW_BENCH_TOKENS")) tokens = std::stoll(v);
+  std::filesystem::path temp_dir;
+  std::string path;
+  if (const char* v = std::getenv("EXFLOW_BENCH_TRACE")) {
+    path = v;
+  } else {
+    std::string pattern = (std::filesystem::temp_directory_path() / "exflow-bench-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) {
+      std::perror("mkdtemp");
+      return 1;
+    }
+    temp_dir = pattern;
+    path = (temp_dir / "trace.npy").string();
+  }
+
+  int status = 0;
+  try {
+    std::error_code ec;
+    if (std::filesystem::file_size(path, ec) != expected_size(tokens)) {
+      std::fprintf(stderr, "writing %lld x %d trace to %s\n", static_cast<long long>(tokens),
+                   kLayers, path.c_str());
+      write_trace(path, tokens);
+    } else {
+      std::fprintf(stderr, "reusing %s\n", path.c_str());
+    }
+    memory.trace_bytes = static_cast<double>(std::filesystem::file_size(path));
+    exflow::TraceOpenOptions open_options;
+    open_options.experts = kExperts;
+    const exflow::Trace trace = exflow::Trace::open(path, open_options);
+    const exflow::Topology topology(2, 4);
+    const exflow::Placement vanilla = exflow::vanilla_placement(kLayers, kExperts, topology);
+    const exflow::Placement shuffled = random_placement(topology);
+
+    auto profile = [&](benchmark::State& state) {
+      const int threads = static_cast<int>(state.range(0));
+      for (auto _ : state) {
+        exflow::AffinityGraph graph = exflow::AffinityGraph::from_trace(trace, threads);
+        benchmark::DoNotOptimize(graph.transitions().data());
+      }
+      report(state, trace, memory, threads);
+    };
+    auto eval = [&](benchmark::State& state, const exflow::Placement* placement) {
+      const int threads = static_cast<int>(state.range(0));
+      exflow::EvalOptions options;
+      options.threads = threads;
+      for (auto _ : state) {
+        exflow::Metrics m = exflow::evaluate(trace, *placement, topology, options);
+        benchmark::DoNotOptimize(m.cost);
+      }
+      report(state, trace, memory, threads);
+    };
+    for (auto* b : {benchmark::RegisterBenchmark("profile", profile),
+                    benchmark::RegisterBenchmark("eval_vanilla", eval, &vanilla),
+                    benchmark::RegisterBenchmark("eval_random", eval, &shuffled)}) {
+      b->ArgName("threads")
+          ->Arg(1)
+          ->Arg(2)
+          ->Iterations(kIterations)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+    benchmark::RunSpecifiedBenchmarks();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "trace_throughput: %s\n", e.what());
+    status = 1;
+  }
+  benchmark::Shutdown();
+  if (!temp_dir.empty()) std::filesystem::remove_all(temp_dir);
+  return status;
+}
