@@ -4,11 +4,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <limits>
+#include <optional>
 
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
 #include "exflow/placement.hpp"
+#include "exflow/solve.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 #include "options.hpp"
@@ -45,8 +48,14 @@ struct EvalArgs : TraceArgs, TopologyArgs {
 };
 
 struct SolveArgs : TraceArgs, TopologyArgs {
-  std::string method = "vanilla";
+  std::string method = "auto";
   std::string out_dir = "solutions";
+  double time_limit = 0;
+  std::uint64_t seed = 1;
+  int starts = 8;
+  int min_experts_per_gpu = -1;
+  std::int64_t incremental = 0;
+  bool bipart = false;
 };
 
 template <class Args>
@@ -120,8 +129,32 @@ const OptionTable<SolveArgs>& solve_options() {
     OptionTable<SolveArgs> t;
     add_trace_rows(t);
     add_topology_rows(t);
-    t.push_back(option<SolveArgs>(&SolveArgs::method, "--method", "placement method: vanilla")
-                    .check(CLI::IsMember({"vanilla"})));
+    t.push_back(option<SolveArgs>(&SolveArgs::method, "--method",
+                                  "auto (exact where it applies, else fast), exact (proven "
+                                  "optimum), ilp (COIN-OR CBC), fast (local search), bcd (block "
+                                  "descent baseline), vanilla (contiguous)")
+                    .check(CLI::IsMember({"auto", "exact", "ilp", "fast", "bcd", "vanilla"})));
+    t.push_back(option<SolveArgs>(&SolveArgs::time_limit, "--time-limit",
+                                  "seconds the solver may use (0: fast and bcd run their fixed "
+                                  "budget, ilp 60 s)")
+                    .check(CLI::NonNegativeNumber));
+    t.push_back(
+        option<SolveArgs>(&SolveArgs::seed, "--seed", "seed of fast and bcd (deterministic)"));
+    t.push_back(
+        option<SolveArgs>(&SolveArgs::starts, "--starts", "independent starts of fast and bcd")
+            .check(CLI::Range(1, 4096)));
+    t.push_back(option<SolveArgs>(&SolveArgs::min_experts_per_gpu, "--min-experts-per-gpu",
+                                  "relaxed balance: at least M experts of every layer per GPU "
+                                  "(the original tool's hard_limit)")
+                    .check(CLI::Range(0, 1 << 16))
+                    .shown_default("E/G exactly"));
+    t.push_back(option<SolveArgs>(&SolveArgs::incremental, "--incremental",
+                                  "solve on the first N tokens, add N more from the previous "
+                                  "answer, until the placement is steady")
+                    .check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max()))
+                    .shown_default("off"));
+    t.push_back(option<SolveArgs>(&SolveArgs::bipart, "--bipart",
+                                  "recursive bisection of the GPU set (nodes first)"));
     t.push_back(
         option<SolveArgs>(&SolveArgs::out_dir, "--out-dir",
                           "directory for the placement CSV (the original tool's file name)"));
@@ -209,37 +242,65 @@ int run_solve(const SolveArgs& args) {
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
+  SolveOptions options;
+  options.method = parse_method(args.method);
+  options.time_limit = args.time_limit;
+  options.seed = args.seed;
+  options.threads = args.threads;
+  options.starts = args.starts;
+  options.min_experts_per_gpu = args.min_experts_per_gpu;
+  options.bipart = args.bipart;
+  std::int64_t tokens_used = trace.tokens();
+  SolveResult r =
+      args.incremental > 0
+          ? solve_incremental(trace, topology, options, args.incremental, &tokens_used,
+                              args.threads)
+          : solve(AffinityGraph::from_trace(trace, args.threads, &bar), topology, options);
   Placement vanilla = vanilla_placement(trace.layers(), trace.experts(), topology);
-  Placement solved = vanilla;  // --method vanilla: the contiguous placement itself
-  validate(solved, topology, Balance::kExact, "solved placement");
   EvalOptions eo;
   eo.threads = args.threads;
   eo.progress = &bar;
-  // Solved and vanilla are the same placement for --method vanilla: score it once.
-  Metrics m = evaluate(trace, solved, topology, eo);
-  const Metrics& mv = m;
-  std::string name = seed_solution_filename(topology.gpus_per_node(), topology.nodes(), m.cost,
-                                            m.cintra, m.cinter);
+  std::vector<Metrics> m = evaluate_all(trace, {&r.placement, &vanilla}, topology, eo);
+  std::string name = seed_solution_filename(topology.gpus_per_node(), topology.nodes(), m[0].cost,
+                                            m[0].cintra, m[0].cinter);
   std::string path = (std::filesystem::path(args.out_dir) / name).string();
-  write_placement_csv(path, solved);
+  write_placement_csv(path, r.placement);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // The bound is on the pairwise objective, which is the evaluator's cost only for top-1.
+  std::optional<double> bound;
+  if (trace.k() == 1 && r.lower_bound) bound = std::min(*r.lower_bound, m[0].cost);
   if (args.json) {
-    nlohmann::json j = metrics_json(m);
-    j["method"] = args.method;
+    nlohmann::json bound_json = nullptr;
+    nlohmann::json gap_json = nullptr;
+    if (bound) {
+      bound_json = *bound;
+      gap_json = m[0].cost > 0 ? (m[0].cost - *bound) / m[0].cost : 0.0;
+    }
+    nlohmann::json j = metrics_json(m[0]);
+    j["method"] = to_string(r.method);
+    j["bipart"] = args.bipart;
+    j["optimal"] = r.optimal && trace.k() == 1;
+    j["lower_bound"] = bound_json;
+    j["gap"] = gap_json;
+    j["objective"] = r.objective;
+    j["detail"] = r.detail;
+    j["steps"] = r.steps;
+    j["tokens_used"] = tokens_used;
     j["seconds"] = seconds;
+    j["solve_seconds"] = r.seconds;
     j["placement"] = path;
-    j["vanilla"] = metrics_json(mv);
+    j["vanilla"] = metrics_json(m[1]);
     j["trace"] = trace_json(trace);
     j["topology"] = topology_json(topology);
     j["options"] = options_json(solve_options(), args);
     print_json(j);
     return 0;
   }
-  std::cout << "trace     " << describe(trace) << "\n"
-            << "topology  " << describe(topology) << "\n"
-            << "method    " << args.method << " (" << format_seconds(seconds) << ")\n\n"
-            << compare_metrics({args.method, "vanilla"}, {&m, &mv}) << "\n"
+  std::cout << solve_summary(r, m[0], m[1], bound, seconds, tokens_used, trace.tokens()) << "\n"
+            << "trace     " << describe(trace) << "\n"
+            << "topology  " << describe(topology) << "\n\n"
+            << compare_metrics({to_string(r.method), "vanilla"}, {&m[0], &m[1]}) << "\n"
             << "placement written to " << path << "\n";
   return 0;
 }

@@ -140,6 +140,40 @@ std::string compare_metrics(const std::vector<std::string>& names,
   return out;
 }
 
+std::string solve_summary(const SolveResult& r, const Metrics& solved, const Metrics& vanilla,
+                          std::optional<double> lower_bound, double seconds,
+                          std::int64_t tokens_used, std::int64_t tokens) {
+  auto fewer = [](double a, double b) {
+    return b > 0 ? fmt("%.1f%%", 100.0 * (b - a) / b) : std::string("n/a");
+  };
+  std::string out = std::string(to_string(r.method)) + " placement in " + format_seconds(seconds) +
+                    (r.optimal && lower_bound ? " (proven optimal)" : "") + ": " + r.detail + "\n";
+  out += "  cost " + fmt("%.4f", solved.cost) + " vs vanilla " + fmt("%.4f", vanilla.cost) + ": " +
+         fewer(solved.cost, vanilla.cost) + " lower\n";
+  out += "  cross-GPU moves per token " + fmt("%.4f", solved.intra + solved.inter) + " vs " +
+         fmt("%.4f", vanilla.intra + vanilla.inter) + " (" +
+         fewer(solved.intra + solved.inter, vanilla.intra + vanilla.inter) +
+         " fewer); cross-node " + fmt("%.4f", solved.inter) + " vs " + fmt("%.4f", vanilla.inter) +
+         " (" + fewer(solved.inter, vanilla.inter) + " fewer)\n";
+  if (lower_bound) {
+    out +=
+        "  lower bound " + fmt("%.4f", *lower_bound) + ", gap " +
+        fmt("%.2f%%", solved.cost > 0 ? 100.0 * (solved.cost - *lower_bound) / solved.cost : 0.0) +
+        "\n";
+  } else {
+    out += "  lower bound: not available for top-k traces (the bound is on pairwise transitions)\n";
+  }
+  out += "  GPU load ratio worst layer " + fmt("%.3f", solved.load_ratio_max) + " (vanilla " +
+         fmt("%.3f", vanilla.load_ratio_max) + "), mean " + fmt("%.3f", solved.load_ratio_mean) +
+         " (vanilla " + fmt("%.3f", vanilla.load_ratio_mean) + ")\n";
+  if (tokens_used < tokens) {
+    out += "  profiled on the first " + std::to_string(tokens_used) + " of " +
+           std::to_string(tokens) + " tokens\n";
+  }
+  for (const auto& step : r.steps) out += "  step: " + step + "\n";
+  return out;
+}
+
 std::string profile_table(const AffinityProfile& p, int experts) {
   std::string out =
       "layer pair   top-successor share   (no affinity: " + fmt("%.4f", p.uniform_share) +

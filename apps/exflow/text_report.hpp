@@ -1,12 +1,15 @@
 // Human-readable and JSON renderings of traces, topologies and metrics.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "exflow/affinity.hpp"
 #include "exflow/evaluate.hpp"
+#include "exflow/solve.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 
@@ -29,6 +32,12 @@ std::string format_seconds(double seconds);
 // "change" column gives the first column's relative change against it.
 std::string compare_metrics(const std::vector<std::string>& names,
                             const std::vector<const Metrics*>& metrics);
+
+// The lines a user reads first after a solve: method and time, cost against vanilla, the
+// bound, load, and (incremental, bipart) the steps.
+std::string solve_summary(const SolveResult& result, const Metrics& solved, const Metrics& vanilla,
+                          std::optional<double> lower_bound, double seconds,
+                          std::int64_t tokens_used, std::int64_t tokens);
 
 std::string profile_table(const AffinityProfile& profile, int experts);
 

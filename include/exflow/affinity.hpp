@@ -18,6 +18,10 @@ class Trace;
 class AffinityGraph {
  public:
   AffinityGraph(int layers, int experts);
+  // From counts: transitions [L-1, E, E] and loads [L, E] as described above. Throws
+  // UsageError if a size does not match or a count is negative.
+  AffinityGraph(int layers, int experts, std::int64_t tokens, std::vector<std::int64_t> transitions,
+                std::vector<std::int64_t> loads);
 
   // One pass over the trace, multi-threaded over tokens (threads 0 = hardware concurrency).
   static AffinityGraph from_trace(const Trace& trace, int threads = 0,

@@ -52,6 +52,11 @@ enum class Balance {
 void validate(const Placement& placement, const Topology& topology, Balance balance,
               const std::string& what = "placement");
 
+// The same with explicit limits: every GPU hosts between min_per_gpu and max_per_gpu experts
+// of every layer.
+void validate(const Placement& placement, const Topology& topology, int min_per_gpu,
+              int max_per_gpu, const std::string& what = "placement");
+
 // Reads the original ExFlow CSV. Rows may come in any order; every expert of every layer must
 // appear exactly once, with 0 <= Node < gpus. Throws InputError naming file, line and value.
 Placement read_placement_csv(const std::string& path, int layers, int experts, int gpus);

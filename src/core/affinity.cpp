@@ -21,6 +21,24 @@ AffinityGraph::AffinityGraph(int layers, int experts)
   }
 }
 
+AffinityGraph::AffinityGraph(int layers, int experts, std::int64_t tokens,
+                             std::vector<std::int64_t> transitions, std::vector<std::int64_t> loads)
+    : AffinityGraph(layers, experts) {
+  if (transitions.size() != transitions_.size() || loads.size() != loads_.size() || tokens < 0) {
+    throw UsageError("affinity graph: counts do not match " + std::to_string(layers) +
+                     " layers x " + std::to_string(experts) + " experts");
+  }
+  for (std::int64_t c : transitions) {
+    if (c < 0) throw UsageError("affinity graph: negative transition count");
+  }
+  for (std::int64_t c : loads) {
+    if (c < 0) throw UsageError("affinity graph: negative load");
+  }
+  transitions_ = std::move(transitions);
+  loads_ = std::move(loads);
+  tokens_ = tokens;
+}
+
 namespace {
 
 // Largest count a staging cell holds.

@@ -40,12 +40,20 @@ Placement vanilla_placement(int layers, int experts, const Topology& topology) {
 
 void validate(const Placement& placement, const Topology& topology, Balance balance,
               const std::string& what) {
+  if (balance == Balance::kExact) {
+    const int per_gpu = topology.experts_per_gpu(placement.experts());
+    validate(placement, topology, per_gpu, per_gpu, what);
+  } else {
+    validate(placement, topology, 0, placement.experts(), what);
+  }
+}
+
+void validate(const Placement& placement, const Topology& topology, int min_per_gpu,
+              int max_per_gpu, const std::string& what) {
   if (placement.gpus() != topology.gpus()) {
     throw InputError(what + ": made for " + std::to_string(placement.gpus()) +
                      " GPUs, the topology has " + std::to_string(topology.gpus()));
   }
-  const int per_gpu =
-      balance == Balance::kExact ? topology.experts_per_gpu(placement.experts()) : 0;
   std::vector<int> count(static_cast<std::size_t>(topology.gpus()));
   for (int l = 0; l < placement.layers(); ++l) {
     std::fill(count.begin(), count.end(), 0);
@@ -58,16 +66,17 @@ void validate(const Placement& placement, const Topology& topology, Balance bala
       }
       ++count[static_cast<std::size_t>(g)];
     }
-    if (balance != Balance::kExact) continue;
     for (int g = 0; g < topology.gpus(); ++g) {
-      if (count[static_cast<std::size_t>(g)] != per_gpu) {
-        throw InputError(what + ": layer " + std::to_string(l) + " has " +
-                         std::to_string(count[static_cast<std::size_t>(g)]) + " experts on GPU " +
-                         std::to_string(g) + ", balanced placement needs " +
-                         std::to_string(per_gpu) +
-                         " (E/G = " + std::to_string(placement.experts()) + "/" +
-                         std::to_string(topology.gpus()) + ")");
-      }
+      const int c = count[static_cast<std::size_t>(g)];
+      if (c >= min_per_gpu && c <= max_per_gpu) continue;
+      std::string need =
+          min_per_gpu == max_per_gpu
+              ? "balanced placement needs " + std::to_string(min_per_gpu) +
+                    " (E/G = " + std::to_string(placement.experts()) + "/" +
+                    std::to_string(topology.gpus()) + ")"
+              : "allowed: " + std::to_string(min_per_gpu) + ".." + std::to_string(max_per_gpu);
+      throw InputError(what + ": layer " + std::to_string(l) + " has " + std::to_string(c) +
+                       " experts on GPU " + std::to_string(g) + ", " + need);
     }
   }
 }

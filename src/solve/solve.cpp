@@ -1,0 +1,115 @@
+// The solver front door: checks the request, picks the method, re-checks the answer, attaches
+// the objective and the tightest lower bound known.
+#include "exflow/solve.hpp"
+
+#include <chrono>
+#include <cmath>
+
+#include "exflow/affinity.hpp"
+#include "exflow/error.hpp"
+#include "exflow/topology.hpp"
+#include "solve/methods.hpp"
+
+namespace exflow {
+
+const char* to_string(Method method) {
+  switch (method) {
+    case Method::kAuto:
+      return "auto";
+    case Method::kExact:
+      return "exact";
+    case Method::kIlp:
+      return "ilp";
+    case Method::kFast:
+      return "fast";
+    case Method::kBcd:
+      return "bcd";
+    case Method::kVanilla:
+      return "vanilla";
+  }
+  return "?";
+}
+
+Method parse_method(const std::string& name) {
+  for (Method m : {Method::kAuto, Method::kExact, Method::kIlp, Method::kFast, Method::kBcd,
+                   Method::kVanilla}) {
+    if (name == to_string(m)) return m;
+  }
+  throw UsageError("unknown method '" + name + "' (auto, exact, ilp, fast, bcd, vanilla)");
+}
+
+SolveResult solve(const AffinityGraph& graph, const Topology& topology,
+                  const SolveOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const int E = graph.experts();
+  const int G = topology.gpus();
+  int min_per_gpu = 0;
+  int max_per_gpu = 0;
+  if (options.min_experts_per_gpu < 0) {
+    min_per_gpu = max_per_gpu = topology.experts_per_gpu(E);
+  } else {
+    min_per_gpu = options.min_experts_per_gpu;
+    if (static_cast<long long>(min_per_gpu) * G > E) {
+      throw UsageError("at least " + std::to_string(min_per_gpu) + " experts on each of " +
+                       std::to_string(G) + " GPUs needs " + std::to_string(min_per_gpu * G) +
+                       " experts per layer; there are " + std::to_string(E));
+    }
+    max_per_gpu = E - (G - 1) * min_per_gpu;
+  }
+  if (options.initial != nullptr) {
+    validate(*options.initial, topology, min_per_gpu, max_per_gpu, "initial placement");
+  }
+  const solvers::Instance instance{graph, topology, min_per_gpu, max_per_gpu};
+
+  if (options.bipart) {
+    SolveResult result = solvers::solve_bipart(graph, topology, options);
+    result.method = options.method;
+    validate(result.placement, topology, min_per_gpu, max_per_gpu, "bipart placement");
+    result.objective = graph_objective(graph, result.placement, topology);
+    result.lower_bound = std::min(result.objective, objective_lower_bound(graph, topology, -1));
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  }
+  Method method = options.method;
+  if (method == Method::kAuto) {
+    method = solvers::exact_refusal(instance).empty() ? Method::kExact : Method::kFast;
+  }
+  SolveResult result(Placement(graph.layers(), E, G));
+  switch (method) {
+    case Method::kExact:
+      result = solvers::solve_exact(instance, options);
+      break;
+    case Method::kIlp:
+      result = solvers::solve_ilp(instance, options);
+      break;
+    case Method::kFast:
+      result = solvers::solve_fast(instance, options);
+      break;
+    case Method::kBcd:
+      result = solvers::solve_bcd(instance, options);
+      break;
+    case Method::kVanilla:
+    case Method::kAuto:
+      result.placement = vanilla_placement(graph.layers(), E, topology);
+      result.detail = "contiguous placement";
+      break;
+  }
+  result.method = method;
+  validate(result.placement, topology, min_per_gpu, max_per_gpu,
+           std::string(to_string(method)) + " placement");
+
+  result.objective = graph_objective(graph, result.placement, topology);
+  double bound = objective_lower_bound(graph, topology, options.min_experts_per_gpu);
+  if (result.optimal) bound = result.objective;
+  if (result.lower_bound) bound = std::max(bound, *result.lower_bound);
+  if (bound > result.objective + 1e-9 * std::max(1.0, result.objective)) {
+    throw Error("internal error: lower bound " + std::to_string(bound) + " exceeds the objective " +
+                std::to_string(result.objective) + " of the " + to_string(method) + " placement");
+  }
+  result.lower_bound = std::min(bound, result.objective);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace exflow

@@ -1,0 +1,155 @@
+// The original tool's strategies over any method: recursive bisection of the GPU set
+// ("bipart") and incremental profiling.
+//
+// Bisection. With hop costs that only depend on the level at which two GPUs separate, a
+// token between experts in different halves of the top split pays that level's cost whatever
+// happens below, so each split only has to minimise the tokens it cuts: a two-GPU problem on
+// the experts of the part (hard balance: half of them each), then the same on each half with
+// only the tokens inside it. Nodes are split first (cut cost inter_cost), then GPUs within a
+// node (intra_cost). Needs node and GPU counts that halve down to one.
+#include <cstdio>
+#include <numeric>
+#include <optional>
+
+#include "exflow/affinity.hpp"
+#include "exflow/error.hpp"
+#include "exflow/solve.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+#include "solve/methods.hpp"
+
+namespace exflow {
+namespace {
+
+bool power_of_two(int n) {
+  return n > 0 && (n & (n - 1)) == 0;
+}
+
+// The graph restricted to, per layer, the experts in `part[l]` (renumbered in order).
+AffinityGraph restrict_graph(const AffinityGraph& g, const std::vector<std::vector<int>>& part) {
+  const int L = g.layers();
+  const int n = static_cast<int>(part[0].size());
+  std::vector<std::int64_t> t(static_cast<std::size_t>(std::max(0, L - 1)) * n * n);
+  std::vector<std::int64_t> loads(static_cast<std::size_t>(L) * n);
+  for (int l = 0; l < L; ++l) {
+    for (int a = 0; a < n; ++a) {
+      loads[static_cast<std::size_t>(l) * n + a] =
+          g.load(l, part[static_cast<std::size_t>(l)][static_cast<std::size_t>(a)]);
+      if (l + 1 == L) continue;
+      for (int b = 0; b < n; ++b) {
+        t[(static_cast<std::size_t>(l) * n + a) * n + b] =
+            g.transition(l, part[static_cast<std::size_t>(l)][static_cast<std::size_t>(a)],
+                         part[static_cast<std::size_t>(l) + 1][static_cast<std::size_t>(b)]);
+      }
+    }
+  }
+  return AffinityGraph(L, n, g.tokens(), std::move(t), std::move(loads));
+}
+
+// Places the experts part[l] of every layer on GPUs first_gpu .. first_gpu + nodes * P - 1.
+void bisect(const AffinityGraph& g, const std::vector<std::vector<int>>& part, int nodes, int P,
+            int first_gpu, const Topology& topo, const SolveOptions& options, Placement& out,
+            std::vector<std::string>& steps) {
+  const int L = g.layers();
+  if (nodes * P == 1) {
+    for (int l = 0; l < L; ++l) {
+      for (int e : part[static_cast<std::size_t>(l)]) out.set(l, e, first_gpu);
+    }
+    return;
+  }
+  const bool split_nodes = nodes > 1;
+  const double cut = split_nodes ? topo.inter_cost() : topo.intra_cost();
+  AffinityGraph sub = restrict_graph(g, part);
+  SolveOptions o = options;
+  o.bipart = false;
+  o.initial = nullptr;
+  o.min_experts_per_gpu = -1;
+  SolveResult r = solve(sub, Topology(1, 2, cut, cut), o);
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "split GPUs %d-%d (%s): %s, %zu experts per layer, cut %.6g per token", first_gpu,
+                first_gpu + nodes * P - 1, split_nodes ? "nodes" : "GPUs of a node",
+                to_string(r.method), part[0].size(), r.objective);
+  steps.emplace_back(buf);
+  for (int half = 0; half < 2; ++half) {
+    std::vector<std::vector<int>> child(static_cast<std::size_t>(L));
+    for (int l = 0; l < L; ++l) {
+      const auto& members = part[static_cast<std::size_t>(l)];
+      for (std::size_t a = 0; a < members.size(); ++a) {
+        if (r.placement.gpu(l, static_cast<int>(a)) == half)
+          child[static_cast<std::size_t>(l)].push_back(members[a]);
+      }
+    }
+    const int child_nodes = split_nodes ? nodes / 2 : 1;
+    const int child_p = split_nodes ? P : P / 2;
+    bisect(g, child, child_nodes, child_p, first_gpu + half * child_nodes * child_p, topo, options,
+           out, steps);
+  }
+}
+
+}  // namespace
+
+namespace solvers {
+
+SolveResult solve_bipart(const AffinityGraph& graph, const Topology& topology,
+                         const SolveOptions& options) {
+  if (!power_of_two(topology.nodes()) || !power_of_two(topology.gpus_per_node())) {
+    throw UsageError(
+        "--bipart halves the GPU set down to single GPUs: it needs power-of-two node "
+        "and GPU-per-node counts (got " +
+        std::to_string(topology.nodes()) + " x " + std::to_string(topology.gpus_per_node()) + ")");
+  }
+  if (options.min_experts_per_gpu >= 0) {
+    throw UsageError("--bipart splits experts evenly; it does not take --min-experts-per-gpu");
+  }
+  topology.experts_per_gpu(graph.experts());
+  std::vector<std::vector<int>> all(static_cast<std::size_t>(graph.layers()),
+                                    std::vector<int>(static_cast<std::size_t>(graph.experts())));
+  for (auto& layer : all) std::iota(layer.begin(), layer.end(), 0);
+  SolveResult result(Placement(graph.layers(), graph.experts(), topology.gpus()));
+  bisect(graph, all, topology.nodes(), topology.gpus_per_node(), 0, topology, options,
+         result.placement, result.steps);
+  result.detail = "recursive bisection, " + std::to_string(result.steps.size()) + " splits";
+  return result;
+}
+
+}  // namespace solvers
+
+SolveResult solve_incremental(const Trace& trace, const Topology& topology,
+                              const SolveOptions& options, std::int64_t step,
+                              std::int64_t* tokens_used, int threads) {
+  if (step < 1) throw UsageError("--incremental needs a positive token count");
+  std::optional<Placement> previous;
+  std::vector<std::string> steps;
+  std::int64_t tokens = std::min(step, trace.tokens());
+  while (true) {
+    AffinityGraph graph = AffinityGraph::from_trace(trace.prefix(tokens), threads);
+    SolveOptions o = options;
+    o.initial = previous ? &*previous : nullptr;
+    SolveResult r = solve(graph, topology, o);
+    bool steady = false;
+    if (previous) {
+      const double before = graph_objective(graph, *previous, topology);
+      steady = r.placement == *previous || before <= r.objective * (1 + 1e-9);
+      if (steady && !(r.placement == *previous)) {
+        r.placement = *previous;  // as good on this prefix: keep the earlier answer
+        r.objective = before;
+      }
+    }
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%lld tokens: %s objective %.6g%s",
+                  static_cast<long long>(tokens), to_string(r.method), r.objective,
+                  steady ? " (steady)" : "");
+    steps.emplace_back(buf);
+    if (options.log) options.log(buf);
+    if (steady || tokens == trace.tokens()) {
+      r.steps = std::move(steps);
+      if (tokens_used != nullptr) *tokens_used = tokens;
+      return r;
+    }
+    previous = r.placement;
+    tokens = std::min(trace.tokens(), tokens + step);
+  }
+}
+
+}  // namespace exflow
