@@ -36,6 +36,7 @@
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
+#include "synthetic_trace.hpp"
 
 namespace {
 
@@ -44,7 +45,6 @@ constexpr int kLayers = 58;
 constexpr int kExperts = 256;
 constexpr double kSuccessorProbability = 0.6;
 constexpr std::uint64_t kSeed = 20240611;
-constexpr std::int64_t kChunkTokens = 16384;
 constexpr int kIterations = 5;
 constexpr double kMiB = 1024.0 * 1024.0;
 
@@ -67,62 +67,14 @@ class Rng {
   std::uint64_t state_;
 };
 
-// The .npy 1.0 header of a C-order [tokens, layers] '<i2' array (the layout encode_npy writes).
-std::string npy_header(std::int64_t tokens, int layers) {
-  std::string dict = "{'descr': '<i2', 'fortran_order': False, 'shape': (" +
-                     std::to_string(tokens) + ", " + std::to_string(layers) + "), }";
-  const std::size_t unpadded = 6 + 2 + 2 + dict.size() + 1;
-  dict.append((unpadded + 63) / 64 * 64 - unpadded, ' ');
-  dict.push_back('\n');
-  std::string out = "\x93NUMPY";
-  out.push_back('\x01');
-  out.push_back('\x00');
-  out.push_back(static_cast<char>(dict.size() & 0xff));
-  out.push_back(static_cast<char>(dict.size() >> 8));
-  return out + dict;
-}
-
-std::uintmax_t expected_size(std::int64_t tokens) {
-  return npy_header(tokens, kLayers).size() + static_cast<std::uintmax_t>(tokens) * kLayers * 2;
-}
-
-// Streams the synthetic trace to `path`, kChunkTokens rows at a time.
-void write_trace(const std::string& path, std::int64_t tokens) {
-  Rng rng(kSeed);
-  // successor[l * E + e]: the fixed successor at layer l + 1 of expert e at layer l.
-  std::vector<int> successor(static_cast<std::size_t>(kLayers - 1) * kExperts);
-  for (int l = 0; l + 1 < kLayers; ++l) {
-    int* perm = successor.data() + static_cast<std::size_t>(l) * kExperts;
-    std::iota(perm, perm + kExperts, 0);
-    for (int i = kExperts - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);
-  }
-  const auto threshold = static_cast<std::uint64_t>(kSuccessorProbability * 4294967296.0);
-
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(path + ": cannot create");
-  const std::string header = npy_header(tokens, kLayers);
-  out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  std::vector<char> chunk(static_cast<std::size_t>(kChunkTokens) * kLayers * 2);
-  for (std::int64_t begin = 0; begin < tokens; begin += kChunkTokens) {
-    const std::int64_t n = std::min(kChunkTokens, tokens - begin);
-    char* p = chunk.data();
-    for (std::int64_t t = 0; t < n; ++t) {
-      int e = rng.below(kExperts);
-      for (int l = 0; l < kLayers; ++l) {
-        if (l > 0) {
-          const std::uint64_t r = rng.next();
-          e = (r & 0xffffffffULL) < threshold
-                  ? successor[static_cast<std::size_t>(l - 1) * kExperts + e]
-                  : static_cast<int>(((r >> 32) * kExperts) >> 32);
-        }
-        *p++ = static_cast<char>(e & 0xff);
-        *p++ = static_cast<char>(e >> 8);
-      }
-    }
-    out.write(chunk.data(), p - chunk.data());
-  }
-  out.close();
-  if (!out) throw std::runtime_error(path + ": write failed");
+exflow::bench::SyntheticTraceSpec trace_spec(std::int64_t tokens) {
+  exflow::bench::SyntheticTraceSpec spec;
+  spec.tokens = tokens;
+  spec.layers = kLayers;
+  spec.experts = kExperts;
+  spec.follow = kSuccessorProbability;
+  spec.seed = kSeed;
+  return spec;
 }
 
 // A balanced placement: every layer's vanilla GPU list, shuffled.
@@ -192,10 +144,11 @@ int main(int argc, char** argv) {
   int status = 0;
   try {
     std::error_code ec;
-    if (std::filesystem::file_size(path, ec) != expected_size(tokens)) {
+    if (std::filesystem::file_size(path, ec) !=
+        exflow::bench::synthetic_trace_bytes(trace_spec(tokens))) {
       std::fprintf(stderr, "writing %lld x %d trace to %s\n", static_cast<long long>(tokens),
                    kLayers, path.c_str());
-      write_trace(path, tokens);
+      exflow::bench::write_synthetic_trace(path, trace_spec(tokens));
     } else {
       std::fprintf(stderr, "reusing %s\n", path.c_str());
     }

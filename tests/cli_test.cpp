@@ -271,3 +271,92 @@ TEST(CliDocs, CliReferenceIsGeneratedFromTheOptionTables) {
 
 }  // namespace
 }  // namespace exflow
+
+// ---------------------------------------------------------------------------------------------
+// Solvers through the CLI.
+
+namespace exflow {
+namespace {
+
+json solve_json(const std::vector<std::string>& extra, const TempDir& dir) {
+  std::vector<std::string> args = {"solve",           kGolden + "mini-2x2.npy",
+                                   "--gpus-per-node", "2",
+                                   "--nodes",         "2",
+                                   "--out-dir",       dir.path(),
+                                   "--json",          "--quiet"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  CliRun r = exflow(args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  return r.code == 0 ? json::parse(r.out) : json();
+}
+
+TEST(CliSolve, ExactFindsTheGoldenOptimumAndProvesIt) {
+  // mini-2x2: the affine placement (cost 0.5) is optimal: token 1 must move once because its
+  // layers 0 and 1 both use expert 0, which token 0 also uses at layer 0 but not at layer 1
+  // (one GPU per expert per layer, so the two tokens share GPU 0 at layer 0 and cannot both
+  // stay with their layer-1 experts).
+  TempDir dir;
+  json j = solve_json({"--method", "exact"}, dir);
+  EXPECT_EQ(j["method"], "exact");
+  EXPECT_EQ(j["optimal"], true);
+  EXPECT_DOUBLE_EQ(j["cost"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j["lower_bound"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(j["gap"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(j["vanilla"]["cost"].get<double>(), 3.5);
+  EXPECT_TRUE(std::filesystem::exists(j["placement"].get<std::string>()));
+}
+
+TEST(CliSolve, EveryMethodBeatsOrTiesVanillaAndAgreesWithExactHere) {
+  TempDir dir;
+  for (const char* method : {"auto", "ilp", "fast", "bcd"}) {
+    json j = solve_json({"--method", method, "--time-limit", "20"}, dir);
+    EXPECT_DOUBLE_EQ(j["cost"].get<double>(), 0.5) << method;
+    EXPECT_LE(j["lower_bound"].get<double>(), j["cost"].get<double>()) << method;
+  }
+  EXPECT_EQ(solve_json({"--method", "ilp"}, dir)["optimal"], true);
+  EXPECT_EQ(solve_json({}, dir)["method"], "exact");  // auto picks exact here
+}
+
+TEST(CliSolve, IncrementalAndBipartReportTheirSteps) {
+  TempDir dir;
+  json inc = solve_json({"--incremental", "1"}, dir);
+  EXPECT_GE(inc["steps"].size(), 1u);
+  EXPECT_LE(inc["tokens_used"].get<int>(), 2);
+  json bip = solve_json({"--bipart"}, dir);
+  EXPECT_EQ(bip["bipart"], true);
+  EXPECT_EQ(bip["steps"].size(), 3u);  // nodes, then the GPUs of each node
+  EXPECT_LE(bip["cost"].get<double>(), 3.5);
+}
+
+TEST(CliSolve, RelaxedBalanceIsAccepted) {
+  TempDir dir;
+  CliRun r = exflow({"solve", std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy",
+                     "--topk", "1", "--gpus-per-node", "8", "--min-experts-per-gpu", "6",
+                     "--method", "fast", "--starts", "1", "--out-dir", dir.path(), "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  CliRun back = exflow({"eval", std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy",
+                        j["placement"].get<std::string>(), "--topk", "1", "--gpus-per-node", "8",
+                        "--unbalanced", "--json"});
+  ASSERT_EQ(back.code, 0) << back.err;
+  EXPECT_DOUBLE_EQ(json::parse(back.out)["cost"].get<double>(), j["cost"].get<double>());
+}
+
+TEST(CliSolve, RefusalsAndBadOptionsExitTwoWithOneLine) {
+  const std::string esft = std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy";
+  expect_one_line_error(exflow({"solve", esft, "--gpus-per-node", "8", "--method", "exact"}), 2,
+                        "use --method fast or --method ilp");
+  expect_one_line_error(
+      exflow({"solve", esft, "--gpus-per-node", "8", "--min-experts-per-gpu", "9"}), 2,
+      "needs 72 experts per layer");
+  expect_one_line_error(exflow({"solve", esft, "--gpus-per-node", "8", "--nodes", "3"}), 2,
+                        "divisible");
+  expect_one_line_error(
+      exflow({"solve", esft, "--gpus-per-node", "6", "--experts", "72", "--bipart"}), 2,
+      "power-of-two");
+  EXPECT_EQ(exflow({"solve", esft, "--gpus-per-node", "8", "--starts", "0"}).code, 2);
+  EXPECT_EQ(exflow({"solve", esft, "--gpus-per-node", "8", "--time-limit", "-1"}).code, 2);
+}
+
+}  // namespace
+}  // namespace exflow

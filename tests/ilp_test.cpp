@@ -39,8 +39,7 @@ AffinityGraph affine_graph(int layers, int experts, int tokens, std::uint32_t se
                              : any(rng);
     }
   }
-  return AffinityGraph::from_trace(Trace::from_ids(std::move(ids), tokens, layers, 1, experts),
-                                   1);
+  return AffinityGraph::from_trace(Trace::from_ids(std::move(ids), tokens, layers, 1, experts), 1);
 }
 
 double objective(const AffinityGraph& graph, const Topology& topology,
@@ -142,12 +141,15 @@ Optimum brute_force(const Instance& instance) {
   std::vector<std::vector<int>> layer_gpus(static_cast<std::size_t>(layers));
   for (int l = layers - 1; l >= 0; --l) {
     layer_gpus[static_cast<std::size_t>(l)] = options[last];
-    for (int e = 0; e < experts; ++e) opt.placement.set(l, e, options[last][static_cast<std::size_t>(e)]);
+    for (int e = 0; e < experts; ++e)
+      opt.placement.set(l, e, options[last][static_cast<std::size_t>(e)]);
     last = from[static_cast<std::size_t>(l)][last];
   }
   opt.objective = objective(graph, instance.topology, layer_gpus);
-  EXPECT_NEAR(opt.objective, best.empty() ? 0 : *std::min_element(best.begin(), best.end()) /
-                                                    static_cast<double>(graph.tokens()),
+  EXPECT_NEAR(opt.objective,
+              best.empty() ? 0
+                           : *std::min_element(best.begin(), best.end()) /
+                                 static_cast<double>(graph.tokens()),
               1e-9);
   return opt;
 }

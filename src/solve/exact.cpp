@@ -17,6 +17,8 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <map>
+#include <numeric>
 #include <thread>
 
 #include "exflow/error.hpp"
@@ -186,24 +188,56 @@ SolveResult solve_exact(const Instance& in, const SolveOptions& options) {
   const auto states = enumerate_groupings(E, N, P);
   const std::size_t S = states.size();
   GroupLayout layout{N, P, topo.intra_cost(), topo.inter_cost()};
+  // A state is N node items; an item is one node's block of P GPU masks. The pair cost of
+  // two states is c2 * total - max over node bijections of the sum of item-pair values
+  // value[i][j] = (c2 - c1) * flow(node i, node j) + c1 * (best GPU matching of i and j),
+  // so item-pair values are computed once per layer pair and states only combine them.
+  std::map<std::vector<Mask>, int> item_id;
+  std::vector<std::vector<Mask>> items;
+  std::vector<std::vector<int>> state_items(S);
+  for (std::size_t st = 0; st < S; ++st) {
+    for (int n = 0; n < N; ++n) {
+      std::vector<Mask> block(states[st].begin() + n * P, states[st].begin() + (n + 1) * P);
+      auto [it, inserted] = item_id.emplace(block, static_cast<int>(items.size()));
+      if (inserted) items.push_back(block);
+      state_items[st].push_back(it->second);
+    }
+  }
+  const std::size_t I = items.size();
   // Distinct GPU masks, so that flows are summed once per layer pair.
   std::vector<Mask> masks;
-  for (const auto& s : states) masks.insert(masks.end(), s.begin(), s.end());
+  for (const auto& item : items) masks.insert(masks.end(), item.begin(), item.end());
   std::sort(masks.begin(), masks.end());
   masks.erase(std::unique(masks.begin(), masks.end()), masks.end());
-  std::vector<std::vector<int>> state_mask(S);
-  for (std::size_t s = 0; s < S; ++s) {
-    for (Mask m : states[s]) {
-      state_mask[s].push_back(
+  const std::size_t M = masks.size();
+  std::vector<std::vector<int>> item_masks(I);
+  for (std::size_t i = 0; i < I; ++i) {
+    for (Mask m : items[i]) {
+      item_masks[i].push_back(
           static_cast<int>(std::lower_bound(masks.begin(), masks.end(), m) - masks.begin()));
     }
   }
-  const std::size_t M = masks.size();
+  std::vector<double> table(M * M);
+  std::vector<std::vector<int>> gpu_perms, node_perms;
+  {
+    std::vector<int> p(static_cast<std::size_t>(P));
+    std::iota(p.begin(), p.end(), 0);
+    do gpu_perms.push_back(p);
+    while (std::next_permutation(p.begin(), p.end()));
+    std::vector<int> q(static_cast<std::size_t>(N));
+    std::iota(q.begin(), q.end(), 0);
+    if (N <= 5) {
+      do node_perms.push_back(q);
+      while (std::next_permutation(q.begin(), q.end()));
+    }
+  }
+  const double c1 = topo.intra_cost();
+  const double c2 = topo.inter_cost();
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<double> best(S, 0.0), next(S);
   std::vector<std::vector<std::uint32_t>> from(static_cast<std::size_t>(L),
                                                std::vector<std::uint32_t>(S, 0));
-  std::vector<double> table(M * M);
+  std::vector<double> value(I * I);
   const int threads = std::max(
       1, std::min<int>(options.threads > 0 ? options.threads
                                            : static_cast<int>(std::thread::hardware_concurrency()),
@@ -216,24 +250,67 @@ SolveResult solve_exact(const Instance& in, const SolveOptions& options) {
     for (std::size_t a = 0; a < M; ++a) {
       for (std::size_t b = 0; b < M; ++b) table[a * M + b] = mask_flow(g, l, masks[a], masks[b]);
     }
+    std::vector<double> gpu_flow(static_cast<std::size_t>(P) * P);
+    for (std::size_t i = 0; i < I; ++i) {
+      for (std::size_t j = 0; j < I; ++j) {
+        double node_flow = 0;
+        for (int p = 0; p < P; ++p) {
+          for (int q = 0; q < P; ++q) {
+            const double f =
+                table[static_cast<std::size_t>(item_masks[i][static_cast<std::size_t>(p)]) * M +
+                      static_cast<std::size_t>(item_masks[j][static_cast<std::size_t>(q)])];
+            gpu_flow[static_cast<std::size_t>(p) * P + q] = f;
+            node_flow += f;
+          }
+        }
+        double kept = 0;
+        if (P <= 5) {
+          for (const auto& perm : gpu_perms) {
+            double k = 0;
+            for (int p = 0; p < P; ++p)
+              k += gpu_flow[static_cast<std::size_t>(p) * P + perm[static_cast<std::size_t>(p)]];
+            kept = std::max(kept, k);
+          }
+        } else {
+          kept = max_weight_assignment(P, P, gpu_flow).cost;
+        }
+        value[i * I + j] = (c2 - c1) * node_flow + c1 * kept;
+      }
+    }
     auto relax = [&](std::size_t t_begin, std::size_t t_end) {
-      std::vector<double> flow(static_cast<std::size_t>(G) * G);
+      std::vector<double> node_value(static_cast<std::size_t>(N) * N);
       for (std::size_t t = t_begin; t < t_end; ++t) {
+        const auto& ti = state_items[t];
         double best_cost = inf;
         std::uint32_t best_from = 0;
-        for (std::size_t s = 0; s < S; ++s) {
-          if (best[s] >= best_cost) continue;
-          for (int a = 0; a < G; ++a) {
-            for (int b = 0; b < G; ++b) {
-              flow[static_cast<std::size_t>(a) * G + b] =
-                  table[static_cast<std::size_t>(state_mask[s][static_cast<std::size_t>(a)]) * M +
-                        static_cast<std::size_t>(state_mask[t][static_cast<std::size_t>(b)])];
+        for (std::size_t st = 0; st < S; ++st) {
+          if (best[st] >= best_cost) continue;
+          const auto& si = state_items[st];
+          double saved = -inf;
+          if (!node_perms.empty()) {
+            for (const auto& perm : node_perms) {
+              double v = 0;
+              for (int n = 0; n < N; ++n) {
+                v += value[static_cast<std::size_t>(si[static_cast<std::size_t>(n)]) * I +
+                           static_cast<std::size_t>(
+                               ti[static_cast<std::size_t>(perm[static_cast<std::size_t>(n)])])];
+              }
+              saved = std::max(saved, v);
             }
+          } else {
+            for (int a = 0; a < N; ++a) {
+              for (int b = 0; b < N; ++b) {
+                node_value[static_cast<std::size_t>(a) * N + b] =
+                    value[static_cast<std::size_t>(si[static_cast<std::size_t>(a)]) * I +
+                          static_cast<std::size_t>(ti[static_cast<std::size_t>(b)])];
+              }
+            }
+            saved = max_weight_assignment(N, N, node_value).cost;
           }
-          const double cost = best[s] + topo.inter_cost() * total - alignment_value(flow, layout);
+          const double cost = best[st] + c2 * total - saved;
           if (cost < best_cost) {
             best_cost = cost;
-            best_from = static_cast<std::uint32_t>(s);
+            best_from = static_cast<std::uint32_t>(st);
           }
         }
         next[t] = best_cost;

@@ -398,6 +398,12 @@ class IlpModel {
   std::vector<int> zn_;  // [pairs] column of zn, -1 if none
 };
 
+std::string format_seconds(double seconds) {
+  std::ostringstream out;
+  out << seconds << " s";
+  return out.str();
+}
+
 std::string percent(double fraction) {
   std::ostringstream out;
   out.precision(fraction < 0.1 ? 2 : 3);
@@ -472,6 +478,7 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
   Cbc_setParameter(model.get(), "slog", "0");
   const double seconds = options.time_limit > 0 ? options.time_limit : kDefaultSeconds;
   Cbc_setMaximumSeconds(model.get(), seconds);
+  Cbc_setParameter(model.get(), "timeMode", "elapsed");  // wall-clock seconds, not CPU
   Cbc_setParameter(model.get(), "sec", std::to_string(seconds).c_str());
 
   if (options.initial != nullptr) {
@@ -495,8 +502,8 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
   if (solution == nullptr) solution = Cbc_getColSolution(model.get());
   if (Cbc_isProvenInfeasible(model.get()) || solution == nullptr ||
       !ilp.placement_from(solution, placement)) {
-    throw Error("ilp: CBC found no placement within " + std::to_string(seconds) +
-                " s; give it a longer --time-limit or use --method fast");
+    throw Error("ilp: CBC found no placement within " + format_seconds(seconds) +
+                "; give it a longer --time-limit or use --method fast");
   }
   const std::string why = balance_violation(placement, instance);
   if (!why.empty()) throw Error("ilp: CBC returned a placement that breaks the balance: " + why);

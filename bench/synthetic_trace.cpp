@@ -1,0 +1,101 @@
+#include "synthetic_trace.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include "io/npy.hpp"
+
+namespace exflow::bench {
+namespace {
+
+// SplitMix64: deterministic on every platform, unlike the std distributions.
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) : state_(seed) {}
+  std::uint64_t next() {
+    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, n) from the high 32 bits.
+  int below(int n) {
+    return static_cast<int>(((next() >> 32) * static_cast<std::uint64_t>(n)) >> 32);
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+std::vector<std::int64_t> shape_of(const SyntheticTraceSpec& s) {
+  if (s.k == 1) return {s.tokens, s.layers};
+  return {s.tokens, s.layers, s.k};
+}
+
+// The header encode_npy writes for this shape (its data part is empty here).
+std::string header_of(const SyntheticTraceSpec& s) {
+  std::string bytes = io::encode_npy({}, shape_of(s), "<i2");
+  return bytes;
+}
+
+}  // namespace
+
+std::uint64_t synthetic_trace_bytes(const SyntheticTraceSpec& s) {
+  return header_of(s).size() + static_cast<std::uint64_t>(s.tokens) * s.layers * s.k * 2;
+}
+
+void write_synthetic_trace(const std::string& path, const SyntheticTraceSpec& s) {
+  if (s.tokens < 1 || s.layers < 1 || s.experts < s.k || s.k < 1 || s.experts > 32767) {
+    throw std::runtime_error("synthetic trace: bad shape");
+  }
+  Rng rng(s.seed);
+  const int E = s.experts;
+  std::vector<int> successor(static_cast<std::size_t>(std::max(0, s.layers - 1)) * E);
+  for (int l = 0; l + 1 < s.layers; ++l) {
+    int* perm = successor.data() + static_cast<std::size_t>(l) * E;
+    std::iota(perm, perm + E, 0);
+    for (int i = E - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);
+  }
+  const auto threshold = static_cast<std::uint64_t>(s.follow * 4294967296.0);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw std::runtime_error(path + ": cannot create");
+  const std::string header = header_of(s);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  constexpr std::int64_t kChunkTokens = 16384;
+  std::vector<char> chunk(static_cast<std::size_t>(kChunkTokens) * s.layers * s.k * 2);
+  std::vector<int> row(static_cast<std::size_t>(s.k));
+  for (std::int64_t begin = 0; begin < s.tokens; begin += kChunkTokens) {
+    const std::int64_t n = std::min(kChunkTokens, s.tokens - begin);
+    char* p = chunk.data();
+    for (std::int64_t t = 0; t < n; ++t) {
+      int e = rng.below(E);
+      for (int l = 0; l < s.layers; ++l) {
+        if (l > 0) {
+          const std::uint64_t r = rng.next();
+          e = (r & 0xffffffffULL) < threshold ? successor[static_cast<std::size_t>(l - 1) * E + e]
+                                              : static_cast<int>(((r >> 32) * E) >> 32);
+        }
+        row[0] = e;
+        for (int c = 1; c < s.k; ++c) {
+          int x = 0;
+          do {
+            x = rng.below(E);
+          } while (std::find(row.begin(), row.begin() + c, x) != row.begin() + c);
+          row[static_cast<std::size_t>(c)] = x;
+        }
+        for (int x : row) {
+          *p++ = static_cast<char>(x & 0xff);
+          *p++ = static_cast<char>(x >> 8);
+        }
+      }
+    }
+    out.write(chunk.data(), p - chunk.data());
+  }
+  out.close();
+  if (!out) throw std::runtime_error(path + ": write failed");
+}
+
+}  // namespace exflow::bench

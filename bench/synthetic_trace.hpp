@@ -1,0 +1,30 @@
+// Synthetic routing traces with inter-layer affinity, streamed to .npy.
+//
+// Each layer pair has a fixed random permutation `successor`. A token's column-0 expert is
+// uniform at layer 0; at each next layer it moves to the successor of its current expert with
+// probability `follow`, else to a uniform expert. Columns 1..k-1 are further uniform experts,
+// distinct from the others of that layer. Deterministic for a seed on every platform.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace exflow::bench {
+
+struct SyntheticTraceSpec {
+  std::int64_t tokens = 0;
+  int layers = 0;
+  int experts = 0;
+  int k = 1;
+  double follow = 0.6;
+  std::uint64_t seed = 1;
+};
+
+// Writes a C-order '<i2' array [tokens, layers] (k = 1) or [tokens, layers, k]. Memory is
+// O(layers * experts), whatever the token count. Throws std::runtime_error on I/O failure.
+void write_synthetic_trace(const std::string& path, const SyntheticTraceSpec& spec);
+
+// Size in bytes of the file write_synthetic_trace produces.
+std::uint64_t synthetic_trace_bytes(const SyntheticTraceSpec& spec);
+
+}  // namespace exflow::bench
