@@ -110,19 +110,28 @@ Optimum brute_force(const Instance& instance) {
   std::vector<double> best(n, 0.0);
   std::vector<std::vector<std::size_t>> from(static_cast<std::size_t>(layers),
                                              std::vector<std::size_t>(n, 0));
+  struct Edge {
+    std::size_t from;
+    std::size_t to;
+    double weight;
+  };
   for (int l = 0; l + 1 < layers; ++l) {
+    std::vector<Edge> edges;
+    for (int i = 0; i < experts; ++i) {
+      for (int j = 0; j < experts; ++j) {
+        const auto w = graph.transition(l, i, j);
+        if (w > 0) {
+          edges.push_back(
+              {static_cast<std::size_t>(i), static_cast<std::size_t>(j), static_cast<double>(w)});
+        }
+      }
+    }
     std::vector<double> next(n, std::numeric_limits<double>::infinity());
     for (std::size_t a = 0; a < n; ++a) {
       for (std::size_t b = 0; b < n; ++b) {
         double c = best[a];
-        for (int i = 0; i < experts; ++i) {
-          for (int j = 0; j < experts; ++j) {
-            const auto w = graph.transition(l, i, j);
-            if (w == 0) continue;
-            c += static_cast<double>(w) *
-                 instance.topology.cost(options[a][static_cast<std::size_t>(i)],
-                                        options[b][static_cast<std::size_t>(j)]);
-          }
+        for (const Edge& e : edges) {
+          c += e.weight * instance.topology.cost(options[a][e.from], options[b][e.to]);
         }
         if (c < next[b]) {
           next[b] = c;

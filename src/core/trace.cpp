@@ -33,6 +33,20 @@ struct Trace::Storage {
   std::int64_t layers = 0;
   std::int64_t k = 0;
 
+  // Drops the mapped pages wholly inside the rows of tokens [begin, end) from this process
+  // (C-order files only, whose rows are contiguous). They stay in the page cache; a later
+  // pass maps them again. Keeps the resident size of a pass over a huge trace flat.
+  void release(std::int64_t begin, std::int64_t end) const {
+    if (!file || fortran_order) return;
+    const auto row = static_cast<std::uintptr_t>(layers * k * item_size);
+    const auto page = static_cast<std::uintptr_t>(io::MappedFile::page_size());
+    auto from = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(begin) * row;
+    auto to = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(end) * row;
+    from = (from + page - 1) / page * page;
+    to = to / page * page;
+    if (to > from) file->release(reinterpret_cast<const std::uint8_t*>(from), to - from);
+  }
+
   std::int64_t index(std::int64_t t, std::int64_t l, std::int64_t c) const {
     return fortran_order ? t + tokens * (l + layers * c) : (t * layers + l) * k + c;
   }
@@ -256,6 +270,7 @@ void Trace::for_each_block(int threads, const std::function<void(int, const Trac
       for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
         TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
         body(worker, block);
+        storage_->release(block.first_token, block.first_token + block.tokens);
         if (progress != nullptr) progress->advance(block.tokens);
       }
     } catch (...) {

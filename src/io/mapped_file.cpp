@@ -39,6 +39,15 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   ::close(fd);
 }
 
+void MappedFile::release(const std::uint8_t* p, std::size_t bytes) const {
+  ::madvise(const_cast<std::uint8_t*>(p), bytes, MADV_DONTNEED);
+}
+
+std::size_t MappedFile::page_size() {
+  static const auto size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return size;
+}
+
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<std::uint8_t*>(data_), size_);
 }

@@ -19,6 +19,11 @@ class MappedFile {
   std::size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Tells the kernel this process no longer needs [p, p + bytes) resident (page-aligned);
+  // the next access maps the file's pages again.
+  void release(const std::uint8_t* p, std::size_t bytes) const;
+  static std::size_t page_size();
+
  private:
   std::string path_;
   const std::uint8_t* data_ = nullptr;

@@ -231,6 +231,8 @@ SolveResult solve_exact(const Instance& in, const SolveOptions& options) {
       while (std::next_permutation(q.begin(), q.end()));
     }
   }
+  std::vector<int> flat_gpu_perms;
+  for (const auto& p : gpu_perms) flat_gpu_perms.insert(flat_gpu_perms.end(), p.begin(), p.end());
   const double c1 = topo.intra_cost();
   const double c2 = topo.inter_cost();
   const double inf = std::numeric_limits<double>::infinity();
@@ -250,32 +252,41 @@ SolveResult solve_exact(const Instance& in, const SolveOptions& options) {
     for (std::size_t a = 0; a < M; ++a) {
       for (std::size_t b = 0; b < M; ++b) table[a * M + b] = mask_flow(g, l, masks[a], masks[b]);
     }
-    std::vector<double> gpu_flow(static_cast<std::size_t>(P) * P);
-    for (std::size_t i = 0; i < I; ++i) {
-      for (std::size_t j = 0; j < I; ++j) {
-        double node_flow = 0;
-        for (int p = 0; p < P; ++p) {
-          for (int q = 0; q < P; ++q) {
-            const double f =
-                table[static_cast<std::size_t>(item_masks[i][static_cast<std::size_t>(p)]) * M +
-                      static_cast<std::size_t>(item_masks[j][static_cast<std::size_t>(q)])];
-            gpu_flow[static_cast<std::size_t>(p) * P + q] = f;
-            node_flow += f;
+    auto item_values = [&](std::size_t i_begin, std::size_t i_end) {
+      std::vector<double> gpu_flow(static_cast<std::size_t>(P) * P);
+      for (std::size_t i = i_begin; i < i_end; ++i) {
+        const int* mi = item_masks[i].data();
+        for (std::size_t j = 0; j < I; ++j) {
+          const int* mj = item_masks[j].data();
+          double node_flow = 0;
+          for (int p = 0; p < P; ++p) {
+            const double* row = table.data() + static_cast<std::size_t>(mi[p]) * M;
+            for (int q = 0; q < P; ++q) {
+              const double f = row[mj[q]];
+              gpu_flow[static_cast<std::size_t>(p * P + q)] = f;
+              node_flow += f;
+            }
           }
-        }
-        double kept = 0;
-        if (P <= 5) {
-          for (const auto& perm : gpu_perms) {
-            double k = 0;
-            for (int p = 0; p < P; ++p)
-              k += gpu_flow[static_cast<std::size_t>(p) * P + perm[static_cast<std::size_t>(p)]];
-            kept = std::max(kept, k);
+          double kept = 0;
+          if (P <= 5) {
+            const int* perm = flat_gpu_perms.data();
+            for (std::size_t k = 0; k < gpu_perms.size(); ++k, perm += P) {
+              double v = 0;
+              for (int p = 0; p < P; ++p) v += gpu_flow[static_cast<std::size_t>(p * P + perm[p])];
+              kept = std::max(kept, v);
+            }
+          } else {
+            kept = max_weight_assignment(P, P, gpu_flow).cost;
           }
-        } else {
-          kept = max_weight_assignment(P, P, gpu_flow).cost;
+          value[i * I + j] = (c2 - c1) * node_flow + c1 * kept;
         }
-        value[i * I + j] = (c2 - c1) * node_flow + c1 * kept;
       }
+    };
+    {
+      std::vector<std::thread> pool;
+      for (int w = 1; w < threads; ++w) pool.emplace_back(item_values, I * w / threads, I * (w + 1) / threads);
+      item_values(0, I / threads);
+      for (auto& th : pool) th.join();
     }
     auto relax = [&](std::size_t t_begin, std::size_t t_end) {
       std::vector<double> node_value(static_cast<std::size_t>(N) * N);

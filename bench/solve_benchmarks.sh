@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Solver benchmarks behind docs/results.md: for each instance, the whole `exflow solve` process
+# (wall time and peak RSS from /usr/bin/time) and its JSON (cost, vanilla cost, lower bound,
+# gap, optimality). Prints one Markdown table.
+#
+#   BUILD_DIR   build directory (default: build/)
+#   SHARED      directory with the ESFT traces (default: ../shared/data; rows skipped if absent)
+#   QUICK=1     skip the DeepSeek-scale rows
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${BUILD_DIR:-$root/build}
+shared=${SHARED:-$root/../shared/data}
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$(nproc)" --target exflow_cli synthetic_trace >/dev/null
+exflow=$build/bin/exflow
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$build/bin/synthetic_trace" "$work/mixtral.npy" --tokens 50000 --layers 32 --experts 8 --seed 1
+"$build/bin/synthetic_trace" "$work/mixtral-500k.npy" --tokens 500000 --layers 32 --experts 8 --seed 1
+if [[ -z "${QUICK:-}" ]]; then
+  "$build/bin/synthetic_trace" "$work/deepseek.npy" --tokens 50000 --layers 58 --experts 256 --seed 1
+fi
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+echo
+echo "| instance | GPUs | method | cost | vanilla | lower bound | gap | optimal | solve s | process s | peak RSS MiB |"
+echo "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"
+
+# run LABEL TRACE P N [extra solve args...]
+run() {
+  local label=$1 trace=$2 p=$3 n=$4
+  shift 4
+  /usr/bin/time -f "%e %M" -o "$work/time" "$exflow" solve "$trace" --gpus-per-node "$p" \
+    --nodes "$n" --out-dir "$work/solutions" --json --quiet "$@" >"$work/out.json"
+  read -r wall rss <"$work/time"
+  python3 - "$label" "$n x $p" "$wall" "$rss" "$work/out.json" <<'PY'
+import json, sys
+label, gpus, wall, rss, path = sys.argv[1:]
+j = json.load(open(path))
+def f(x, d=4):
+    return "n/a" if x is None else f"{x:.{d}f}"
+gap = "n/a" if j["gap"] is None else f"{100 * j['gap']:.2f}%"
+print(f"| {label} | {gpus} | {j['method']}{' (bipart)' if j['bipart'] else ''} | {f(j['cost'])} | "
+      f"{f(j['vanilla']['cost'])} | {f(j['lower_bound'])} | {gap} | "
+      f"{'yes' if j['optimal'] else 'no'} | {j['solve_seconds']:.3f} | {float(wall):.2f} | "
+      f"{int(rss) / 1024:.1f} |")
+PY
+}
+
+for cfg in "2 1" "4 1" "8 1" "2 2" "4 2"; do
+  set -- $cfg
+  run "Mixtral 8x7B shape, 50k tokens" "$work/mixtral.npy" "$1" "$2"
+done
+run "Mixtral 8x7B shape, 500k tokens" "$work/mixtral-500k.npy" 4 2
+for cfg in "4 1" "8 1"; do
+  set -- $cfg
+  run "Mixtral 8x7B shape, 50k tokens" "$work/mixtral.npy" "$1" "$2" --method ilp --time-limit 60
+done
+
+if [[ -z "${QUICK:-}" ]]; then
+  run "DeepSeek-V3 shape, 50k tokens" "$work/deepseek.npy" 8 8 --method fast
+  run "DeepSeek-V3 shape, 50k tokens" "$work/deepseek.npy" 8 8 --method bcd
+  run "DeepSeek-V3 shape, 50k tokens" "$work/deepseek.npy" 8 8 --method vanilla
+fi
+
+if [[ -f "$shared/esft-intent-top6.npy" ]]; then
+  for task in intent law; do
+    for cfg in "4 1" "8 1" "8 2"; do
+      set -- $cfg
+      run "ESFT $task, column 0 (top-1)" "$shared/esft-$task-top6.npy" "$1" "$2" --topk 1
+    done
+    run "ESFT $task, column 0 (top-1)" "$shared/esft-$task-top6.npy" 8 1 --topk 1 --method bcd
+    run "ESFT $task, column 0 (top-1)" "$shared/esft-$task-top6.npy" 8 1 --topk 1 --bipart
+  done
+fi
