@@ -16,10 +16,12 @@ exflow=$build/bin/exflow
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$build/bin/synthetic_trace" "$work/mixtral.npy" --tokens 50000 --layers 32 --experts 8 --seed 1
+"$build/bin/synthetic_trace" "$work/mixtral.npy" --tokens 50000 --layers 32 --experts 8 --seed 1 \
+  --planted "$work/mixtral-planted.csv" --gpus 8
 "$build/bin/synthetic_trace" "$work/mixtral-500k.npy" --tokens 500000 --layers 32 --experts 8 --seed 1
 if [[ -z "${QUICK:-}" ]]; then
-  "$build/bin/synthetic_trace" "$work/deepseek.npy" --tokens 50000 --layers 58 --experts 256 --seed 1
+  "$build/bin/synthetic_trace" "$work/deepseek.npy" --tokens 50000 --layers 58 --experts 256 --seed 1 \
+    --planted "$work/deepseek-planted.csv" --gpus 64
 fi
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
@@ -48,6 +50,18 @@ print(f"| {label} | {gpus} | {j['method']}{' (bipart)' if j['bipart'] else ''} |
 PY
 }
 
+# planted LABEL TRACE CSV P N: the generator's own chain placement, scored by exflow eval.
+planted() {
+  "$exflow" eval "$2" "$3" --gpus-per-node "$4" --nodes "$5" --json --quiet >"$work/eval.json"
+  python3 - "$1" "$5 x $4" "$work/eval.json" <<'PY'
+import json, sys
+label, gpus, path = sys.argv[1:]
+j = json.load(open(path))
+print(f"| {label} | {gpus} | planted (generator's chains) | {j['cost']:.4f} | {j['vanilla']['cost']:.4f} | | | | | | |")
+PY
+}
+
+planted "Mixtral 8x7B shape, 50k tokens" "$work/mixtral.npy" "$work/mixtral-planted.csv" 8 1
 for cfg in "2 1" "4 1" "8 1" "2 2" "4 2"; do
   set -- $cfg
   run "Mixtral 8x7B shape, 50k tokens" "$work/mixtral.npy" "$1" "$2"
@@ -59,6 +73,7 @@ for cfg in "4 1" "8 1"; do
 done
 
 if [[ -z "${QUICK:-}" ]]; then
+  planted "DeepSeek-V3 shape, 50k tokens" "$work/deepseek.npy" "$work/deepseek-planted.csv" 8 8
   run "DeepSeek-V3 shape, 50k tokens" "$work/deepseek.npy" 8 8 --method fast
   run "DeepSeek-V3 shape, 50k tokens" "$work/deepseek.npy" 8 8 --method bcd
   run "DeepSeek-V3 shape, 50k tokens" "$work/deepseek.npy" 8 8 --method vanilla

@@ -41,7 +41,41 @@ std::string header_of(const SyntheticTraceSpec& s) {
   return bytes;
 }
 
+// Draws the successor permutations; the generator then continues with the tokens.
+std::vector<int> draw_successors(Rng& rng, const SyntheticTraceSpec& s) {
+  const int E = s.experts;
+  std::vector<int> successor(static_cast<std::size_t>(std::max(0, s.layers - 1)) * E);
+  for (int l = 0; l + 1 < s.layers; ++l) {
+    int* perm = successor.data() + static_cast<std::size_t>(l) * E;
+    std::iota(perm, perm + E, 0);
+    for (int i = E - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);
+  }
+  return successor;
+}
+
 }  // namespace
+
+std::vector<int> synthetic_successors(const SyntheticTraceSpec& spec) {
+  Rng rng(spec.seed);
+  return draw_successors(rng, spec);
+}
+
+std::vector<int> planted_placement(const SyntheticTraceSpec& spec, int gpus) {
+  const int E = spec.experts;
+  if (gpus < 1 || E % gpus != 0)
+    throw std::runtime_error("planted placement: GPUs must divide experts");
+  const std::vector<int> successor = synthetic_successors(spec);
+  std::vector<int> gpu_of(static_cast<std::size_t>(spec.layers) * E);
+  for (int e = 0; e < E; ++e) gpu_of[static_cast<std::size_t>(e)] = e / (E / gpus);
+  for (int l = 0; l + 1 < spec.layers; ++l) {
+    for (int e = 0; e < E; ++e) {
+      const int next = successor[static_cast<std::size_t>(l) * E + e];
+      gpu_of[static_cast<std::size_t>(l + 1) * E + next] =
+          gpu_of[static_cast<std::size_t>(l) * E + e];
+    }
+  }
+  return gpu_of;
+}
 
 std::uint64_t synthetic_trace_bytes(const SyntheticTraceSpec& s) {
   return header_of(s).size() + static_cast<std::uint64_t>(s.tokens) * s.layers * s.k * 2;
@@ -53,12 +87,7 @@ void write_synthetic_trace(const std::string& path, const SyntheticTraceSpec& s)
   }
   Rng rng(s.seed);
   const int E = s.experts;
-  std::vector<int> successor(static_cast<std::size_t>(std::max(0, s.layers - 1)) * E);
-  for (int l = 0; l + 1 < s.layers; ++l) {
-    int* perm = successor.data() + static_cast<std::size_t>(l) * E;
-    std::iota(perm, perm + E, 0);
-    for (int i = E - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);
-  }
+  const std::vector<int> successor = draw_successors(rng, s);
   const auto threshold = static_cast<std::uint64_t>(s.follow * 4294967296.0);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) throw std::runtime_error(path + ": cannot create");

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace exflow::bench {
 
@@ -23,6 +24,15 @@ struct SyntheticTraceSpec {
 // Writes a C-order '<i2' array [tokens, layers] (k = 1) or [tokens, layers, k]. Memory is
 // O(layers * experts), whatever the token count. Throws std::runtime_error on I/O failure.
 void write_synthetic_trace(const std::string& path, const SyntheticTraceSpec& spec);
+
+// The trace's successor permutations, [layers - 1, experts]: successor[l * E + e] is the
+// expert of layer l + 1 that follows expert e of layer l.
+std::vector<int> synthetic_successors(const SyntheticTraceSpec& spec);
+
+// The planted placement: layer 0 contiguous, and at every next layer the successor of each
+// expert on that expert's GPU, so that every token following its chain never moves.
+// `gpus` must divide `experts`.
+std::vector<int> planted_placement(const SyntheticTraceSpec& spec, int gpus);
 
 // Size in bytes of the file write_synthetic_trace produces.
 std::uint64_t synthetic_trace_bytes(const SyntheticTraceSpec& spec);

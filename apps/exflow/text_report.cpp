@@ -152,9 +152,12 @@ std::string solve_summary(const SolveResult& r, const Metrics& solved, const Met
          fewer(solved.cost, vanilla.cost) + " lower\n";
   out += "  cross-GPU moves per token " + fmt("%.4f", solved.intra + solved.inter) + " vs " +
          fmt("%.4f", vanilla.intra + vanilla.inter) + " (" +
-         fewer(solved.intra + solved.inter, vanilla.intra + vanilla.inter) +
-         " fewer); cross-node " + fmt("%.4f", solved.inter) + " vs " + fmt("%.4f", vanilla.inter) +
-         " (" + fewer(solved.inter, vanilla.inter) + " fewer)\n";
+         fewer(solved.intra + solved.inter, vanilla.intra + vanilla.inter) + " fewer)";
+  if (solved.inter > 0 || vanilla.inter > 0) {
+    out += "; cross-node " + fmt("%.4f", solved.inter) + " vs " + fmt("%.4f", vanilla.inter) +
+           " (" + fewer(solved.inter, vanilla.inter) + " fewer)";
+  }
+  out += "\n";
   if (lower_bound) {
     out +=
         "  lower bound " + fmt("%.4f", *lower_bound) + ", gap " +
