@@ -360,3 +360,27 @@ TEST(CliSolve, RefusalsAndBadOptionsExitTwoWithOneLine) {
 
 }  // namespace
 }  // namespace exflow
+
+namespace exflow {
+namespace {
+
+TEST(CliSolve, IncrementalStopsWhenSteadyOnARealTrace) {
+  TempDir dir;
+  CliRun r = exflow({"solve", std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy",
+                     "--topk", "1", "--gpus-per-node", "4", "--method", "fast", "--starts", "2",
+                     "--incremental", "2000", "--out-dir", dir.path(), "--json", "--quiet"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  const auto used = j["tokens_used"].get<std::int64_t>();
+  EXPECT_GE(used, 2000);
+  EXPECT_LE(used, 8222);
+  EXPECT_EQ(static_cast<std::int64_t>(j["steps"].size()), (used + 1999) / 2000);
+  const std::string last = j["steps"].back().get<std::string>();
+  EXPECT_TRUE(used == 8222 || last.find("(steady)") != std::string::npos) << last;
+  // The placement is scored on the whole trace, whatever prefix it was profiled on.
+  EXPECT_EQ(j["trace"]["tokens"], 8222);
+  EXPECT_LT(j["cost"].get<double>(), j["vanilla"]["cost"].get<double>());
+}
+
+}  // namespace
+}  // namespace exflow

@@ -267,7 +267,14 @@ int run_solve(const SolveArgs& args) {
   write_placement_csv(path, r.placement);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  // The bound is on the pairwise objective, which is the evaluator's cost only for top-1.
+  // The bound is on the pairwise objective, which is the evaluator's cost only for top-1; a
+  // placement profiled on a prefix is optimal (and bounded) only for that prefix, so the
+  // whole trace's bound is computed instead.
+  if (tokens_used < trace.tokens()) {
+    r.optimal = false;
+    r.lower_bound = objective_lower_bound(AffinityGraph::from_trace(trace, args.threads, &bar),
+                                          topology, args.min_experts_per_gpu);
+  }
   std::optional<double> bound;
   if (trace.k() == 1 && r.lower_bound) bound = std::min(*r.lower_bound, m[0].cost);
   if (args.json) {
