@@ -6,29 +6,13 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/splitmix64.hpp"
 #include "io/npy.hpp"
 
 namespace exflow::bench {
 namespace {
 
-// SplitMix64: deterministic on every platform, unlike the std distributions.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next() {
-    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n) from the high 32 bits.
-  int below(int n) {
-    return static_cast<int>(((next() >> 32) * static_cast<std::uint64_t>(n)) >> 32);
-  }
-
- private:
-  std::uint64_t state_;
-};
+using Rng = SplitMix64;
 
 std::vector<std::int64_t> shape_of(const SyntheticTraceSpec& s) {
   if (s.k == 1) return {s.tokens, s.layers};

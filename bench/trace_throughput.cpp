@@ -36,6 +36,7 @@
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
+#include "core/splitmix64.hpp"
 #include "synthetic_trace.hpp"
 
 namespace {
@@ -48,24 +49,7 @@ constexpr std::uint64_t kSeed = 20240611;
 constexpr int kIterations = 5;
 constexpr double kMiB = 1024.0 * 1024.0;
 
-// SplitMix64: deterministic on every platform, unlike the std distributions.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next() {
-    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, n) from the high 32 bits (exact when n is a power of two).
-  int below(int n) {
-    return static_cast<int>(((next() >> 32) * static_cast<std::uint64_t>(n)) >> 32);
-  }
-
- private:
-  std::uint64_t state_;
-};
+using Rng = exflow::SplitMix64;
 
 exflow::bench::SyntheticTraceSpec trace_spec(std::int64_t tokens) {
   exflow::bench::SyntheticTraceSpec spec;

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "exflow/error.hpp"
+#include "core/splitmix64.hpp"
 #include "solve/alignment.hpp"
 #include "solve/assignment.hpp"
 #include "solve/methods.hpp"
@@ -485,22 +486,7 @@ class Search {
   std::vector<int> capacity_;
 };
 
-// SplitMix64: a small, fully specified generator, so that seeds give the same streams
-// everywhere.
-class Random {
- public:
-  explicit Random(std::uint64_t seed) : s_(seed) {}
-  std::uint64_t next() {
-    std::uint64_t z = (s_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  int below(int n) { return static_cast<int>(next() % static_cast<std::uint64_t>(n)); }
-
- private:
-  std::uint64_t s_;
-};
+using Random = SplitMix64;
 
 // A balanced layer: min_per_gpu experts on every GPU, the rest on random GPUs, shuffled.
 void random_layer(const Model& m, Labels& x, int l, Random& rng) {
