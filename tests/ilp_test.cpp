@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "exflow/affinity.hpp"
@@ -288,6 +289,20 @@ TEST(Ilp, RejectsCheaperInterNodeHops) {
   const Topology topo(2, 1, 2.0, 1.0);
   const AffinityGraph graph = affine_graph(2, 4, 10, 17);
   EXPECT_THROW(solvers::solve_ilp(Instance{graph, topo, 2, 2}, SolveOptions{}), UsageError);
+}
+
+TEST(Ilp, RefusesModelsWhoseFirstRelaxationWouldOverrunTheTimeLimit) {
+  // About 1 800 expert pairs with traffic x 4 GPUs: some 7 000 rows, a few seconds of LP.
+  const Topology topo(1, 4);
+  const AffinityGraph graph = affine_graph(8, 16, 4000, 19, 0.0);
+  SolveOptions options;
+  options.time_limit = 1;
+  try {
+    solvers::solve_ilp(Instance{graph, topo, 4, 4}, options);
+    ADD_FAILURE() << "no UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("--time-limit"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Ilp, RejectsAnInitialPlacementOfTheWrongShapeOrBalance) {

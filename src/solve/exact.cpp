@@ -167,7 +167,7 @@ std::string exact_refusal(const Instance& in) {
 
 SolveResult solve_exact(const Instance& in, const SolveOptions& options) {
   std::string why = exact_refusal(in);
-  if (!why.empty()) throw UsageError("exact: " + why + "; use --method fast or --method ilp");
+  if (!why.empty()) throw UsageError("exact: " + why + "; use --method fast");
   const Topology& topo = in.topology;
   const AffinityGraph& g = in.graph;
   const int L = g.layers();
@@ -284,7 +284,8 @@ SolveResult solve_exact(const Instance& in, const SolveOptions& options) {
     };
     {
       std::vector<std::thread> pool;
-      for (int w = 1; w < threads; ++w) pool.emplace_back(item_values, I * w / threads, I * (w + 1) / threads);
+      for (int w = 1; w < threads; ++w)
+        pool.emplace_back(item_values, I * w / threads, I * (w + 1) / threads);
       item_values(0, I / threads);
       for (auto& th : pool) th.join();
     }

@@ -14,9 +14,14 @@
 // zg = 0. Likewise zn = 1 exactly when their nodes differ. So at an optimum the pair costs
 // w * (c1 * [a != b] + (c2 - c1) * [node(a) != node(b)]), which is w * d(a, b): 0 on one GPU,
 // c1 within a node, c2 across nodes. This needs c2 >= c1 (a negative coefficient would let
-// zn float to 1), so other costs are refused. The valid inequality zn <= zg (different nodes
-// imply different GPUs) tightens the relaxation. The objective is kept in raw token counts
+// zn float to 1), so other costs are refused. The objective is kept in raw token counts
 // inside CBC (better scaled than per-token values) and divided by `tokens` afterwards.
+//
+// Valid inequalities (true at every integer point, so the optimum is unchanged): zn <= zg
+// (different nodes imply different GPUs), and the degree rows of add_degree_rows, which bound
+// how many pairs of one expert can stay on its GPU or node. Without the degree rows the
+// relaxation's bound is near 0 (every x = 1/G sets every z to 0); with them it comes within a
+// few percent of the optimum on Mixtral-sized models.
 //
 // Symmetry: the objective and the constraints are invariant under relabelling GPUs by a
 // topology automorphism (permuting the nodes, and the GPUs within each node), applied to every
@@ -43,7 +48,13 @@ namespace exflow::solvers {
 namespace {
 
 constexpr double kDefaultSeconds = 60;
-constexpr std::size_t kMaxRows = 2'000'000;
+constexpr std::size_t kMaxSize = 2'000'000;  // rows or columns, whatever the time limit
+// CBC's time limit does not reach the simplex solve of the root relaxation, which on these
+// degenerate models grows about quadratically with the rows: with Debian's CBC 2.10.8 on a
+// 2-core x86 machine, 16k rows took 15 s, 33k rows 100 s, 51k rows 235 s, i.e. about
+// (rows / kRowsPerSqrtSecond)^2 seconds. Models whose estimate exceeds the time limit are
+// refused rather than left to overrun it by minutes.
+constexpr double kRowsPerSqrtSecond = 3300;
 
 // A transition with tokens: expert `from` of layer `layer` to expert `to` of layer + 1.
 struct Pair {
@@ -258,11 +269,19 @@ class IlpModel {
       }
     }
     add_degree_rows(zg_, instance_.max_per_gpu);
-    add_degree_rows(zn_, per_node * instance_.max_per_gpu);
+    add_degree_rows(zn_, std::min(per_node * instance_.max_per_gpu,
+                                  experts - (nodes - 1) * per_node * instance_.min_per_gpu));
     return b_;
   }
 
-  // Rows the model will have, computed before building it.
+  // Columns and rows the model will have (rows: an upper bound), computed before building it.
+  static std::size_t col_count(const Instance& instance, std::size_t pairs) {
+    const Topology& topo = instance.topology;
+    const std::size_t levels = (topo.intra_cost() > 0 ? 1 : 0) +
+                               (topo.nodes() > 1 && topo.inter_cost() > topo.intra_cost() ? 1 : 0);
+    return static_cast<std::size_t>(instance.layers()) * instance.experts() * instance.gpus() +
+           pairs * levels;
+  }
   static std::size_t row_count(const Instance& instance, std::size_t pairs) {
     const Topology& topo = instance.topology;
     const std::size_t layers = static_cast<std::size_t>(instance.layers());
@@ -444,11 +463,23 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
     }
   }
   const std::size_t rows = IlpModel::row_count(instance, pairs.size());
-  if (rows > kMaxRows) {
+  const std::size_t cols = IlpModel::col_count(instance, pairs.size());
+  if (rows > kMaxSize || cols > kMaxSize) {
+    throw UsageError("ilp: the integer program would have " + std::to_string(cols) +
+                     " columns and " + std::to_string(rows) + " rows (" +
+                     std::to_string(pairs.size()) + " expert pairs with traffic, " +
+                     std::to_string(gpus) + " GPUs), more than the " + std::to_string(kMaxSize) +
+                     " CBC is allowed here; use --method fast");
+  }
+  const double seconds = options.time_limit > 0 ? options.time_limit : kDefaultSeconds;
+  const double lp_seconds = std::pow(static_cast<double>(rows) / kRowsPerSqrtSecond, 2);
+  if (lp_seconds > seconds) {
     throw UsageError("ilp: the integer program would have " + std::to_string(rows) + " rows (" +
                      std::to_string(pairs.size()) + " expert pairs with traffic, " +
-                     std::to_string(gpus) + " GPUs), more than the " + std::to_string(kMaxRows) +
-                     " CBC can handle here; use --method fast");
+                     std::to_string(gpus) + " GPUs); CBC's first LP relaxation alone takes about " +
+                     format_seconds(std::ceil(lp_seconds)) +
+                     " at that size and its time limit cannot interrupt it, beyond --time-limit " +
+                     format_seconds(seconds) + "; raise --time-limit or use --method fast");
   }
   if (options.initial != nullptr) {
     const Placement& init = *options.initial;
@@ -472,11 +503,11 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
 
   std::unique_ptr<Cbc_Model, CbcDeleter> model(Cbc_newModel());
   builder.load(model.get());
+  // Single-threaded whatever options.threads says: CBC's parallel search is not deterministic.
   Cbc_setObjSense(model.get(), 1);
   Cbc_setLogLevel(model.get(), 0);
   Cbc_setParameter(model.get(), "log", "0");
   Cbc_setParameter(model.get(), "slog", "0");
-  const double seconds = options.time_limit > 0 ? options.time_limit : kDefaultSeconds;
   Cbc_setMaximumSeconds(model.get(), seconds);
   Cbc_setParameter(model.get(), "timeMode", "elapsed");  // wall-clock seconds, not CPU
   Cbc_setParameter(model.get(), "sec", std::to_string(seconds).c_str());

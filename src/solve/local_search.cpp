@@ -23,8 +23,8 @@
 #include <numeric>
 #include <thread>
 
-#include "exflow/error.hpp"
 #include "core/splitmix64.hpp"
+#include "exflow/error.hpp"
 #include "solve/alignment.hpp"
 #include "solve/assignment.hpp"
 #include "solve/methods.hpp"
@@ -629,10 +629,11 @@ SolveResult solve_fast(const Instance& in, const SolveOptions& options) {
   const Model m(in);
   const int starts = std::max(1, options.starts);
   const auto deadline = deadline_of(options);
-  // Perturbations without improvement before a start ends: more for small instances, whose
-  // rounds are cheap (a round costs about E^2 to E^3 per touched layer).
-  const int patience =
-      std::clamp(static_cast<int>(2e4 / (static_cast<double>(m.E) * m.L)), 10, 200);
+  // Perturbations without improvement before a start ends: more where rounds are cheap. A
+  // block step costs about E^2 * G (the capacitated assignment) and a descent touches a
+  // share of the L layers.
+  const double step_work = static_cast<double>(m.E) * m.E * m.G;
+  const int patience = std::clamp(static_cast<int>(5e7 / (step_work * m.L)), 10, 200);
   const int max_rounds = 10 * patience;
   std::atomic<bool> timed_out{false};
   StartResult best = best_of_starts(

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
@@ -80,9 +81,18 @@ SolveResult solve(const AffinityGraph& graph, const Topology& topology,
     case Method::kExact:
       result = solvers::solve_exact(instance, options);
       break;
-    case Method::kIlp:
-      result = solvers::solve_ilp(instance, options);
+    case Method::kIlp: {
+      // CBC proves more, and never returns worse than its start, from a good incumbent:
+      // without a given start, fast provides one.
+      SolveOptions ilp = options;
+      std::optional<Placement> start;
+      if (ilp.initial == nullptr) {
+        start = solvers::solve_fast(instance, options).placement;
+        ilp.initial = &*start;
+      }
+      result = solvers::solve_ilp(instance, ilp);
       break;
+    }
     case Method::kFast:
       result = solvers::solve_fast(instance, options);
       break;
