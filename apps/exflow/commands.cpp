@@ -304,11 +304,11 @@ int run_solve(const SolveArgs& args) {
     print_json(j);
     return 0;
   }
-  std::cout << solve_summary(r, m[0], m[1], bound, seconds, tokens_used, trace.tokens()) << "\n"
+  std::cout << solve_summary(r, m[0], m[1], bound, seconds, tokens_used, trace.tokens())
+            << "  placement written to " << path << "\n\n"
             << "trace     " << describe(trace) << "\n"
             << "topology  " << describe(topology) << "\n\n"
-            << compare_metrics({to_string(r.method), "vanilla"}, {&m[0], &m[1]}) << "\n"
-            << "placement written to " << path << "\n";
+            << compare_metrics({to_string(r.method), "vanilla"}, {&m[0], &m[1]});
   return 0;
 }
 
