@@ -583,13 +583,11 @@ Clock::time_point deadline_of(const SolveOptions& o) {
                           : Clock::time_point::max();
 }
 
-SolveResult finish(const Instance& in, const Model& m, const StartResult& best, Method method,
-                   std::string detail) {
+SolveResult finish(const Model& m, const StartResult& best, Method method, std::string detail) {
   SolveResult r(Placement(m.L, m.E, m.G, best.labels));
   r.method = method;
   r.objective = best.cost / m.tokens;
   r.detail = std::move(detail);
-  (void)in;
   return r;
 }
 
@@ -622,7 +620,7 @@ SolveResult solve_bcd(const Instance& in, const SolveOptions& options) {
   char buf[128];
   std::snprintf(buf, sizeof buf, "block-coordinate descent, best of %d random starts%s", starts,
                 timed_out ? " (stopped at the time limit)" : "");
-  return finish(in, m, best, Method::kBcd, buf);
+  return finish(m, best, Method::kBcd, buf);
 }
 
 SolveResult solve_fast(const Instance& in, const SolveOptions& options) {
@@ -718,7 +716,7 @@ SolveResult solve_fast(const Instance& in, const SolveOptions& options) {
   char buf[200];
   std::snprintf(buf, sizeof buf, "local search: %d starts, best after %ld perturbation rounds%s",
                 starts, best.iterations, timed_out ? " (stopped at the time limit)" : "");
-  return finish(in, m, best, Method::kFast, buf);
+  return finish(m, best, Method::kFast, buf);
 }
 
 }  // namespace exflow::solvers
