@@ -267,10 +267,17 @@ void Trace::for_each_block(int threads, const std::function<void(int, const Trac
       std::int64_t begin = tokens_ * worker / w;
       std::int64_t end = tokens_ * (worker + 1) / w;
       std::vector<std::int32_t> buffer;
+      // Mapped pages are released in batches of blocks: one system call per few MiB.
+      constexpr std::int64_t kReleaseTokens = 16 * kTraceBlockTokens;
+      std::int64_t released = begin;
       for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
         TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
         body(worker, block);
-        storage_->release(block.first_token, block.first_token + block.tokens);
+        const std::int64_t done = block.first_token + block.tokens;
+        if (done - released >= kReleaseTokens || done == end) {
+          storage_->release(released, done);
+          released = done;
+        }
         if (progress != nullptr) progress->advance(block.tokens);
       }
     } catch (...) {
