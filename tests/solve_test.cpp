@@ -303,26 +303,3 @@ TEST(Fast, StartsFromAnInitialPlacement) {
 
 }  // namespace
 }  // namespace exflow
-
-namespace exflow {
-namespace {
-
-TEST(Alignment, SmallAlignerAgreesWithTheAssignmentVersion) {
-  std::mt19937 rng(4);
-  for (int N = 1; N <= 4; ++N) {
-    for (int P = 1; P <= 4; ++P) {
-      solvers::GroupLayout layout{N, P, 1.0, 2.5};
-      solvers::SmallAligner small(layout);
-      const int G = N * P;
-      for (int rep = 0; rep < 5; ++rep) {
-        std::vector<double> flow(static_cast<std::size_t>(G) * G);
-        for (auto& f : flow) f = static_cast<double>(rng() % 20);
-        EXPECT_NEAR(small.value(flow.data()), solvers::alignment_value(flow, layout), 1e-9)
-            << N << " x " << P;
-      }
-    }
-  }
-}
-
-}  // namespace
-}  // namespace exflow

@@ -32,25 +32,4 @@ struct Alignment {
 // the pair's cost is inter_cost * total_flow - saved.
 Alignment align_groups(const std::vector<double>& flow, const GroupLayout& layout);
 
-// The saved amount only (same as align_groups(...).saved).
-double alignment_value(const std::vector<double>& flow, const GroupLayout& layout);
-
-// alignment_value for layouts with at most 4 nodes and 4 GPUs per node, by enumerating
-// permutations from tables built once; no allocation per call. For the exact solver's
-// inner loop, which evaluates millions of small alignments.
-class SmallAligner {
- public:
-  explicit SmallAligner(const GroupLayout& layout);
-  static bool fits(const GroupLayout& layout) {
-    return layout.nodes <= 4 && layout.gpus_per_node <= 4;
-  }
-  // flow is [G, G] as for align_groups.
-  double value(const double* flow) const;
-
- private:
-  GroupLayout layout_;
-  std::vector<std::vector<int>> node_perms_;  // every permutation of the nodes
-  std::vector<std::vector<int>> gpu_perms_;   // every permutation of a node's GPUs
-};
-
 }  // namespace exflow::solvers

@@ -58,7 +58,6 @@ void split(Mask mask, int size, std::vector<Mask>& current, std::vector<std::vec
   std::vector<Mask> rest;
   for (Mask m = mask ^ low; m != 0; m &= m - 1) rest.push_back(m & (~m + 1));
   // Choose size - 1 of the remaining bits to join the lowest one.
-  std::vector<int> pick(static_cast<std::size_t>(size - 1));
   std::function<void(int, int, Mask)> choose = [&](int from, int depth, Mask block) {
     if (depth == size - 1) {
       current.push_back(block);

@@ -62,48 +62,44 @@ SolveResult solve(const AffinityGraph& graph, const Topology& topology,
   }
   const solvers::Instance instance{graph, topology, min_per_gpu, max_per_gpu};
 
-  if (options.bipart) {
-    SolveResult result = solvers::solve_bipart(graph, topology, options);
-    result.method = options.method;
-    validate(result.placement, topology, min_per_gpu, max_per_gpu, "bipart placement");
-    result.objective = graph_objective(graph, result.placement, topology);
-    result.lower_bound = std::min(result.objective, objective_lower_bound(graph, topology, -1));
-    result.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return result;
-  }
+  // Bisection solves each split with options.method (auto resolves per split), so the
+  // requested method is what it reports.
   Method method = options.method;
-  if (method == Method::kAuto) {
+  if (method == Method::kAuto && !options.bipart) {
     method = solvers::exact_refusal(instance).empty() ? Method::kExact : Method::kFast;
   }
   SolveResult result(Placement(graph.layers(), E, G));
-  switch (method) {
-    case Method::kExact:
-      result = solvers::solve_exact(instance, options);
-      break;
-    case Method::kIlp: {
-      // CBC proves more, and never returns worse than its start, from a good incumbent:
-      // without a given start, fast provides one.
-      SolveOptions ilp = options;
-      std::optional<Placement> start;
-      if (ilp.initial == nullptr) {
-        start = solvers::solve_fast(instance, options).placement;
-        ilp.initial = &*start;
+  if (options.bipart) {
+    result = solvers::solve_bipart(graph, topology, options);
+  } else {
+    switch (method) {
+      case Method::kExact:
+        result = solvers::solve_exact(instance, options);
+        break;
+      case Method::kIlp: {
+        // CBC proves more, and never returns worse than its start, from a good incumbent:
+        // without a given start, fast provides one.
+        SolveOptions ilp = options;
+        std::optional<Placement> start;
+        if (ilp.initial == nullptr) {
+          start = solvers::solve_fast(instance, options).placement;
+          ilp.initial = &*start;
+        }
+        result = solvers::solve_ilp(instance, ilp);
+        break;
       }
-      result = solvers::solve_ilp(instance, ilp);
-      break;
+      case Method::kFast:
+        result = solvers::solve_fast(instance, options);
+        break;
+      case Method::kBcd:
+        result = solvers::solve_bcd(instance, options);
+        break;
+      case Method::kVanilla:
+      case Method::kAuto:
+        result.placement = vanilla_placement(graph.layers(), E, topology);
+        result.detail = "contiguous placement";
+        break;
     }
-    case Method::kFast:
-      result = solvers::solve_fast(instance, options);
-      break;
-    case Method::kBcd:
-      result = solvers::solve_bcd(instance, options);
-      break;
-    case Method::kVanilla:
-    case Method::kAuto:
-      result.placement = vanilla_placement(graph.layers(), E, topology);
-      result.detail = "contiguous placement";
-      break;
   }
   result.method = method;
   validate(result.placement, topology, min_per_gpu, max_per_gpu,
