@@ -116,6 +116,51 @@ TEST(Evaluate, BaselineDispatchesAndCombinesThroughTheOwner) {
   EXPECT_DOUBLE_EQ(m.local_fraction_per_layer[1], 0.5);
 }
 
+TEST(Evaluate, ReplicasAreUsedWhereTheTokenIsElseTheNearest) {
+  // 2 nodes x 2 GPUs, 4 experts, expert e on GPU e; expert 3 of layer 1 also on GPU 1 and
+  // expert 2 of layer 1 also on GPU 0.
+  //   token 0: 1 -> 3: on GPU 1, expert 3 has a copy there: no move.
+  //   token 1: 0 -> 3: on GPU 0; copies of 3 on GPUs 1 (same node) and 3: uses 1, one intra.
+  //   token 2: 0 -> 2: uses the copy on GPU 0: no move.
+  //   token 3: 3 -> 2: on GPU 3; copies of 2 on GPUs 0 (other node) and 2 (same node): 2.
+  Trace t = Trace::from_ids({1, 3, 0, 3, 0, 2, 3, 2}, 4, 2, 1, 4);
+  Topology topo(2, 2);
+  Placement p = vanilla_placement(2, 4, topo);
+  p.add_replica(1, 3, 1);
+  p.add_replica(1, 2, 0);
+  Metrics m = evaluate(t, p, topo, {});
+  EXPECT_EQ(m.intra_transfers, 2);
+  EXPECT_EQ(m.inter_transfers, 0);
+  EXPECT_DOUBLE_EQ(m.local_fraction, 0.5);
+  EXPECT_EQ(m.replicas, 2);
+  // Layer 1 copies used: GPU 1 (token 0), 1 (token 1), 0 (token 2), 2 (token 3); only the
+  // last is not its expert's first copy (expert 3's first copy is GPU 1, expert 2's GPU 0).
+  EXPECT_EQ(m.replica_assignments, 1);
+  EXPECT_EQ(m.gpu_load, (std::vector<std::int64_t>{2, 1, 0, 1, 1, 2, 1, 0}));
+
+  // Without the replicas: tokens 0 (1 -> 3, inter), 1 (0 -> 3, inter), 2 (0 -> 2, inter),
+  // 3 (3 -> 2, intra).
+  Metrics plain = evaluate(t, vanilla_placement(2, 4, topo), topo, {});
+  EXPECT_EQ(plain.intra_transfers, 1);
+  EXPECT_EQ(plain.inter_transfers, 3);
+}
+
+TEST(Evaluate, TopKReplicaOnTheHomeAvoidsTheDispatch) {
+  // 1 node x 2 GPUs, 4 experts, vanilla (0,1 | 2,3), k = 2. Layer 0: experts 0 1 -> home 0.
+  // Layer 1: experts 2 3 both on GPU 1: dispatch 0 -> 1, home 1. With a replica of expert 2 on
+  // GPU 0: H = {0, 1}, one dispatch 0 -> 1, home 0 (column 0's GPU wins the tie), one combine:
+  // the replica costs a transfer here. GPU 0 becomes expert 2's first copy.
+  Trace t = Trace::from_ids({0, 1, 2, 3}, 1, 2, 2, 4);
+  Topology topo(1, 2);
+  Placement p = vanilla_placement(2, 4, topo);
+  EXPECT_EQ(evaluate(t, p, topo, {}).intra_transfers, 1);
+  p.add_replica(1, 2, 0);
+  Metrics m = evaluate(t, p, topo, {});
+  EXPECT_EQ(m.intra_transfers, 2);
+  EXPECT_EQ(m.gpu_load, (std::vector<std::int64_t>{2, 0, 1, 1}));
+  EXPECT_EQ(m.replica_assignments, 0);
+}
+
 TEST(Evaluate, RejectsMismatchedPlacement) {
   Trace t = Trace::from_ids({0, 1, 2, 3}, 2, 2, 1, 4);
   Topology topo(1, 2);
@@ -132,6 +177,7 @@ struct Reference {
   std::int64_t intra = 0;
   std::int64_t inter = 0;
   std::int64_t local = 0;
+  std::int64_t replica_assignments = 0;
   std::vector<std::int64_t> load;
 };
 
@@ -144,14 +190,31 @@ Reference reference(const Trace& trace, const Placement& p, const Topology& topo
     (same_node ? r.intra : r.inter) += times;
     r.cost += times * (same_node ? topo.intra_cost() : topo.inter_cost());
   };
+  // The copy a token on GPU `at` uses: its own, else the cheapest, ties to the lowest id.
+  auto copy_used = [&](int l, int e, int at) {
+    std::vector<int> copies = p.copies(l, e);
+    int best = copies[0];
+    for (int g : copies) {
+      if (g == at) return g;
+      if (topo.cost(at, g) < topo.cost(at, best)) best = g;
+    }
+    return best;
+  };
   for (std::int64_t t = 0; t < trace.tokens(); ++t) {
     int prev_home = -1;
     for (int l = 0; l < trace.layers(); ++l) {
+      int at = scheme == Scheme::kBaseline ? static_cast<int>(t % topo.gpus())
+               : l > 0                     ? prev_home
+                                           : p.copies(0, trace.at(t, 0, 0))[0];
       std::map<int, int> held;  // GPU -> experts of the token it holds
+      int col0 = -1;
       for (int c = 0; c < trace.k(); ++c) {
-        int g = p.gpu(l, trace.at(t, l, c));
+        int e = trace.at(t, l, c);
+        int g = copy_used(l, e, at);
+        if (c == 0) col0 = g;
         ++held[g];
         ++r.load[static_cast<std::size_t>(l) * topo.gpus() + g];
+        r.replica_assignments += g != p.gpu(l, e);
       }
       if (scheme == Scheme::kBaseline) {
         int owner = static_cast<int>(t % topo.gpus());
@@ -161,7 +224,6 @@ Reference reference(const Trace& trace, const Placement& p, const Topology& topo
       }
       int best = 0;
       for (auto [g, n] : held) best = std::max(best, n);
-      int col0 = p.gpu(l, trace.at(t, l, 0));
       int home = col0;
       if (held[col0] != best) {
         for (auto [g, n] : held) {
@@ -208,9 +270,25 @@ Placement random_balanced(int layers, int experts, const Topology& topo, std::mt
   return p;
 }
 
+// Adds `per_gpu` replicas of random experts to every GPU of every layer.
+void add_random_replicas(Placement& p, int per_gpu, std::mt19937& rng) {
+  for (int l = 0; l < p.layers(); ++l) {
+    for (int g = 0; g < p.gpus(); ++g) {
+      for (int added = 0; added < per_gpu;) {
+        int e = static_cast<int>(rng() % p.experts());
+        std::vector<int> c = p.copies(l, e);
+        if (std::find(c.begin(), c.end(), g) != c.end()) continue;
+        p.add_replica(l, e, g);
+        ++added;
+      }
+    }
+  }
+}
+
 struct RandomCase {
   int nodes, gpus_per_node, experts, layers, k;
   Scheme scheme;
+  int replicas = 0;  // per GPU per layer
 };
 
 class EvaluateMatchesReference : public ::testing::TestWithParam<RandomCase> {};
@@ -222,6 +300,7 @@ TEST_P(EvaluateMatchesReference, OnRandomTracesAndPlacements) {
   Trace trace = random_trace(5000, c.layers, c.k, c.experts, rng);
   for (int rep = 0; rep < 3; ++rep) {
     Placement p = random_balanced(c.layers, c.experts, topo, rng);
+    add_random_replicas(p, c.replicas, rng);
     Reference r = reference(trace, p, topo, c.scheme);
     EvalOptions o;
     o.scheme = c.scheme;
@@ -232,6 +311,7 @@ TEST_P(EvaluateMatchesReference, OnRandomTracesAndPlacements) {
       EXPECT_EQ(m.inter_transfers, r.inter);
       EXPECT_NEAR(m.cost, r.cost / trace.tokens(), 1e-12 * std::max(1.0, m.cost));
       EXPECT_EQ(m.gpu_load, r.load);
+      EXPECT_EQ(m.replica_assignments, r.replica_assignments);
       double local_entries = static_cast<double>(m.local_fraction_per_layer.size());
       EXPECT_NEAR(m.local_fraction, r.local / (local_entries * trace.tokens()), 1e-12);
     }
@@ -245,7 +325,12 @@ INSTANTIATE_TEST_SUITE_P(Cases, EvaluateMatchesReference,
                                            RandomCase{1, 8, 64, 4, 6, Scheme::kContextCoherent},
                                            RandomCase{2, 4, 32, 4, 4, Scheme::kContextCoherent},
                                            RandomCase{1, 4, 8, 5, 1, Scheme::kBaseline},
-                                           RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline}));
+                                           RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline},
+                                           RandomCase{1, 4, 8, 5, 1, Scheme::kContextCoherent, 1},
+                                           RandomCase{2, 4, 16, 5, 1, Scheme::kContextCoherent, 2},
+                                           RandomCase{1, 8, 64, 4, 6, Scheme::kContextCoherent, 1},
+                                           RandomCase{2, 4, 32, 4, 4, Scheme::kContextCoherent, 2},
+                                           RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline, 1}));
 
 TEST(Evaluate, EvaluateAllMatchesSeparateEvaluations) {
   std::mt19937 rng(5);

@@ -129,8 +129,49 @@ INSTANTIATE_TEST_SUITE_P(
         BadCsv{"Expert,Node\n0,0\n1,0,5\n", ":3: expected two integers"},
         BadCsv{"Expert,Node\n0,0\n9,0\n", ":3: expert 9 is out of range"},
         BadCsv{"Expert,Node\n0,2\n", ":2: GPU 2 of expert 0 is out of range"},
-        BadCsv{"Expert,Node\n0,0\n0,1\n", "expert 0 (layer 0, expert 0) is placed twice"},
+        BadCsv{"Expert,Node\n0,0\n1,1\n2,0\n3,1\n0,0\n",
+               ":6: expert 0 (layer 0, expert 0) is placed twice on GPU 0"},
         BadCsv{"Expert,Node\n0,0\n1,1\n3,1\n", "expert 2 (layer 1, expert 0) is missing"}));
+
+TEST(PlacementCsv, ReplicaRowsRoundTrip) {
+  TempDir dir;
+  std::string path = dir.file("replicas.csv");
+  // 2 layers x 2 experts on 2 GPUs; expert 0 of layer 0 has a replica on GPU 0 (listed second,
+  // so it becomes the first copy), expert 1 of layer 1 one on GPU 1.
+  test::write_bytes(path, "Expert,Node\n0,1\n1,0\n2,0\n3,0\n0,0\n3,1\n2,1\n");
+  Placement p = read_placement_csv(path, 2, 2, 2);
+  EXPECT_EQ(p.gpu(0, 0), 0);
+  EXPECT_EQ(p.copies(0, 0), (std::vector<int>{0, 1}));
+  EXPECT_EQ(p.copies(1, 1), (std::vector<int>{0, 1}));
+  EXPECT_EQ(p.copies(1, 0), (std::vector<int>{0, 1}));
+  EXPECT_EQ(p.replicas().size(), 3u);
+  EXPECT_EQ(p.slots_per_gpu(0), (std::vector<int>{2, 1}));
+  write_placement_csv(dir.file("copy.csv"), p);
+  EXPECT_EQ(read_placement_csv(dir.file("copy.csv"), 2, 2, 2), p);
+  EXPECT_EQ(test::read_bytes(dir.file("copy.csv")), "Expert,Node\n0,0\n1,0\n2,0\n3,0\n0,1\n2,1\n3,1\n");
+  // Layer 0 has 2 copies on GPU 0 and 1 on GPU 1: unbalanced.
+  std::string msg = message_of<InputError>(
+      [&] { validate(p, Topology(1, 2), Balance::kExact, "replicas.csv"); });
+  EXPECT_NE(msg.find("layer 0 has 1 replicas, which cannot fill the 2 GPUs equally"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(Placement, ReplicasKeepTheLowestCopyFirstAndBalanceCountsSlots) {
+  Placement p(1, 4, 2, {0, 0, 1, 1});
+  p.add_replica(0, 2, 0);  // expert 2: copies {0, 1}, gpu_of becomes 0
+  p.add_replica(0, 0, 1);
+  EXPECT_EQ(p.gpu(0, 2), 0);
+  EXPECT_EQ(p.replicas(), (std::vector<Replica>{{0, 0, 1}, {0, 2, 1}}));
+  EXPECT_EQ(p.slots_per_gpu(0), (std::vector<int>{3, 3}));
+  EXPECT_NO_THROW(validate(p, Topology(1, 2), Balance::kExact));
+  EXPECT_THROW(p.add_replica(0, 2, 1), UsageError);
+  EXPECT_THROW(p.add_replica(0, 4, 1), UsageError);
+  Placement q(1, 4, 2, {0, 0, 1, 1});
+  q.add_replica(0, 0, 1);
+  q.add_replica(0, 2, 0);
+  EXPECT_EQ(p, q);  // the same copies in another order compare equal
+}
 
 TEST(PlacementCsv, MissingFileIsIoError) {
   EXPECT_THROW(read_placement_csv("/nonexistent/p.csv", 1, 2, 2), IoError);

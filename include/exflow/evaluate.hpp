@@ -10,6 +10,11 @@
 // Baseline scheme (DeepSpeed-MoE): token t is owned by GPU t mod G; at every layer it is
 // dispatched from its owner to each GPU of H_l other than the owner and combined back.
 //
+// Redundant experts: where an expert has several copies, a token uses the copy on the GPU it
+// is on (its owner in the baseline, h_{l-1} in the context-coherent scheme; at layer 0 the
+// first copy of its column-0 expert), else the nearest one (lowest hop cost, ties to the
+// lowest GPU id). H_l and the load count the copies used.
+//
 // Metrics, all per token (mean over tokens):
 //   cost   = sum of hop costs of all transfers
 //   intra  = transfers between GPUs of one node;  cintra = intra / (P - 1)   (0 if P = 1)
@@ -65,6 +70,10 @@ struct Metrics {
   std::vector<double> load_ratio_per_layer;  // [L] max over GPUs / mean over GPUs
   double load_ratio_max = 0;
   double load_ratio_mean = 0;
+
+  std::int64_t replicas = 0;             // replica slots in the placement, all layers
+  std::int64_t replica_assignments = 0;  // token-expert assignments a replica served
+  double replica_share = 0;              // ... over all token-expert assignments
 };
 
 // Throws InputError if the placement's shape does not match the trace's layers and experts or

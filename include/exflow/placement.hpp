@@ -2,8 +2,14 @@
 //
 // gpu_of is [layers, experts], row-major. The original ExFlow's CSV has header `Expert,Node`
 // and one row per expert with Expert = layer * E + e (global id) and Node = global GPU index.
+//
+// Redundant experts: an expert may have replicas, further copies on other GPUs (as DeepSeek's
+// EPLB adds for load). Copies are interchangeable; gpu_of holds the copy on the lowest GPU id
+// (add_replica keeps it so, which makes equal placements compare equal) and replicas() the
+// others. In the CSV a replica is one more row with the same Expert and another Node.
 #pragma once
 
+#include <compare>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,6 +17,14 @@
 namespace exflow {
 
 class Topology;
+
+// One extra copy of an expert.
+struct Replica {
+  int layer = 0;
+  int expert = 0;
+  int gpu = 0;
+  auto operator<=>(const Replica&) const = default;
+};
 
 class Placement {
  public:
@@ -28,6 +42,17 @@ class Placement {
   }
   const std::vector<int>& gpu_of() const { return gpu_of_; }  // [layers, experts]
 
+  // Adds a copy of (layer, expert) on `gpu`. If `gpu` is below the expert's gpu_of, the two
+  // swap roles. Throws UsageError for an index out of range or a GPU that already holds a copy.
+  void add_replica(int layer, int expert, int gpu);
+  void clear_replicas() { replicas_.clear(); }
+  const std::vector<Replica>& replicas() const { return replicas_; }  // sorted
+  bool has_replicas() const { return !replicas_.empty(); }
+  // All GPUs holding a copy of (layer, expert), ascending.
+  std::vector<int> copies(int layer, int expert) const;
+  // Copies of layer l's experts on each GPU: [gpus].
+  std::vector<int> slots_per_gpu(int layer) const;
+
   bool operator==(const Placement&) const = default;
 
  private:
@@ -35,6 +60,7 @@ class Placement {
   int experts_;
   int gpus_;
   std::vector<int> gpu_of_;
+  std::vector<Replica> replicas_;  // sorted by (layer, expert, gpu)
 };
 
 // The stock expert-parallel placement: GPU g holds experts g*E/G ... (g+1)*E/G - 1 of every
@@ -46,22 +72,25 @@ enum class Balance {
   kNone,   // any number of experts per GPU
 };
 
-// Checks that every GPU id is in range for `topology`, the shape matches, and (kExact) every
-// GPU hosts E/G experts of every layer. Throws InputError naming the layer and GPU at fault;
-// `what` names the placement in the message (e.g. its file name).
+// Checks that every GPU id is in range for `topology`, the shape matches, no GPU holds two
+// copies of one expert, and (kExact) every GPU hosts E/G experts of every layer, or with
+// replicas the same number of copies of every layer: E/G + (replicas of the layer)/G. Throws
+// InputError naming the layer and GPU at fault; `what` names the placement in the message
+// (e.g. its file name).
 void validate(const Placement& placement, const Topology& topology, Balance balance,
               const std::string& what = "placement");
 
-// The same with explicit limits: every GPU hosts between min_per_gpu and max_per_gpu experts
-// of every layer.
+// The same with explicit limits: every GPU hosts between min_per_gpu and max_per_gpu expert
+// copies of every layer.
 void validate(const Placement& placement, const Topology& topology, int min_per_gpu,
               int max_per_gpu, const std::string& what = "placement");
 
 // Reads the original ExFlow CSV. Rows may come in any order; every expert of every layer must
-// appear exactly once, with 0 <= Node < gpus. Throws InputError naming file, line and value.
+// appear at least once, with 0 <= Node < gpus; further rows of an expert are replicas on other
+// GPUs. Throws InputError naming file, line and value.
 Placement read_placement_csv(const std::string& path, int layers, int experts, int gpus);
 
-// Writes the CSV (rows in global expert order) atomically: a reader sees the old file or the
+// Writes the CSV (one row per expert in global expert order, then one per replica) atomically: a reader sees the old file or the
 // complete new one, never a partial file.
 void write_placement_csv(const std::string& path, const Placement& placement);
 

@@ -24,10 +24,13 @@ namespace {
 // token makes many tokens wait for an earlier token's store to the same counter.
 struct Counts {
   std::vector<std::int64_t> transfers;    // [L, 3]
-  std::vector<std::int64_t> expert_load;  // [L, E]
-  Counts(int layers, int experts)
+  std::vector<std::int64_t> expert_load;  // [L, E] (top-1 path: mapped to GPUs at the end)
+  std::vector<std::int64_t> gpu_load;     // [L, G] (general path: counted on the copy used)
+  std::int64_t replica_assignments = 0;   // token-expert assignments served by a replica
+  Counts(int layers, int experts, int gpus)
       : transfers(static_cast<std::size_t>(layers) * 3, 0),
-        expert_load(static_cast<std::size_t>(layers) * experts, 0) {}
+        expert_load(static_cast<std::size_t>(layers) * experts, 0),
+        gpu_load(static_cast<std::size_t>(layers) * gpus, 0) {}
 };
 
 constexpr int kLocal = static_cast<int>(Hop::kLocal);
@@ -43,10 +46,27 @@ class BlockEvaluator {
         gpus_(topology.gpus()) {
     node_of_.resize(static_cast<std::size_t>(gpus_));
     for (int g = 0; g < gpus_; ++g) node_of_[static_cast<std::size_t>(g)] = topology.node_of(g);
+    // Copies of every (layer, expert), ascending GPU ids: CSR over l * E + e.
+    const std::size_t n = placement.gpu_of().size();
+    copy_start_.assign(n + 1, 0);
+    for (const Replica& r : placement.replicas()) {
+      ++copy_start_[static_cast<std::size_t>(r.layer) * experts_ + r.expert + 1];
+    }
+    for (std::size_t i = 0; i < n; ++i) copy_start_[i + 1] += copy_start_[i] + 1;
+    copy_gpu_.resize(copy_start_[n]);
+    std::vector<std::size_t> fill(copy_start_.begin(), copy_start_.end() - 1);
+    for (std::size_t i = 0; i < n; ++i) copy_gpu_[fill[i]++] = placement.gpu_of()[i];
+    for (const Replica& r : placement.replicas()) {
+      copy_gpu_[fill[static_cast<std::size_t>(r.layer) * experts_ + r.expert]++] = r.gpu;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      std::sort(copy_gpu_.begin() + static_cast<std::ptrdiff_t>(copy_start_[i]),
+                copy_gpu_.begin() + static_cast<std::ptrdiff_t>(copy_start_[i + 1]));
+    }
   }
 
   void operator()(const TraceBlock& block, Counts& counts) {
-    if (block.k == 1 && scheme_ == Scheme::kContextCoherent) {
+    if (block.k == 1 && scheme_ == Scheme::kContextCoherent && !placement_.has_replicas()) {
       top1_coherent(block, counts);
     } else {
       general(block, counts);
@@ -60,6 +80,24 @@ class BlockEvaluator {
   }
   const int* layer_map(int l) const {
     return placement_.gpu_of().data() + static_cast<std::size_t>(l) * experts_;
+  }
+  // The copy of expert e of layer l a token on GPU `at` uses: the one on `at`, else the
+  // nearest (lowest hop cost), ties to the lowest GPU id.
+  int nearest_copy(int l, int e, int at) const {
+    const std::size_t i = static_cast<std::size_t>(l) * experts_ + e;
+    const std::size_t b = copy_start_[i];
+    const std::size_t end = copy_start_[i + 1];
+    int best = copy_gpu_[b];
+    if (end - b == 1) return best;
+    int best_hop = hop(at, best);
+    for (std::size_t j = b + 1; j < end && best_hop > 0; ++j) {
+      int h = hop(at, copy_gpu_[j]);
+      if (h < best_hop) {
+        best = copy_gpu_[j];
+        best_hop = h;
+      }
+    }
+    return best;
   }
 
   void top1_coherent(const TraceBlock& block, Counts& counts) {
@@ -105,15 +143,22 @@ class BlockEvaluator {
     std::vector<int> multiplicity(static_cast<std::size_t>(k));
     for (int l = 0; l < block.layers; ++l) {
       const int* gpu_of = layer_map(l);
-      std::int64_t* load = counts.expert_load.data() + static_cast<std::size_t>(l) * experts_;
+      std::int64_t* load = counts.gpu_load.data() + static_cast<std::size_t>(l) * gpus_;
       std::int64_t* transfers = counts.transfers.data() + static_cast<std::size_t>(l) * 3;
       for (std::int64_t i = 0; i < n; ++i) {
+        // Where the token is when it picks its experts' copies: its owner (baseline), its home
+        // at the previous layer, or at layer 0 the first copy of its column-0 expert.
+        const int at = scheme_ == Scheme::kBaseline
+                           ? static_cast<int>((block.first_token + i) % gpus_)
+                           : (l > 0 ? prev_[static_cast<std::size_t>(i)]
+                                    : gpu_of[block.column(0, 0)[i]]);
         // H_l: distinct GPUs of the token's experts, with how many experts each holds.
         int m = 0;
         for (int c = 0; c < k; ++c) {
           const std::int32_t e = block.column(l, c)[i];
-          ++load[e];
-          int g = gpu_of[e];
+          int g = nearest_copy(l, e, at);
+          ++load[g];
+          counts.replica_assignments += g != gpu_of[e];
           int j = 0;
           while (j < m && distinct[static_cast<std::size_t>(j)] != g) ++j;
           if (j == m) {
@@ -174,6 +219,8 @@ class BlockEvaluator {
   int experts_;
   int gpus_;
   std::vector<int> node_of_;
+  std::vector<std::size_t> copy_start_;  // [L * E + 1]
+  std::vector<int> copy_gpu_;
   std::vector<int> prev_;  // per token of the block: its GPU (home) at the previous layer
 };
 
@@ -215,7 +262,7 @@ Metrics summarize(const Counts& total, const Trace& trace, const Placement& plac
                          : static_cast<double>(local) /
                                (T * static_cast<double>(m.local_fraction_per_layer.size()));
 
-  m.gpu_load.assign(static_cast<std::size_t>(L) * G, 0);
+  m.gpu_load = total.gpu_load;
   for (int l = 0; l < L; ++l) {
     for (int e = 0; e < placement.experts(); ++e) {
       m.gpu_load[static_cast<std::size_t>(l) * G + placement.gpu(l, e)] +=
@@ -230,6 +277,9 @@ Metrics summarize(const Counts& total, const Trace& trace, const Placement& plac
     m.load_ratio_max = std::max(m.load_ratio_max, ratio);
     m.load_ratio_mean += ratio / L;
   }
+  m.replicas = static_cast<std::int64_t>(placement.replicas().size());
+  m.replica_assignments = total.replica_assignments;
+  m.replica_share = static_cast<double>(total.replica_assignments) / (T * trace.k() * L);
   return m;
 }
 
@@ -258,13 +308,14 @@ std::vector<Metrics> evaluate_all(const Trace& trace,
                          std::to_string(topology.gpus() - 1));
       }
     }
+    validate(*placement, topology, Balance::kNone);
   }
   const int L = trace.layers();
   const int E = trace.experts();
   const std::size_t P = placements.size();
   const int workers = trace.workers(options.threads);
   // partial[w * P + p]: worker w's counts for placement p.
-  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E));
+  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E, topology.gpus()));
   std::vector<BlockEvaluator> evaluators;
   for (int w = 0; w < workers; ++w) {
     for (const Placement* placement : placements) {
@@ -290,6 +341,8 @@ std::vector<Metrics> evaluate_all(const Trace& trace,
       for (std::size_t i = 0; i < total.expert_load.size(); ++i) {
         total.expert_load[i] += c.expert_load[i];
       }
+      for (std::size_t i = 0; i < total.gpu_load.size(); ++i) total.gpu_load[i] += c.gpu_load[i];
+      total.replica_assignments += c.replica_assignments;
     }
     results.push_back(summarize(total, trace, *placements[p], topology, options.scheme));
   }

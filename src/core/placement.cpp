@@ -29,6 +29,47 @@ Placement::Placement(int layers, int experts, int gpus, std::vector<int> gpu_of)
   }
 }
 
+void Placement::add_replica(int layer, int expert, int gpu) {
+  if (layer < 0 || layer >= layers_ || expert < 0 || expert >= experts_ || gpu < 0 ||
+      gpu >= gpus_) {
+    throw UsageError("replica of layer " + std::to_string(layer) + " expert " +
+                     std::to_string(expert) + " on GPU " + std::to_string(gpu) +
+                     " is out of range for " + std::to_string(layers_) + " layers x " +
+                     std::to_string(experts_) + " experts on " + std::to_string(gpus_) + " GPUs");
+  }
+  for (int g : copies(layer, expert)) {
+    if (g == gpu) {
+      throw UsageError("layer " + std::to_string(layer) + " expert " + std::to_string(expert) +
+                       " already has a copy on GPU " + std::to_string(gpu));
+    }
+  }
+  int& primary = gpu_of_[static_cast<std::size_t>(layer) * experts_ + expert];
+  if (gpu < primary) std::swap(gpu, primary);
+  Replica r{layer, expert, gpu};
+  replicas_.insert(std::upper_bound(replicas_.begin(), replicas_.end(), r), r);
+}
+
+std::vector<int> Placement::copies(int layer, int expert) const {
+  std::vector<int> out{gpu(layer, expert)};
+  auto it = std::lower_bound(replicas_.begin(), replicas_.end(), Replica{layer, expert, -1});
+  for (; it != replicas_.end() && it->layer == layer && it->expert == expert; ++it) {
+    out.push_back(it->gpu);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<int> Placement::slots_per_gpu(int layer) const {
+  std::vector<int> count(static_cast<std::size_t>(gpus_), 0);
+  for (int e = 0; e < experts_; ++e) {
+    int g = gpu(layer, e);
+    if (g >= 0 && g < gpus_) ++count[static_cast<std::size_t>(g)];
+  }
+  auto it = std::lower_bound(replicas_.begin(), replicas_.end(), Replica{layer, 0, -1});
+  for (; it != replicas_.end() && it->layer == layer; ++it) ++count[static_cast<std::size_t>(it->gpu)];
+  return count;
+}
+
 Placement vanilla_placement(int layers, int experts, const Topology& topology) {
   const int per_gpu = topology.experts_per_gpu(experts);
   Placement p(layers, experts, topology.gpus());
@@ -38,25 +79,16 @@ Placement vanilla_placement(int layers, int experts, const Topology& topology) {
   return p;
 }
 
-void validate(const Placement& placement, const Topology& topology, Balance balance,
-              const std::string& what) {
-  if (balance == Balance::kExact) {
-    const int per_gpu = topology.experts_per_gpu(placement.experts());
-    validate(placement, topology, per_gpu, per_gpu, what);
-  } else {
-    validate(placement, topology, 0, placement.experts(), what);
-  }
-}
+namespace {
 
-void validate(const Placement& placement, const Topology& topology, int min_per_gpu,
-              int max_per_gpu, const std::string& what) {
+// Shape, GPU range and distinct copies; returns the replicas of each layer.
+std::vector<int> check_copies(const Placement& placement, const Topology& topology,
+                              const std::string& what) {
   if (placement.gpus() != topology.gpus()) {
     throw InputError(what + ": made for " + std::to_string(placement.gpus()) +
                      " GPUs, the topology has " + std::to_string(topology.gpus()));
   }
-  std::vector<int> count(static_cast<std::size_t>(topology.gpus()));
   for (int l = 0; l < placement.layers(); ++l) {
-    std::fill(count.begin(), count.end(), 0);
     for (int e = 0; e < placement.experts(); ++e) {
       int g = placement.gpu(l, e);
       if (g < 0 || g >= topology.gpus()) {
@@ -64,20 +96,73 @@ void validate(const Placement& placement, const Topology& topology, int min_per_
                          " is on GPU " + std::to_string(g) + ", outside 0.." +
                          std::to_string(topology.gpus() - 1));
       }
-      ++count[static_cast<std::size_t>(g)];
     }
-    for (int g = 0; g < topology.gpus(); ++g) {
-      const int c = count[static_cast<std::size_t>(g)];
-      if (c >= min_per_gpu && c <= max_per_gpu) continue;
-      std::string need =
-          min_per_gpu == max_per_gpu
-              ? "balanced placement needs " + std::to_string(min_per_gpu) +
-                    " (E/G = " + std::to_string(placement.experts()) + "/" +
-                    std::to_string(topology.gpus()) + ")"
-              : "allowed: " + std::to_string(min_per_gpu) + ".." + std::to_string(max_per_gpu);
-      throw InputError(what + ": layer " + std::to_string(l) + " has " + std::to_string(c) +
-                       " experts on GPU " + std::to_string(g) + ", " + need);
+  }
+  std::vector<int> per_layer(static_cast<std::size_t>(placement.layers()), 0);
+  const auto& reps = placement.replicas();
+  for (std::size_t i = 0; i < reps.size(); ++i) {
+    const Replica& r = reps[i];
+    if (r.gpu == placement.gpu(r.layer, r.expert) ||
+        (i > 0 && reps[i - 1].layer == r.layer && reps[i - 1].expert == r.expert &&
+         reps[i - 1].gpu == r.gpu)) {
+      throw InputError(what + ": layer " + std::to_string(r.layer) + " expert " +
+                       std::to_string(r.expert) + " has two copies on GPU " +
+                       std::to_string(r.gpu));
     }
+    ++per_layer[static_cast<std::size_t>(r.layer)];
+  }
+  return per_layer;
+}
+
+void check_slots(const Placement& placement, const Topology& topology, int layer,
+                 int min_per_gpu, int max_per_gpu, const std::string& need,
+                 const std::string& what) {
+  std::vector<int> count = placement.slots_per_gpu(layer);
+  for (int g = 0; g < topology.gpus(); ++g) {
+    const int c = count[static_cast<std::size_t>(g)];
+    if (c >= min_per_gpu && c <= max_per_gpu) continue;
+    throw InputError(what + ": layer " + std::to_string(layer) + " has " + std::to_string(c) +
+                     " experts on GPU " + std::to_string(g) + ", " + need);
+  }
+}
+
+}  // namespace
+
+void validate(const Placement& placement, const Topology& topology, Balance balance,
+              const std::string& what) {
+  if (balance == Balance::kNone) {
+    validate(placement, topology, 0, placement.experts(), what);
+    return;
+  }
+  const int per_gpu = topology.experts_per_gpu(placement.experts());
+  std::vector<int> replicas = check_copies(placement, topology, what);
+  const int G = topology.gpus();
+  for (int l = 0; l < placement.layers(); ++l) {
+    const int r = replicas[static_cast<std::size_t>(l)];
+    if (r % G != 0) {
+      throw InputError(what + ": layer " + std::to_string(l) + " has " + std::to_string(r) +
+                       " replicas, which cannot fill the " + std::to_string(G) +
+                       " GPUs equally");
+    }
+    const int slots = per_gpu + r / G;
+    std::string need = "balanced placement needs " + std::to_string(slots) + " (E/G = " +
+                       std::to_string(placement.experts()) + "/" + std::to_string(G) +
+                       (r > 0 ? " plus " + std::to_string(r / G) + " replicas" : "") + ")";
+    check_slots(placement, topology, l, slots, slots, need, what);
+  }
+}
+
+void validate(const Placement& placement, const Topology& topology, int min_per_gpu,
+              int max_per_gpu, const std::string& what) {
+  check_copies(placement, topology, what);
+  std::string need =
+      min_per_gpu == max_per_gpu
+          ? "balanced placement needs " + std::to_string(min_per_gpu) +
+                " (E/G = " + std::to_string(placement.experts()) + "/" +
+                std::to_string(topology.gpus()) + ")"
+          : "allowed: " + std::to_string(min_per_gpu) + ".." + std::to_string(max_per_gpu);
+  for (int l = 0; l < placement.layers(); ++l) {
+    check_slots(placement, topology, l, min_per_gpu, max_per_gpu, need, what);
   }
 }
 

@@ -32,6 +32,10 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
   if (!in) throw IoError(path + ": cannot open placement CSV");
   const long long total = static_cast<long long>(layers) * experts;
   std::vector<int> gpu_of(static_cast<std::size_t>(total), -1);
+  struct ExtraRow {
+    long long expert, gpu, line;
+  };
+  std::vector<ExtraRow> extra;  // rows after an expert's first: replicas
   std::string line;
   long long line_no = 0;
   long long rows = 0;
@@ -72,12 +76,11 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
     }
     int& slot = gpu_of[static_cast<std::size_t>(expert)];
     if (slot >= 0) {
-      throw InputError(path + ":" + std::to_string(line_no) + ": expert " + std::to_string(expert) +
-                       " (layer " + std::to_string(expert / experts) + ", expert " +
-                       std::to_string(expert % experts) + ") is placed twice");
+      extra.push_back({expert, gpu, line_no});
+    } else {
+      slot = static_cast<int>(gpu);
+      ++rows;
     }
-    slot = static_cast<int>(gpu);
-    ++rows;
   }
   if (!header_seen) throw InputError(path + ": empty placement CSV (no 'Expert,Node' header)");
   if (rows != total) {
@@ -91,7 +94,20 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
       }
     }
   }
-  return Placement(layers, experts, gpus, std::move(gpu_of));
+  Placement placement(layers, experts, gpus, std::move(gpu_of));
+  for (const ExtraRow& r : extra) {
+    const int layer = static_cast<int>(r.expert / experts);
+    const int e = static_cast<int>(r.expert % experts);
+    try {
+      placement.add_replica(layer, e, static_cast<int>(r.gpu));
+    } catch (const UsageError&) {
+      throw InputError(path + ":" + std::to_string(r.line) + ": expert " +
+                       std::to_string(r.expert) + " (layer " + std::to_string(layer) +
+                       ", expert " + std::to_string(e) + ") is placed twice on GPU " +
+                       std::to_string(r.gpu));
+    }
+  }
+  return placement;
 }
 
 void write_placement_csv(const std::string& path, const Placement& placement) {
@@ -101,6 +117,12 @@ void write_placement_csv(const std::string& path, const Placement& placement) {
     out += std::to_string(i);
     out += ',';
     out += std::to_string(placement.gpu_of()[i]);
+    out += '\n';
+  }
+  for (const Replica& r : placement.replicas()) {
+    out += std::to_string(static_cast<long long>(r.layer) * placement.experts() + r.expert);
+    out += ',';
+    out += std::to_string(r.gpu);
     out += '\n';
   }
   io::write_file_atomically(path, out);
