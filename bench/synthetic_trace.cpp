@@ -92,11 +92,19 @@ void write_synthetic_trace(const std::string& path, const SyntheticTraceSpec& s)
                                               : static_cast<int>(((r >> 32) * E) >> 32);
         }
         row[0] = e;
+        // Further columns follow their own chains (the successor of the column's expert at the
+        // previous layer) with the same probability, else a random expert, always distinct.
         for (int c = 1; c < s.k; ++c) {
-          int x = 0;
-          do {
+          int x = -1;
+          if (l > 0) {
+            const std::uint64_t r = rng.next();
+            if ((r & 0xffffffffULL) < threshold) {
+              x = successor[static_cast<std::size_t>(l - 1) * E + row[static_cast<std::size_t>(c)]];
+            }
+          }
+          while (x < 0 || std::find(row.begin(), row.begin() + c, x) != row.begin() + c) {
             x = rng.below(E);
-          } while (std::find(row.begin(), row.begin() + c, x) != row.begin() + c);
+          }
           row[static_cast<std::size_t>(c)] = x;
         }
         for (int x : row) {

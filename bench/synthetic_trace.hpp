@@ -2,8 +2,9 @@
 //
 // Each layer pair has a fixed random permutation `successor`. A token's column-0 expert is
 // uniform at layer 0; at each next layer it moves to the successor of its current expert with
-// probability `follow`, else to a uniform expert. Columns 1..k-1 are further uniform experts,
-// distinct from the others of that layer. Deterministic for a seed on every platform.
+// probability `follow`, else to a uniform expert. Columns 1..k-1 do the same along their own
+// chains (a uniform expert at layer 0), redrawn uniformly where they would repeat an expert of
+// the token's layer. Deterministic for a seed on every platform.
 #pragma once
 
 #include <cstdint>

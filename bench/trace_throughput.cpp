@@ -31,12 +31,12 @@
 #include <utility>
 #include <vector>
 
+#include "core/splitmix64.hpp"
 #include "exflow/affinity.hpp"
 #include "exflow/evaluate.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
-#include "core/splitmix64.hpp"
 #include "synthetic_trace.hpp"
 
 namespace {

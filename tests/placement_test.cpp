@@ -123,15 +123,16 @@ TEST_P(PlacementCsvErrors, OneClearLine) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, PlacementCsvErrors,
-    ::testing::Values(
-        BadCsv{"", "no 'Expert,Node' header"}, BadCsv{"Layer,GPU\n0,0\n", "expected the header"},
-        BadCsv{"Expert,Node\n0,0\n1,x\n", ":3: expected two integers"},
-        BadCsv{"Expert,Node\n0,0\n1,0,5\n", ":3: expected two integers"},
-        BadCsv{"Expert,Node\n0,0\n9,0\n", ":3: expert 9 is out of range"},
-        BadCsv{"Expert,Node\n0,2\n", ":2: GPU 2 of expert 0 is out of range"},
-        BadCsv{"Expert,Node\n0,0\n1,1\n2,0\n3,1\n0,0\n",
-               ":6: expert 0 (layer 0, expert 0) is placed twice on GPU 0"},
-        BadCsv{"Expert,Node\n0,0\n1,1\n3,1\n", "expert 2 (layer 1, expert 0) is missing"}));
+    ::testing::Values(BadCsv{"", "no 'Expert,Node' header"},
+                      BadCsv{"Layer,GPU\n0,0\n", "expected the header"},
+                      BadCsv{"Expert,Node\n0,0\n1,x\n", ":3: expected two integers"},
+                      BadCsv{"Expert,Node\n0,0\n1,0,5\n", ":3: expected two integers"},
+                      BadCsv{"Expert,Node\n0,0\n9,0\n", ":3: expert 9 is out of range"},
+                      BadCsv{"Expert,Node\n0,2\n", ":2: GPU 2 of expert 0 is out of range"},
+                      BadCsv{"Expert,Node\n0,0\n1,1\n2,0\n3,1\n0,0\n",
+                             ":6: expert 0 (layer 0, expert 0) is placed twice on GPU 0"},
+                      BadCsv{"Expert,Node\n0,0\n1,1\n3,1\n",
+                             "expert 2 (layer 1, expert 0) is missing"}));
 
 TEST(PlacementCsv, ReplicaRowsRoundTrip) {
   TempDir dir;
@@ -148,10 +149,11 @@ TEST(PlacementCsv, ReplicaRowsRoundTrip) {
   EXPECT_EQ(p.slots_per_gpu(0), (std::vector<int>{2, 1}));
   write_placement_csv(dir.file("copy.csv"), p);
   EXPECT_EQ(read_placement_csv(dir.file("copy.csv"), 2, 2, 2), p);
-  EXPECT_EQ(test::read_bytes(dir.file("copy.csv")), "Expert,Node\n0,0\n1,0\n2,0\n3,0\n0,1\n2,1\n3,1\n");
+  EXPECT_EQ(test::read_bytes(dir.file("copy.csv")),
+            "Expert,Node\n0,0\n1,0\n2,0\n3,0\n0,1\n2,1\n3,1\n");
   // Layer 0 has 2 copies on GPU 0 and 1 on GPU 1: unbalanced.
-  std::string msg = message_of<InputError>(
-      [&] { validate(p, Topology(1, 2), Balance::kExact, "replicas.csv"); });
+  std::string msg =
+      message_of<InputError>([&] { validate(p, Topology(1, 2), Balance::kExact, "replicas.csv"); });
   EXPECT_NE(msg.find("layer 0 has 1 replicas, which cannot fill the 2 GPUs equally"),
             std::string::npos)
       << msg;

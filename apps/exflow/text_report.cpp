@@ -51,6 +51,9 @@ nlohmann::json metrics_json(const Metrics& m) {
           {"local_fraction", m.local_fraction},
           {"load_ratio_max", m.load_ratio_max},
           {"load_ratio_mean", m.load_ratio_mean},
+          {"replicas", m.replicas},
+          {"replica_assignments", m.replica_assignments},
+          {"replica_share", m.replica_share},
           {"per_layer",
            {{"local_fraction", m.local_fraction_per_layer},
             {"cost", m.cost_per_layer},
@@ -96,19 +99,21 @@ std::string format_seconds(double seconds) {
 }
 
 std::string compare_metrics(const std::vector<std::string>& names,
-                            const std::vector<const Metrics*>& metrics) {
+                            const std::vector<const Metrics*>& metrics,
+                            const std::vector<const Metrics*>& baseline) {
   struct Row {
     std::string label;
     std::function<double(const Metrics&)> get;
     const char* format;
     bool percent;
   };
-  const std::vector<Row> rows = {
-      {"cost (weighted hops per token)", [](const Metrics& m) { return m.cost; }, "%.4f", false},
-      {"cross-GPU moves per token (intra)", [](const Metrics& m) { return m.intra; }, "%.4f",
+  std::vector<Row> rows = {
+      {"cost (weighted transfers per token)", [](const Metrics& m) { return m.cost; }, "%.4f",
        false},
-      {"cross-node moves per token (inter)", [](const Metrics& m) { return m.inter; }, "%.4f",
+      {"cross-GPU transfers per token", [](const Metrics& m) { return m.intra + m.inter; }, "%.4f",
        false},
+      {"  within a node (intra)", [](const Metrics& m) { return m.intra; }, "%.4f", false},
+      {"  across nodes (inter)", [](const Metrics& m) { return m.inter; }, "%.4f", false},
       {"cintra", [](const Metrics& m) { return m.cintra; }, "%.4f", false},
       {"cinter", [](const Metrics& m) { return m.cinter; }, "%.4f", false},
       {"transitions staying on their GPU", [](const Metrics& m) { return m.local_fraction; },
@@ -117,22 +122,37 @@ std::string compare_metrics(const std::vector<std::string>& names,
        false},
       {"GPU load ratio, mean over layers", [](const Metrics& m) { return m.load_ratio_mean; },
        "%.3f", false},
+      {"replica slots", [](const Metrics& m) { return static_cast<double>(m.replicas); }, "%.0f",
+       false},
+      {"assignments served by a replica", [](const Metrics& m) { return m.replica_share; },
+       "%.2f%%", true},
   };
+  const std::size_t coherent_rows = rows.size();
+  if (!baseline.empty()) {
+    rows.push_back(
+        {"baseline (2 all-to-alls): cost", [](const Metrics& m) { return m.cost; }, "%.4f", false});
+    rows.push_back({"baseline: cross-GPU transfers/token",
+                    [](const Metrics& m) { return m.intra + m.inter; }, "%.4f", false});
+    rows.push_back({"baseline: cross-node transfers/token",
+                    [](const Metrics& m) { return m.inter; }, "%.4f", false});
+  }
   constexpr std::size_t kLabel = 36, kCol = 14;
   std::string out = pad_right("", kLabel);
   for (const auto& n : names) out += pad_left(n, kCol);
   const bool change = metrics.size() > 1;
   if (change) out += pad_left("change", kCol);
   out += "\n";
-  for (const Row& row : rows) {
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const Row& row = rows[r];
+    const auto& source = r < coherent_rows ? metrics : baseline;
     out += pad_right(row.label, kLabel);
-    for (const Metrics* m : metrics) {
+    for (const Metrics* m : source) {
       double v = row.get(*m);
       out += pad_left(fmt(row.format, row.percent ? 100.0 * v : v), kCol);
     }
     if (change) {
-      double a = row.get(*metrics.front());
-      double b = row.get(*metrics.back());
+      double a = row.get(*source.front());
+      double b = row.get(*source.back());
       out += pad_left(b != 0 ? fmt("%+.1f%%", 100.0 * (a - b) / b) : (a == 0 ? "0" : "n/a"), kCol);
     }
     out += "\n";
@@ -141,8 +161,8 @@ std::string compare_metrics(const std::vector<std::string>& names,
 }
 
 std::string solve_summary(const SolveResult& r, const Metrics& solved, const Metrics& vanilla,
-                          std::optional<double> lower_bound, double seconds,
-                          std::int64_t tokens_used, std::int64_t tokens) {
+                          const Metrics& vanilla_baseline, std::optional<double> lower_bound,
+                          double seconds, std::int64_t tokens_used, std::int64_t tokens) {
   auto fewer = [](double a, double b) {
     return b > 0 ? fmt("%.1f%%", 100.0 * (b - a) / b) : std::string("n/a");
   };
@@ -150,7 +170,7 @@ std::string solve_summary(const SolveResult& r, const Metrics& solved, const Met
                     (r.optimal && lower_bound ? " (proven optimal)" : "") + ": " + r.detail + "\n";
   out += "  cost " + fmt("%.4f", solved.cost) + " vs vanilla " + fmt("%.4f", vanilla.cost) + ": " +
          fewer(solved.cost, vanilla.cost) + " lower\n";
-  out += "  cross-GPU moves per token " + fmt("%.4f", solved.intra + solved.inter) + " vs " +
+  out += "  cross-GPU transfers per token " + fmt("%.4f", solved.intra + solved.inter) + " vs " +
          fmt("%.4f", vanilla.intra + vanilla.inter) + " (" +
          fewer(solved.intra + solved.inter, vanilla.intra + vanilla.inter) + " fewer)";
   if (solved.inter > 0 || vanilla.inter > 0) {
@@ -164,11 +184,22 @@ std::string solve_summary(const SolveResult& r, const Metrics& solved, const Met
         fmt("%.2f%%", solved.cost > 0 ? 100.0 * (solved.cost - *lower_bound) / solved.cost : 0.0) +
         "\n";
   } else {
-    out += "  lower bound: not available for top-k traces (the bound is on pairwise transitions)\n";
+    out +=
+        "  lower bound: not available (top-k trace or replicas; the bound is on pairwise "
+        "transitions)\n";
   }
+  out += "  DeepSpeed-MoE baseline (2 all-to-alls, vanilla) " + fmt("%.4f", vanilla_baseline.cost) +
+         " -> context-coherent vanilla " + fmt("%.4f", vanilla.cost) + " (" +
+         fewer(vanilla.cost, vanilla_baseline.cost) + " lower) -> with this placement " +
+         fmt("%.4f", solved.cost) + " (" + fewer(solved.cost, vanilla_baseline.cost) +
+         " lower in all)\n";
   out += "  GPU load ratio worst layer " + fmt("%.3f", solved.load_ratio_max) + " (vanilla " +
          fmt("%.3f", vanilla.load_ratio_max) + "), mean " + fmt("%.3f", solved.load_ratio_mean) +
          " (vanilla " + fmt("%.3f", vanilla.load_ratio_mean) + ")\n";
+  if (solved.replicas > 0) {
+    out += "  " + std::to_string(solved.replicas) + " replica slots serve " +
+           fmt("%.2f%%", 100.0 * solved.replica_share) + " of token-expert assignments\n";
+  }
   if (tokens_used < tokens) {
     out += "  profiled on the first " + std::to_string(tokens_used) + " of " +
            std::to_string(tokens) + " tokens\n";

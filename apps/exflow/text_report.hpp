@@ -29,15 +29,18 @@ std::string describe(const Topology& topology);
 std::string format_seconds(double seconds);
 
 // A table comparing metrics column by column; the last column is the reference and a
-// "change" column gives the first column's relative change against it.
+// "change" column gives the first column's relative change against it. `baseline` (empty or
+// one per column) adds the same placements' costs under the two-all-to-all baseline scheme.
 std::string compare_metrics(const std::vector<std::string>& names,
-                            const std::vector<const Metrics*>& metrics);
+                            const std::vector<const Metrics*>& metrics,
+                            const std::vector<const Metrics*>& baseline = {});
 
-// The lines a user reads first after a solve: method and time, cost against vanilla, the
-// bound, load, and (incremental, bipart) the steps.
+// The lines a user reads first after a solve: method and time, cost against vanilla, both of
+// ExFlow's savings (one all-to-all instead of two; the placement), the bound, load, replicas,
+// and (incremental, bipart) the steps.
 std::string solve_summary(const SolveResult& result, const Metrics& solved, const Metrics& vanilla,
-                          std::optional<double> lower_bound, double seconds,
-                          std::int64_t tokens_used, std::int64_t tokens);
+                          const Metrics& vanilla_baseline, std::optional<double> lower_bound,
+                          double seconds, std::int64_t tokens_used, std::int64_t tokens);
 
 std::string profile_table(const AffinityProfile& profile, int experts);
 

@@ -90,8 +90,8 @@ void validate(const Placement& placement, const Topology& topology, int min_per_
 // GPUs. Throws InputError naming file, line and value.
 Placement read_placement_csv(const std::string& path, int layers, int experts, int gpus);
 
-// Writes the CSV (one row per expert in global expert order, then one per replica) atomically: a reader sees the old file or the
-// complete new one, never a partial file.
+// Writes the CSV (one row per expert in global expert order, then one per replica) atomically: a
+// reader sees the old file or the complete new one, never a partial file.
 void write_placement_csv(const std::string& path, const Placement& placement);
 
 // The original tool's file name:

@@ -37,6 +37,22 @@ class Trace;
 
 enum class Method { kAuto, kExact, kIlp, kFast, kBcd, kVanilla };
 
+// A limit on every layer's token load: the token-expert assignments the busiest GPU serves
+// over the mean over GPUs.
+struct LoadLimit {
+  enum class Kind {
+    kNone,   // no limit (the original tool's objective)
+    kAuto,   // on each layer, no worse than the vanilla placement's ratio on that layer
+    kRatio,  // at most `ratio` on every layer
+  };
+  Kind kind = Kind::kNone;
+  double ratio = 0;
+};
+
+// "none", "auto" or a number >= 1. Throws UsageError otherwise.
+LoadLimit parse_load_limit(const std::string& text);
+std::string to_string(const LoadLimit& limit);
+
 const char* to_string(Method method);
 // Throws UsageError listing the valid names.
 Method parse_method(const std::string& name);
@@ -51,6 +67,12 @@ struct SolveOptions {
   const Placement* initial = nullptr;  // fast, ilp: a placement to start from
   bool bipart = false;  // recursive bisection of the GPU set (the original tool's "bipart")
   std::function<void(const std::string&)> log;  // progress lines for humans, may be empty
+
+  // Applied by refine() (the graph solvers do not see them):
+  LoadLimit max_load;              // per-layer GPU load limit
+  int redundant = 0;               // replica slots per GPU per layer
+  std::int64_t sample_tokens = 0;  // tokens the token search holds; 0: as many as fit 16M ids
+  double refine_time_limit = 0;    // seconds for the token search; 0: until it converges
 };
 
 struct SolveResult {
@@ -78,6 +100,28 @@ SolveResult solve(const AffinityGraph& graph, const Topology& topology,
 SolveResult solve_incremental(const Trace& trace, const Topology& topology,
                               const SolveOptions& options, std::int64_t step,
                               std::int64_t* tokens_used, int threads = 0);
+
+// Improves `result` (from solve or solve_incremental) for the evaluator's exact cost on the
+// trace: top-k homes, the load limit and redundant experts (src/solve/token_search.cpp).
+// Runs when the trace is top-k, a load limit is set or replicas are asked for; otherwise
+// returns `result` unchanged. The objective becomes the exact cost on the tokens searched (the
+// whole trace unless sample_tokens or the memory budget says otherwise); the lower bound is
+// kept only where it still holds (top-1, no replicas), `optimal` only if the placement did not
+// change. Throws UsageError if the load limit is below what the load balancer reaches.
+SolveResult refine(const Trace& trace, const Topology& topology, const SolveOptions& options,
+                   SolveResult result);
+
+// Per-layer limits on the busiest GPU's token-expert assignments ([layers]; empty for kNone)
+// for `tokens` tokens of a top-k trace, as refine() applies them. kAuto needs the vanilla
+// placement's per-layer maximum, `vanilla_max` [layers].
+std::vector<std::int64_t> load_limits(const LoadLimit& limit, std::int64_t tokens, int k, int gpus,
+                                      const std::vector<std::int64_t>& vanilla_max);
+
+// Load-only placement from per-layer expert loads `loads` [layers, experts] (no affinity):
+// each layer balanced on its own, with `redundant` replica slots per GPU given to the hottest
+// experts as DeepSeek's EPLB does (src/solve/load_balance.cpp).
+Placement balance_loads(const std::vector<std::int64_t>& loads, int layers, int experts,
+                        const Topology& topology, int redundant);
 
 // The objective above for any placement (per token).
 double graph_objective(const AffinityGraph& graph, const Placement& placement,

@@ -148,10 +148,10 @@ class BlockEvaluator {
       for (std::int64_t i = 0; i < n; ++i) {
         // Where the token is when it picks its experts' copies: its owner (baseline), its home
         // at the previous layer, or at layer 0 the first copy of its column-0 expert.
-        const int at = scheme_ == Scheme::kBaseline
-                           ? static_cast<int>((block.first_token + i) % gpus_)
-                           : (l > 0 ? prev_[static_cast<std::size_t>(i)]
-                                    : gpu_of[block.column(0, 0)[i]]);
+        const int at =
+            scheme_ == Scheme::kBaseline
+                ? static_cast<int>((block.first_token + i) % gpus_)
+                : (l > 0 ? prev_[static_cast<std::size_t>(i)] : gpu_of[block.column(0, 0)[i]]);
         // H_l: distinct GPUs of the token's experts, with how many experts each holds.
         int m = 0;
         for (int c = 0; c < k; ++c) {

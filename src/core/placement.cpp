@@ -66,7 +66,8 @@ std::vector<int> Placement::slots_per_gpu(int layer) const {
     if (g >= 0 && g < gpus_) ++count[static_cast<std::size_t>(g)];
   }
   auto it = std::lower_bound(replicas_.begin(), replicas_.end(), Replica{layer, 0, -1});
-  for (; it != replicas_.end() && it->layer == layer; ++it) ++count[static_cast<std::size_t>(it->gpu)];
+  for (; it != replicas_.end() && it->layer == layer; ++it)
+    ++count[static_cast<std::size_t>(it->gpu)];
   return count;
 }
 
@@ -114,9 +115,8 @@ std::vector<int> check_copies(const Placement& placement, const Topology& topolo
   return per_layer;
 }
 
-void check_slots(const Placement& placement, const Topology& topology, int layer,
-                 int min_per_gpu, int max_per_gpu, const std::string& need,
-                 const std::string& what) {
+void check_slots(const Placement& placement, const Topology& topology, int layer, int min_per_gpu,
+                 int max_per_gpu, const std::string& need, const std::string& what) {
   std::vector<int> count = placement.slots_per_gpu(layer);
   for (int g = 0; g < topology.gpus(); ++g) {
     const int c = count[static_cast<std::size_t>(g)];
@@ -141,12 +141,11 @@ void validate(const Placement& placement, const Topology& topology, Balance bala
     const int r = replicas[static_cast<std::size_t>(l)];
     if (r % G != 0) {
       throw InputError(what + ": layer " + std::to_string(l) + " has " + std::to_string(r) +
-                       " replicas, which cannot fill the " + std::to_string(G) +
-                       " GPUs equally");
+                       " replicas, which cannot fill the " + std::to_string(G) + " GPUs equally");
     }
     const int slots = per_gpu + r / G;
-    std::string need = "balanced placement needs " + std::to_string(slots) + " (E/G = " +
-                       std::to_string(placement.experts()) + "/" + std::to_string(G) +
+    std::string need = "balanced placement needs " + std::to_string(slots) +
+                       " (E/G = " + std::to_string(placement.experts()) + "/" + std::to_string(G) +
                        (r > 0 ? " plus " + std::to_string(r / G) + " replicas" : "") + ")";
     check_slots(placement, topology, l, slots, slots, need, what);
   }

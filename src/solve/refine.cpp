@@ -1,0 +1,188 @@
+// From the affinity-graph optimum to the placement that is best for the trace itself: load
+// limits, top-k costs and redundant experts (see refine() in include/exflow/solve.hpp).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "exflow/error.hpp"
+#include "exflow/solve.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+#include "solve/load_balance.hpp"
+#include "solve/token_search.hpp"
+
+namespace exflow {
+
+LoadLimit parse_load_limit(const std::string& text) {
+  LoadLimit limit;
+  if (text == "none") return limit;
+  if (text == "auto") {
+    limit.kind = LoadLimit::Kind::kAuto;
+    return limit;
+  }
+  char* end = nullptr;
+  const double ratio = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(ratio) || ratio < 1.0) {
+    throw UsageError(
+        "--max-load-ratio must be 'auto', 'none' or a number >= 1 (the busiest "
+        "GPU's load over the mean), got '" +
+        text + "'");
+  }
+  limit.kind = LoadLimit::Kind::kRatio;
+  limit.ratio = ratio;
+  return limit;
+}
+
+std::string to_string(const LoadLimit& limit) {
+  switch (limit.kind) {
+    case LoadLimit::Kind::kNone:
+      return "none";
+    case LoadLimit::Kind::kAuto:
+      return "auto";
+    case LoadLimit::Kind::kRatio: {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", limit.ratio);
+      return buf;
+    }
+  }
+  return "?";
+}
+
+std::vector<std::int64_t> load_limits(const LoadLimit& limit, std::int64_t tokens, int k, int gpus,
+                                      const std::vector<std::int64_t>& vanilla_max) {
+  switch (limit.kind) {
+    case LoadLimit::Kind::kNone:
+      return {};
+    case LoadLimit::Kind::kAuto:
+      return vanilla_max;
+    case LoadLimit::Kind::kRatio: {
+      const double mean = static_cast<double>(tokens) * k / gpus;
+      const auto cap = static_cast<std::int64_t>(std::floor(limit.ratio * mean + 1e-9));
+      return std::vector<std::int64_t>(vanilla_max.size(), cap);
+    }
+  }
+  return {};
+}
+
+SolveResult refine(const Trace& trace, const Topology& topology, const SolveOptions& options,
+                   SolveResult result) {
+  const int k = trace.k();
+  // The vanilla placement stays vanilla: only replicas are added to it.
+  const bool vanilla = result.method == Method::kVanilla && !options.bipart;
+  const bool needed =
+      vanilla ? options.redundant > 0
+              : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || options.redundant > 0;
+  if (!needed) return result;
+  if (options.redundant < 0) throw UsageError("--redundant must be >= 0");
+  if (options.redundant > 0 &&
+      options.redundant * topology.gpus() > trace.experts() * (topology.gpus() - 1)) {
+    throw UsageError(std::to_string(options.redundant) + " replicas per GPU need more copies " +
+                     "than " + std::to_string(trace.experts()) + " experts can have on " +
+                     std::to_string(topology.gpus()) + " GPUs");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const int L = trace.layers();
+  const int E = trace.experts();
+  const int G = topology.gpus();
+  const std::int64_t budget =
+      options.sample_tokens > 0 ? options.sample_tokens
+                                : std::max<std::int64_t>(1, (std::int64_t{16} << 20) /
+                                                                (static_cast<std::int64_t>(L) * k));
+  if (options.log) {
+    options.log(std::string(to_string(result.method)) + " finished on the affinity graph (" +
+                std::to_string(result.seconds) + " s); token search next");
+  }
+  const solvers::TokenSample sample = solvers::TokenSample::from_trace(trace, budget);
+  const bool whole_trace = sample.tokens == trace.tokens();
+
+  std::vector<std::int64_t> vanilla_max(static_cast<std::size_t>(L), 0);
+  if (options.max_load.kind == LoadLimit::Kind::kAuto && !vanilla) {
+    const int per_gpu = topology.experts_per_gpu(E);
+    std::vector<std::int64_t> load(static_cast<std::size_t>(G));
+    for (int l = 0; l < L; ++l) {
+      std::fill(load.begin(), load.end(), 0);
+      for (std::int64_t t = 0; t < sample.tokens; ++t) {
+        for (int c = 0; c < k; ++c) ++load[static_cast<std::size_t>(sample.id(l, t, c) / per_gpu)];
+      }
+      vanilla_max[static_cast<std::size_t>(l)] = *std::max_element(load.begin(), load.end());
+    }
+  }
+  solvers::TokenSearchOptions search;
+  if (!vanilla) search.max_load = load_limits(options.max_load, sample.tokens, k, G, vanilla_max);
+  search.improve = !vanilla;
+  search.redundant = options.redundant;
+  search.time_limit = options.refine_time_limit;
+  search.log = options.log;
+  search.seed = options.seed;
+  solvers::TokenSearchResult found =
+      solvers::token_search(sample, topology, result.placement, search);
+
+  const bool changed = !(found.placement == result.placement);
+  const bool graph_exact = k == 1 && options.redundant == 0 && whole_trace;
+  result.placement = std::move(found.placement);
+  result.objective = found.cost;
+  result.optimal = result.optimal && !changed && graph_exact;
+  if (!graph_exact) result.lower_bound.reset();
+  if (result.lower_bound && *result.lower_bound > result.objective) {
+    result.lower_bound = result.objective;
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "token search on %lld tokens: exact cost %.4f -> %.4f, %d sweeps, %d of %d kicks "
+                "kept",
+                static_cast<long long>(sample.tokens), found.start_cost, found.cost, found.sweeps,
+                found.kicks_kept, found.kicks);
+  std::string detail = buf;
+  if (found.layers_reset > 0) {
+    detail += ", " + std::to_string(found.layers_reset) + " layers rebalanced by load alone";
+  }
+  if (found.stopped_by_time) detail += ", stopped by the time limit or the work budget";
+  result.detail = result.detail.empty() ? detail : result.detail + "; " + detail;
+  if (options.min_experts_per_gpu < 0) {
+    validate(result.placement, topology, Balance::kExact, "refined placement");
+  } else {
+    validate(result.placement, topology, Balance::kNone, "refined placement");
+  }
+  result.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+Placement balance_loads(const std::vector<std::int64_t>& loads, int layers, int experts,
+                        const Topology& topology, int redundant) {
+  if (loads.size() != static_cast<std::size_t>(layers) * experts) {
+    throw UsageError("balance_loads: " + std::to_string(loads.size()) + " loads for " +
+                     std::to_string(layers) + " layers x " + std::to_string(experts) + " experts");
+  }
+  const int G = topology.gpus();
+  const int per_gpu = topology.experts_per_gpu(experts);
+  Placement p(layers, experts, G);
+  for (int l = 0; l < layers; ++l) {
+    const std::int64_t* load = loads.data() + static_cast<std::size_t>(l) * experts;
+    if (redundant == 0) {
+      std::vector<int> gpu_of = solvers::balance_layer(load, experts, G, per_gpu);
+      for (int e = 0; e < experts; ++e) p.set(l, e, gpu_of[static_cast<std::size_t>(e)]);
+      continue;
+    }
+    std::vector<std::vector<int>> hosts =
+        solvers::balance_layer_with_replicas(load, experts, G, redundant * G);
+    std::vector<bool> seen(static_cast<std::size_t>(experts), false);
+    for (int g = 0; g < G; ++g) {
+      for (int e : hosts[static_cast<std::size_t>(g)]) {
+        if (!seen[static_cast<std::size_t>(e)]) {
+          seen[static_cast<std::size_t>(e)] = true;
+          p.set(l, e, g);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int e : hosts[static_cast<std::size_t>(g)]) {
+        if (p.gpu(l, e) != g) p.add_replica(l, e, g);
+      }
+    }
+  }
+  validate(p, topology, Balance::kExact, "load-balanced placement");
+  return p;
+}
+
+}  // namespace exflow

@@ -1,0 +1,72 @@
+// Local search on the tokens themselves (src/solve/token_search.cpp): improves a placement for
+// the evaluator's exact context-coherent cost (top-k homes, combines and dispatches, nearest
+// replicas) under per-layer GPU load limits, and fills redundant expert slots.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "exflow/placement.hpp"
+
+namespace exflow {
+class Topology;
+class Trace;
+}  // namespace exflow
+
+namespace exflow::solvers {
+
+// Tokens held in memory for the search: ids [layers, tokens, k], layer-major.
+struct TokenSample {
+  std::int64_t tokens = 0;
+  int layers = 0;
+  int k = 0;
+  int experts = 0;
+  std::vector<std::int32_t> ids;
+
+  // All tokens when there are at most max_tokens, else max_tokens evenly spaced ones.
+  static TokenSample from_trace(const Trace& trace, std::int64_t max_tokens);
+  std::int32_t id(int layer, std::int64_t t, int col) const {
+    return ids[(static_cast<std::size_t>(layer) * tokens + t) * k + col];
+  }
+};
+
+struct TokenSearchOptions {
+  // [layers]: the most token-expert assignments a GPU may serve at each layer (on the sample);
+  // empty: no limit.
+  std::vector<std::int64_t> max_load;
+  int redundant = 0;      // replica slots per GPU per layer to fill (the start has none)
+  double time_limit = 0;  // seconds; 0: none
+  // Work budget in token walks (one token re-scored from one layer on); 0: 1e8. Deterministic,
+  // unlike the time limit.
+  std::int64_t max_token_walks = 0;
+  bool improve = true;  // false: only repair the load and fill the replica slots
+  int max_sweeps = 30;
+  std::uint64_t seed = 1;          // the annealing's and the kicks' random swaps
+  std::int64_t anneal_swaps = -1;  // per layer; -1: 100 * E * (E / G); 0: no annealing
+  int kick_patience = -1;  // stop after this many kicks in a row without gain; -1: 2 * layers
+  std::function<void(const std::string&)> log;
+};
+
+struct TokenSearchResult {
+  explicit TokenSearchResult(Placement p) : placement(std::move(p)) {}
+  Placement placement;
+  double start_cost = 0;  // per token of the sample, the start placement's exact cost
+  double cost = 0;        // per token of the sample, the result's
+  int sweeps = 0;
+  std::int64_t moves = 0;
+  int layers_reset = 0;  // layers whose load could not be repaired by swaps and were rebalanced
+  int kicks = 0;         // perturbations tried
+  int kicks_kept = 0;    // ... that lowered the cost
+  bool stopped_by_time = false;  // by the time limit or the work budget
+  std::int64_t token_walks = 0;
+};
+
+// The start must be hard-balanced or relaxed as the caller wants kept: moves are swaps and
+// replica changes, which keep every GPU's slot count. Throws UsageError if a load limit is
+// below what the load balancer reaches on some layer, naming the smallest ratio it found.
+TokenSearchResult token_search(const TokenSample& sample, const Topology& topology,
+                               const Placement& start, const TokenSearchOptions& options);
+
+}  // namespace exflow::solvers
