@@ -148,6 +148,7 @@ class Search {
     result.moves = moves_;
     result.placement = placement();
     result.cost = total_ / static_cast<double>(T_);
+
     return result;
   }
 
@@ -303,9 +304,13 @@ class Search {
     return true;
   }
   void apply_dload() {
-    for (int i : touched_)
+    // touched_ lists an entry again when its pending change returned to 0 and then moved:
+    // zero each entry as it is applied, so that it is applied once.
+    for (int i : touched_) {
       load_[static_cast<std::size_t>(i)] += dload_[static_cast<std::size_t>(i)];
-    clear_dload();
+      dload_[static_cast<std::size_t>(i)] = 0;
+    }
+    touched_.clear();
   }
 
   void rebuild() {
