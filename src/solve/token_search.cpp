@@ -111,6 +111,7 @@ class Search {
     cost_.assign(static_cast<std::size_t>(L_) * T_, 0.0);
     choice_.assign(static_cast<std::size_t>(L_) * T_ * k_, 0);
     dload_.assign(static_cast<std::size_t>(L_) * G_, 0);
+    listed_.assign(static_cast<std::size_t>(L_) * G_, 0);
     buf_.resize(static_cast<std::size_t>(k_));
     distinct_.resize(static_cast<std::size_t>(k_));
     mult_.resize(static_cast<std::size_t>(k_));
@@ -283,12 +284,18 @@ class Search {
   }
 
   void touch(int m, int g, int d) {
-    std::int64_t& x = dload_[static_cast<std::size_t>(m) * G_ + g];
-    if (x == 0 && d != 0) touched_.push_back(m * G_ + g);
-    x += d;
+    const std::size_t i = static_cast<std::size_t>(m) * G_ + g;
+    if (!listed_[i]) {
+      listed_[i] = 1;
+      touched_.push_back(static_cast<int>(i));
+    }
+    dload_[i] += d;
   }
   void clear_dload() {
-    for (int i : touched_) dload_[static_cast<std::size_t>(i)] = 0;
+    for (int i : touched_) {
+      dload_[static_cast<std::size_t>(i)] = 0;
+      listed_[static_cast<std::size_t>(i)] = 0;
+    }
     touched_.clear();
   }
   // Whether the pending load changes keep every limit (a GPU already over its limit may not
@@ -303,14 +310,21 @@ class Search {
     }
     return true;
   }
-  void apply_dload() {
-    // touched_ lists an entry again when its pending change returned to 0 and then moved:
-    // zero each entry as it is applied, so that it is applied once.
+  // How much the pending load changes add to the load above the limits.
+  std::int64_t added_excess() const {
+    std::int64_t x = 0;
     for (int i : touched_) {
-      load_[static_cast<std::size_t>(i)] += dload_[static_cast<std::size_t>(i)];
-      dload_[static_cast<std::size_t>(i)] = 0;
+      const std::int64_t cap = cap_[static_cast<std::size_t>(i / G_)];
+      const std::int64_t before = load_[static_cast<std::size_t>(i)];
+      const std::int64_t after = before + dload_[static_cast<std::size_t>(i)];
+      x += std::max<std::int64_t>(0, after - cap) - std::max<std::int64_t>(0, before - cap);
     }
-    touched_.clear();
+    return x;
+  }
+  void apply_dload() {
+    for (int i : touched_)
+      load_[static_cast<std::size_t>(i)] += dload_[static_cast<std::size_t>(i)];
+    clear_dload();
   }
 
   void rebuild() {
@@ -769,22 +783,25 @@ class Search {
       for (int r = 0; r < options_.redundant; ++r) {
         replica_demand(l, demand);
         for (int g = 0; g < G_; ++g) {
-          // The best of the most requested experts that keeps the limits; failing that, the
-          // best of them.
+          // The best of the six most requested experts that keeps the limits; failing that,
+          // of the 32 most requested; failing that, the one that exceeds them least.
           int best = -1;
           double best_delta = 0;
-          bool best_ok = false;
-          for (int e : candidates(l, g, demand, 6)) {
-            add_copy(l, e, g);
-            collect(l, e, -1);
-            const double delta = evaluate(l);
-            const bool ok = within_limits();
-            if (best < 0 || (ok && !best_ok) || (ok == best_ok && delta < best_delta)) {
-              best = e;
-              best_delta = delta;
-              best_ok = ok;
+          std::int64_t best_over = 0;
+          for (int n : {6, 32}) {
+            for (int e : candidates(l, g, demand, n)) {
+              add_copy(l, e, g);
+              collect(l, e, -1);
+              const double delta = evaluate(l);
+              const std::int64_t over = added_excess();
+              if (best < 0 || over < best_over || (over == best_over && delta < best_delta)) {
+                best = e;
+                best_delta = delta;
+                best_over = over;
+              }
+              remove_last_copy(l, e, g);
             }
-            remove_last_copy(l, e, g);
+            if (best >= 0 && best_over == 0) break;
           }
           clear_dload();
           if (best < 0) continue;
@@ -964,7 +981,8 @@ class Search {
   std::int64_t walk_budget_ = 0;
 
   std::vector<std::int64_t> dload_;  // [L, G] pending load changes
-  std::vector<int> touched_;
+  std::vector<char> listed_;         // [L, G] whether touched_ lists the entry
+  std::vector<int> touched_;         // entries of dload_ that may be non-zero, each once
   std::vector<std::int32_t> affected_;
   struct Swap {
     int l, a, b;
