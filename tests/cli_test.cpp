@@ -6,7 +6,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <set>
 
+#include "exflow/affinity.hpp"
+#include "exflow/placement.hpp"
+#include "exflow/solve.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
 #include "io/npy.hpp"
 #include "support/test_support.hpp"
 
@@ -380,6 +387,272 @@ TEST(CliSolve, IncrementalStopsWhenSteadyOnARealTrace) {
   // The placement is scored on the whole trace, whatever prefix it was profiled on.
   EXPECT_EQ(j["trace"]["tokens"], 8222);
   EXPECT_LT(j["cost"].get<double>(), j["vanilla"]["cost"].get<double>());
+}
+
+}  // namespace
+}  // namespace exflow
+
+// ---------------------------------------------------------------------------------------------
+// Top-k traces, load limits, redundant experts, serving formats and the trace-free inputs.
+// Fixtures are written at run time.
+
+namespace exflow {
+namespace {
+
+// ids [tokens, layers, k] (C order) with distinct experts per token and layer; experts 0 and 1
+// of every layer are `weight` times as likely as the rest, and column 0 follows the previous
+// layer's column 0 to expert (e + 1) % E with probability 0.6. Only mt19937's raw output is
+// used, which every standard library produces alike.
+std::vector<std::int64_t> topk_ids(std::int64_t tokens, int layers, int k, int experts,
+                                   unsigned seed, int weight) {
+  std::mt19937 rng(seed);
+  const unsigned total = static_cast<unsigned>(experts + 2 * (weight - 1));
+  auto pick = [&] {
+    const int x = static_cast<int>(rng() % total);
+    return x < 2 * weight ? x / weight : x - 2 * weight + 2;
+  };
+  std::vector<std::int64_t> ids;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    int prev = -1;
+    for (int l = 0; l < layers; ++l) {
+      std::set<int> chosen;
+      std::vector<int> order;
+      if (prev >= 0 && rng() % 10 < 6) {
+        chosen.insert((prev + 1) % experts);
+        order.push_back((prev + 1) % experts);
+      }
+      while (static_cast<int>(order.size()) < k) {
+        const int e = pick();
+        if (chosen.insert(e).second) order.push_back(e);
+      }
+      ids.insert(ids.end(), order.begin(), order.end());
+      prev = order[0];
+    }
+  }
+  return ids;
+}
+
+constexpr int kTopkTokens = 400, kTopkLayers = 3, kTopkK = 2, kTopkExperts = 8;
+
+// A top-2 trace [400, 3, 2] over 8 experts, experts 0 and 1 three times as hot: on 4 GPUs
+// vanilla serves 1.6 to 1.9x the mean on its busiest GPU, and so does the placement solved
+// without a load limit.
+std::string write_topk_trace(const TempDir& dir, const std::string& name = "topk.npy") {
+  const std::string path = dir.file(name);
+  test::write_npy(path, topk_ids(kTopkTokens, kTopkLayers, kTopkK, kTopkExperts, 5, 3),
+                  {kTopkTokens, kTopkLayers, kTopkK}, "<i2");
+  return path;
+}
+
+Trace read_trace(const std::string& path) {
+  return Trace::open(path);
+}
+
+int csv_rows(const std::string& path) {
+  const std::string text = test::read_bytes(path);
+  return static_cast<int>(std::count(text.begin(), text.end(), '\n')) - 1;  // minus the header
+}
+
+json run_json(const std::vector<std::string>& args) {
+  CliRun r = exflow(args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  return r.code == 0 ? json::parse(r.out) : json();
+}
+
+TEST(CliTopK, LoadRatioIsHonouredAndReported) {
+  TempDir dir;
+  const std::string trace = write_topk_trace(dir);
+  json j = run_json({"solve", trace, "--gpus-per-node", "4", "--max-load-ratio", "1.5", "--json",
+                     "--quiet", "--out-dir", dir.file("out")});
+  ASSERT_TRUE(j.is_object());
+  EXPECT_GT(j["vanilla"]["load_ratio_max"].get<double>(), 1.5);
+  json free = run_json({"solve", trace, "--gpus-per-node", "4", "--max-load-ratio", "none",
+                        "--json", "--quiet", "--out-dir", dir.file("free")});
+  EXPECT_GT(free["load_ratio_max"].get<double>(), 1.5) << "the limit does not bind";
+  EXPECT_LE(j["load_ratio_max"].get<double>(), 1.5 + 1e-12);
+  for (const auto& ratio : j["per_layer"]["load_ratio"])
+    EXPECT_LE(ratio.get<double>(), 1.5 + 1e-12);
+  EXPECT_EQ(j["max_load_ratio"], "1.5");
+  EXPECT_EQ(j["trace"]["k"], kTopkK);
+  ASSERT_TRUE(j["baseline"].is_object());
+  ASSERT_TRUE(j["vanilla"]["baseline"].is_object());
+  EXPECT_TRUE(j["baseline"]["cost"].is_number());
+  EXPECT_TRUE(j["vanilla"]["baseline"]["cost"].is_number());
+  EXPECT_EQ(j["replicas"], 0);
+  EXPECT_TRUE(j["lower_bound"].is_null()) << "the pairwise bound does not bound a top-k cost";
+  // The token search scored the whole trace: its objective is the evaluator's cost.
+  EXPECT_NEAR(j["objective"].get<double>(), j["cost"].get<double>(), 1e-9);
+  EXPECT_TRUE(std::filesystem::exists(j["placement"].get<std::string>()));
+  EXPECT_EQ(csv_rows(j["placement"].get<std::string>()), kTopkLayers * kTopkExperts);
+}
+
+TEST(CliTopK, RedundantExpertsRoundTripThroughEveryFormat) {
+  TempDir dir;
+  const std::string trace = write_topk_trace(dir);
+  const std::string sglang = dir.file("S.json"), eplb = dir.file("P.json");
+  json j = run_json({"solve", trace, "--gpus-per-node", "4", "--redundant", "1", "--sglang", sglang,
+                     "--eplb", eplb, "--json", "--quiet", "--out-dir", dir.file("out")});
+  ASSERT_TRUE(j.is_object());
+  const std::string csv = j["placement"].get<std::string>();
+  EXPECT_EQ(j["replicas"], kTopkLayers * 4);
+  EXPECT_EQ(csv_rows(csv), kTopkLayers * kTopkExperts + kTopkLayers * 4);
+  ASSERT_TRUE(std::filesystem::exists(sglang));
+  ASSERT_TRUE(std::filesystem::exists(eplb));
+  // 4 GPUs x (8 / 4 + 1) physical slots per layer in both serving formats.
+  const json s = json::parse(test::read_bytes(sglang));
+  const json p = json::parse(test::read_bytes(eplb));
+  ASSERT_EQ(s["physical_to_logical_map"].size(), static_cast<std::size_t>(kTopkLayers));
+  ASSERT_EQ(p["phy2log"].size(), static_cast<std::size_t>(kTopkLayers));
+  for (int l = 0; l < kTopkLayers; ++l) {
+    EXPECT_EQ(s["physical_to_logical_map"][l].size(), 12u);
+    EXPECT_EQ(p["phy2log"][l], s["physical_to_logical_map"][l]);
+  }
+  const double cost = j["cost"].get<double>();
+  EXPECT_NEAR(j["objective"].get<double>(), cost, 1e-9);
+  for (const std::string& placement : {csv, sglang, eplb}) {
+    json e = run_json({"eval", trace, placement, "--gpus-per-node", "4", "--json", "--quiet"});
+    ASSERT_TRUE(e.is_object()) << placement;
+    EXPECT_DOUBLE_EQ(e["cost"].get<double>(), cost) << placement;
+    EXPECT_EQ(e["replicas"], kTopkLayers * 4) << placement;
+    EXPECT_DOUBLE_EQ(e["load_ratio_max"].get<double>(), j["load_ratio_max"].get<double>())
+        << placement;
+  }
+}
+
+TEST(CliTopK, BadAndInfeasibleLoadRatiosExitTwo) {
+  TempDir dir;
+  const std::string trace = write_topk_trace(dir);
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--max-load-ratio", "0.5",
+                                "--quiet", "--out-dir", dir.file("out")}),
+                        2, "--max-load-ratio");
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--max-load-ratio", "x",
+                                "--quiet", "--out-dir", dir.file("out")}),
+                        2, "--max-load-ratio");
+  // Top-1 on 4 GPUs, experts 0 and 1 each a third of layer 0's tokens: either alone is more
+  // than a GPU's mean share (1/4), so no placement reaches ratio 1.
+  test::write_npy(dir.file("hot.npy"), topk_ids(300, 2, 1, 8, 9, 6), {300, 2}, "<i4");
+  expect_one_line_error(
+      exflow({"solve", dir.file("hot.npy"), "--gpus-per-node", "4", "--max-load-ratio", "1.0",
+              "--quiet", "--out-dir", dir.file("out")}),
+      2, "smallest ratio found feasible");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << "nothing is written on refusal";
+}
+
+TEST(CliTopK, AffinityCountsReportTheGraphObjective) {
+  TempDir dir;
+  const Topology topo(1, 4);
+  for (int k : {1, 2}) {
+    const std::string trace_path = write_topk_trace(dir);
+    Trace trace = read_trace(trace_path);
+    if (k == 1) {
+      TraceOpenOptions o;
+      o.topk = 1;
+      trace = Trace::open(trace_path, o);
+    }
+    const AffinityGraph graph = AffinityGraph::from_trace(trace, 1);
+    const std::string counts = dir.file("counts" + std::to_string(k) + ".npy");
+    test::write_npy(counts, graph.transitions(), {kTopkLayers - 1, kTopkExperts, kTopkExperts},
+                    "<i8");
+    json j = run_json({"solve", "--affinity-counts", counts, "--affinity-k", std::to_string(k),
+                       "--gpus-per-node", "4", "--json", "--quiet", "--out-dir",
+                       dir.file("out" + std::to_string(k))});
+    ASSERT_TRUE(j.is_object());
+    EXPECT_TRUE(j["cost"].is_null());
+    EXPECT_EQ(j["counts"]["tokens"], kTopkTokens) << "k " << k;
+    Placement p = read_placement_csv(j["placement"].get<std::string>(), kTopkLayers, kTopkExperts,
+                                     topo.gpus());
+    const double objective = graph_objective(graph, p, topo);
+    EXPECT_NEAR(j["objective"].get<double>(), objective, 1e-9 * std::max(1.0, objective))
+        << "k " << k;
+    EXPECT_NEAR(j["vanilla_objective"].get<double>(),
+                graph_objective(graph, vanilla_placement(kTopkLayers, kTopkExperts, topo), topo),
+                1e-9);
+    EXPECT_LE(j["objective"].get<double>(), j["vanilla_objective"].get<double>() + 1e-12);
+    if (k == 1) {
+      // Top-1 counts: the graph objective is the evaluator's cost.
+      json e = run_json({"eval", trace_path, j["placement"].get<std::string>(), "--topk", "1",
+                         "--gpus-per-node", "4", "--json", "--quiet"});
+      EXPECT_NEAR(e["cost"].get<double>(), objective, 1e-9);
+    }
+  }
+  // Options that need tokens are refused.
+  test::write_npy(dir.file("c.npy"), std::vector<std::int64_t>(2 * 8 * 8, 1), {2, 8, 8}, "<i8");
+  expect_one_line_error(exflow({"solve", "--affinity-counts", dir.file("c.npy"), "--gpus-per-node",
+                                "4", "--redundant", "1", "--quiet", "--out-dir", dir.file("o")}),
+                        2, "--redundant");
+}
+
+TEST(CliTopK, ExpertLoadsBalanceWithoutATrace) {
+  TempDir dir;
+  const std::string loads = dir.file("loads.json");
+  test::write_bytes(loads,
+                    "{\"logical_count\": [[90, 80, 5, 5, 10, 10, 1, 1], [1, 2, 3, 4, 50, 60, 70, "
+                    "80]]}");
+  json j = run_json({"solve", "--expert-loads", loads, "--gpus-per-node", "4", "--json", "--quiet",
+                     "--out-dir", dir.file("out")});
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["method"], "load-balance");
+  EXPECT_TRUE(j["cost"].is_null());
+  EXPECT_EQ(j["loads"]["layers"], 2);
+  EXPECT_EQ(j["loads"]["experts"], 8);
+  // Vanilla pairs 90 with 80 (ratio 170/50.5); balanced puts them apart: 91/50.5 at best.
+  EXPECT_LT(j["load_ratio_max"].get<double>(), j["vanilla"]["load_ratio_max"].get<double>());
+  EXPECT_NEAR(j["vanilla"]["load_ratio_max"].get<double>(), 170.0 / 50.5, 1e-12);
+  EXPECT_LE(j["load_ratio_max"].get<double>(), 91.0 / 50.5 + 1e-12);
+  EXPECT_EQ(csv_rows(j["placement"].get<std::string>()), 16);
+
+  json r = run_json({"solve", "--expert-loads", loads, "--gpus-per-node", "4", "--redundant", "1",
+                     "--json", "--quiet", "--out-dir", dir.file("out1")});
+  ASSERT_TRUE(r.is_object());
+  EXPECT_EQ(r["replicas"], 8);
+  EXPECT_LE(r["load_ratio_max"].get<double>(), j["load_ratio_max"].get<double>() + 1e-12);
+  EXPECT_EQ(csv_rows(r["placement"].get<std::string>()), 24);
+
+  const std::string trace = write_topk_trace(dir);
+  expect_one_line_error(exflow({"solve", trace, "--expert-loads", loads, "--gpus-per-node", "4",
+                                "--quiet", "--out-dir", dir.file("o")}),
+                        2, "exactly one of");
+}
+
+TEST(CliTopK, ConvertedJsonlProfiles) {
+  TempDir dir;
+  // 3 tokens x 2 layers x top-2, rows out of order with explicit token ids.
+  test::write_bytes(dir.file("rows.jsonl"),
+                    "{\"layer\": 1, \"topk_ids\": [3, 0], \"token\": 2}\n"
+                    "{\"layer\": 0, \"topk_ids\": [1, 2], \"token\": 0}\n"
+                    "\n"
+                    "{\"layer\": 0, \"topk_ids\": [0, 3], \"token\": 1}\n"
+                    "{\"layer\": 1, \"topk_ids\": [2, 1], \"token\": 0}\n"
+                    "{\"layer\": 0, \"topk_ids\": [3, 1], \"token\": 2}\n"
+                    "{\"layer\": 1, \"topk_ids\": [0, 2], \"token\": 1}\n");
+  json c = run_json({"convert", dir.file("rows.jsonl"), "-o", dir.file("out.npy"), "--json"});
+  EXPECT_EQ(c["tokens"], 3);
+  EXPECT_EQ(c["layers"], 2);
+  EXPECT_EQ(c["k"], 2);
+  json p = run_json({"profile", dir.file("out.npy"), "--json", "--quiet"});
+  EXPECT_EQ(p["tokens"], 3);
+  EXPECT_EQ(p["layers"], 2);
+  EXPECT_EQ(p["k"], 2);
+  EXPECT_EQ(p["experts"], 4);
+  Trace t = read_trace(dir.file("out.npy"));
+  EXPECT_EQ(t.at(2, 1, 0), 3);
+  EXPECT_EQ(t.at(2, 1, 1), 0);
+  EXPECT_EQ(t.at(1, 0, 1), 3);
+  EXPECT_EQ(t.at(0, 1, 0), 2);
+}
+
+TEST(CliTopK, MethodVanillaWritesTheVanillaPlacement) {
+  TempDir dir;
+  const std::string trace = write_topk_trace(dir);
+  json j = run_json({"solve", trace, "--gpus-per-node", "4", "--method", "vanilla", "--json",
+                     "--quiet", "--out-dir", dir.file("out")});
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["method"], "vanilla");
+  EXPECT_DOUBLE_EQ(j["cost"].get<double>(), j["vanilla"]["cost"].get<double>());
+  EXPECT_DOUBLE_EQ(j["load_ratio_max"].get<double>(), j["vanilla"]["load_ratio_max"].get<double>());
+  const Topology topo(1, 4);
+  EXPECT_EQ(read_placement_csv(j["placement"].get<std::string>(), kTopkLayers, kTopkExperts, 4),
+            vanilla_placement(kTopkLayers, kTopkExperts, topo));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "exflow/error.hpp"
 #include "exflow/solve.hpp"
@@ -161,6 +162,14 @@ Placement balance_loads(const std::vector<std::int64_t>& loads, int layers, int 
     const std::int64_t* load = loads.data() + static_cast<std::size_t>(l) * experts;
     if (redundant == 0) {
       std::vector<int> gpu_of = solvers::balance_layer(load, experts, G, per_gpu);
+      // The greedy and its swaps can end a little above the contiguous layout (e.g. loads
+      // {3 8 14 11 4 10 12 11 1} on 3 GPUs: 26 vs 25); keep the better, as the token search does.
+      std::vector<int> contiguous(static_cast<std::size_t>(experts));
+      for (int e = 0; e < experts; ++e) contiguous[static_cast<std::size_t>(e)] = e / per_gpu;
+      if (solvers::max_gpu_load(load, contiguous.data(), experts, G) <
+          solvers::max_gpu_load(load, gpu_of.data(), experts, G)) {
+        gpu_of = std::move(contiguous);
+      }
       for (int e = 0; e < experts; ++e) p.set(l, e, gpu_of[static_cast<std::size_t>(e)]);
       continue;
     }

@@ -659,11 +659,13 @@ class Search {
       for (int l = 0; l < L_; ++l) {
         smallest = std::max(smallest, static_cast<double>(best_balanced_max(l)) / mean_load());
       }
+      // Rounded up to the decimals shown, so that the ratio as printed is accepted.
+      smallest = std::ceil(smallest * 1e4) / 1e4;
       char buf[256];
       std::snprintf(buf, sizeof buf,
                     "the load limit cannot be met: on layer %d the busiest GPU serves at least "
                     "%.4g x the mean in every placement found; the smallest ratio found feasible "
-                    "for all layers is %.4g",
+                    "for all layers is %.4f",
                     worst_layer, worst_ratio, smallest);
       throw UsageError(buf);
     }
