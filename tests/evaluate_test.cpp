@@ -145,6 +145,20 @@ TEST(Evaluate, ReplicasAreUsedWhereTheTokenIsElseTheNearest) {
   EXPECT_EQ(plain.inter_transfers, 3);
 }
 
+TEST(Evaluate, NearestReplicaFollowsHopCostNotHopClass) {
+  // 2 nodes x 2 GPUs where crossing nodes is cheaper (1) than staying in one (2). Expert 1 of
+  // layer 1 has copies on GPUs 1 (same node as GPU 0) and 2 (other node): a token coming from
+  // GPU 0 uses the copy on GPU 2, one inter-node transfer of cost 1.
+  Trace t = Trace::from_ids({0, 1}, 1, 2, 1, 4);
+  Topology topo(2, 2, 2.0, 1.0);
+  Placement p(2, 4, 4, {0, 1, 2, 3, 3, 1, 0, 2});
+  p.add_replica(1, 1, 2);
+  Metrics m = evaluate(t, p, topo, {});
+  EXPECT_EQ(m.inter_transfers, 1);
+  EXPECT_EQ(m.intra_transfers, 0);
+  EXPECT_DOUBLE_EQ(m.cost, 1.0);
+}
+
 TEST(Evaluate, TopKReplicaOnTheHomeAvoidsTheDispatch) {
   // 1 node x 2 GPUs, 4 experts, vanilla (0,1 | 2,3), k = 2. Layer 0: experts 0 1 -> home 0.
   // Layer 1: experts 2 3 both on GPU 1: dispatch 0 -> 1, home 1. With a replica of expert 2 on

@@ -385,6 +385,12 @@ int run_solve_from_loads(const SolveArgs& args) {
   if (args.experts > 0) {
     throw UsageError("--experts does not apply to --expert-loads (E is the file's width)");
   }
+  if (args.max_load_ratio != "auto" || args.method != "auto" || args.incremental > 0 ||
+      args.bipart || args.min_experts_per_gpu >= 0) {
+    throw UsageError(
+        "--expert-loads balances by load alone: --max-load-ratio, --method, "
+        "--incremental, --bipart and --min-experts-per-gpu need a trace");
+  }
   ExpertLoads loads = read_expert_loads(args.expert_loads);
   Topology topology = make_topology(args);
   Placement placement =
@@ -520,6 +526,11 @@ int run_solve(const SolveArgs& args) {
   Topology topology = make_topology(args);
   SolveOptions options = solve_options_of(args);
   if (args.starts == 0) options.starts = trace.k() > 1 ? 2 : 8;
+  if (options.method == Method::kVanilla && !args.bipart &&
+      options.max_load.kind == LoadLimit::Kind::kRatio) {
+    throw UsageError("--method vanilla keeps the contiguous placement: --max-load-ratio " +
+                     args.max_load_ratio + " cannot apply");
+  }
   std::int64_t tokens_used = trace.tokens();
   SolveResult r =
       args.incremental > 0
@@ -561,6 +572,7 @@ int run_solve(const SolveArgs& args) {
     j["gap"] = gap_json;
     j["objective"] = r.objective;
     j["max_load_ratio"] = to_string(options.max_load);
+    j["layers_over_load_limit"] = r.layers_over_load_limit;
     j["detail"] = r.detail;
     j["steps"] = r.steps;
     j["tokens_used"] = tokens_used;

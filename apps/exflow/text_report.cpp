@@ -196,6 +196,10 @@ std::string solve_summary(const SolveResult& r, const Metrics& solved, const Met
   out += "  GPU load ratio worst layer " + fmt("%.3f", solved.load_ratio_max) + " (vanilla " +
          fmt("%.3f", vanilla.load_ratio_max) + "), mean " + fmt("%.3f", solved.load_ratio_mean) +
          " (vanilla " + fmt("%.3f", vanilla.load_ratio_mean) + ")\n";
+  if (r.layers_over_load_limit > 0) {
+    out += "  warning: the load limit is exceeded on " + std::to_string(r.layers_over_load_limit) +
+           " layers (see above)\n";
+  }
   if (solved.replicas > 0) {
     out += "  " + std::to_string(solved.replicas) + " replica slots serve " +
            fmt("%.2f%%", 100.0 * solved.replica_share) + " of token-expert assignments\n";

@@ -86,6 +86,7 @@ struct SolveResult {
   double seconds = 0;
   std::string detail;              // e.g. "CBC: stopped at the time limit"
   std::vector<std::string> steps;  // bipart / incremental: one line per step
+  int layers_over_load_limit = 0;  // refine(): layers the load limit could not be kept on
 };
 
 // Solves on the affinity graph. Throws UsageError for inconsistent options (E not divisible

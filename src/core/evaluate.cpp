@@ -46,6 +46,7 @@ class BlockEvaluator {
         gpus_(topology.gpus()) {
     node_of_.resize(static_cast<std::size_t>(gpus_));
     for (int g = 0; g < gpus_; ++g) node_of_[static_cast<std::size_t>(g)] = topology.node_of(g);
+    hop_cost_ = {0.0, topology.intra_cost(), topology.inter_cost()};
     // Copies of every (layer, expert), ascending GPU ids: CSR over l * E + e.
     const std::size_t n = placement.gpu_of().size();
     copy_start_.assign(n + 1, 0);
@@ -88,13 +89,15 @@ class BlockEvaluator {
     const std::size_t b = copy_start_[i];
     const std::size_t end = copy_start_[i + 1];
     int best = copy_gpu_[b];
-    if (end - b == 1) return best;
-    int best_hop = hop(at, best);
-    for (std::size_t j = b + 1; j < end && best_hop > 0; ++j) {
-      int h = hop(at, copy_gpu_[j]);
-      if (h < best_hop) {
-        best = copy_gpu_[j];
-        best_hop = h;
+    if (end - b == 1 || best == at) return best;
+    double best_cost = hop_cost_[static_cast<std::size_t>(hop(at, best))];
+    for (std::size_t j = b + 1; j < end; ++j) {
+      const int g = copy_gpu_[j];
+      if (g == at) return g;
+      const double c = hop_cost_[static_cast<std::size_t>(hop(at, g))];
+      if (c < best_cost) {
+        best = g;
+        best_cost = c;
       }
     }
     return best;
@@ -219,6 +222,7 @@ class BlockEvaluator {
   int experts_;
   int gpus_;
   std::vector<int> node_of_;
+  std::vector<double> hop_cost_;         // [3] by hop class
   std::vector<std::size_t> copy_start_;  // [L * E + 1]
   std::vector<int> copy_gpu_;
   std::vector<int> prev_;  // per token of the block: its GPU (home) at the previous layer

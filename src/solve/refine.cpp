@@ -1,6 +1,7 @@
 // From the affinity-graph optimum to the placement that is best for the trace itself: load
 // limits, top-k costs and redundant experts (see refine() in include/exflow/solve.hpp).
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,9 +23,10 @@ LoadLimit parse_load_limit(const std::string& text) {
     limit.kind = LoadLimit::Kind::kAuto;
     return limit;
   }
-  char* end = nullptr;
-  const double ratio = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(ratio) || ratio < 1.0) {
+  double ratio = 0;
+  const auto parsed = std::from_chars(text.data(), text.data() + text.size(), ratio);
+  if (text.empty() || parsed.ec != std::errc() || parsed.ptr != text.data() + text.size() ||
+      !std::isfinite(ratio) || ratio < 1.0) {
     throw UsageError(
         "--max-load-ratio must be 'auto', 'none' or a number >= 1 (the busiest "
         "GPU's load over the mean), got '" +
@@ -43,8 +45,8 @@ std::string to_string(const LoadLimit& limit) {
       return "auto";
     case LoadLimit::Kind::kRatio: {
       char buf[32];
-      std::snprintf(buf, sizeof buf, "%g", limit.ratio);
-      return buf;
+      const auto r = std::to_chars(buf, buf + sizeof buf, limit.ratio);
+      return std::string(buf, r.ptr);
     }
   }
   return "?";
@@ -72,7 +74,7 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   // The vanilla placement stays vanilla: only replicas are added to it.
   const bool vanilla = result.method == Method::kVanilla && !options.bipart;
   const bool needed =
-      vanilla ? options.redundant > 0
+      vanilla ? options.redundant > 0 || k > 1
               : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || options.redundant > 0;
   if (!needed) return result;
   if (options.redundant < 0) throw UsageError("--redundant must be >= 0");
@@ -139,6 +141,11 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
     detail += ", " + std::to_string(found.layers_reset) + " layers rebalanced by load alone";
   }
   if (found.stopped_by_time) detail += ", stopped by the time limit or the work budget";
+  result.layers_over_load_limit = found.layers_over_limit;
+  if (found.layers_over_limit > 0) {
+    detail += "; the load limit is exceeded on " + std::to_string(found.layers_over_limit) +
+              " layers (the replicas' copies could not all be kept within it)";
+  }
   result.detail = result.detail.empty() ? detail : result.detail + "; " + detail;
   if (options.min_experts_per_gpu < 0) {
     validate(result.placement, topology, Balance::kExact, "refined placement");

@@ -122,15 +122,20 @@ class Search {
     TokenSearchResult result(placement());
     result.start_cost = total_ / static_cast<double>(T_);
     check_limits_reachable();
-    repair(result);
+    repair(result, true);
     // The annealing counts GPUs, not hops, so it runs on one node only.
     if (options_.improve && options_.anneal_swaps != 0 && G_ > 1 && topo_.nodes() == 1 &&
         !has_replicas()) {
       anneal_layers();
     }
-    if (options_.redundant > 0) fill_replicas();
+    if (options_.redundant > 0) {
+      fill_replicas();
+      repair(result, false);
+    }
     log("token search: start " + fmt(result.start_cost) + ", after load repair and replicas " +
         fmt(total_ / static_cast<double>(T_)));
+    // The work budget is for the improvement steps: repair and replica filling are not cut.
+    walks_before_ = walks_;
     const int sweeps = options_.improve ? options_.max_sweeps : 0;
     for (int sweep = 0; sweep < sweeps && !out_of_time(); ++sweep) {
       const double before = total_;
@@ -149,6 +154,7 @@ class Search {
     result.moves = moves_;
     result.placement = placement();
     result.cost = total_ / static_cast<double>(T_);
+    result.layers_over_limit = layers_over_limit();
 
     return result;
   }
@@ -695,11 +701,15 @@ class Search {
     return x;
   }
 
-  void repair(TokenSearchResult& result) {
+  // allow_reset: a layer the swaps cannot repair is rebalanced by load alone (only before
+  // replicas exist: the balanced layout knows nothing of them).
+  void repair(TokenSearchResult& result, bool allow_reset) {
     for (int l = 0; l < L_; ++l) {
       const std::int64_t cap = cap_[static_cast<std::size_t>(l)];
       if (cap == kNoLimit) continue;
-      for (int step = 0; step < 4 * E_; ++step) {
+      if (!allow_reset) repair_replica_slots(l);
+      const int steps = allow_reset ? 4 * E_ : 2 * std::max(1, E_ / G_);
+      for (int step = 0; step < steps; ++step) {
         clear_dload();
         const std::int64_t now = excess(l);
         if (now == 0) break;
@@ -738,7 +748,7 @@ class Search {
         do_swap(l, best_a, best_b);
       }
       clear_dload();
-      if (excess(l) > 0) {
+      if (excess(l) > 0 && allow_reset) {
         std::vector<int> layout;
         best_balanced_max(l, &layout);
         for (int g = 0; g < G_; ++g) members(l, g).clear();
@@ -750,6 +760,54 @@ class Search {
         ++result.layers_reset;
       }
     }
+  }
+
+  // Re-aims replica slots of layer l at the experts that most reduce its load excess.
+  void repair_replica_slots(int l) {
+    std::vector<std::int64_t> demand;
+    for (int round = 0; round < 4; ++round) {
+      clear_dload();
+      if (excess(l) == 0) return;
+      replica_demand(l, demand);
+      bool improved = false;
+      for (int g = 0; g < G_; ++g) {
+        for (std::size_t i = 0; i < slots(l, g).size(); ++i) {
+          clear_dload();
+          const std::int64_t now = excess(l);
+          if (now == 0) return;
+          const int old = slots(l, g)[i];
+          int best = -1;
+          std::int64_t best_excess = now;
+          double best_delta = 0;
+          for (int e : candidates(l, g, demand, 32)) {
+            set_slot(l, g, i, e);
+            collect(l, std::min(old, e), std::max(old, e));
+            const double delta = evaluate(l);
+            const std::int64_t x = excess(l);
+            if (x < best_excess || (x == best_excess && best >= 0 && delta < best_delta)) {
+              best = e;
+              best_excess = x;
+              best_delta = delta;
+            }
+            set_slot(l, g, i, old);
+          }
+          clear_dload();
+          if (best < 0) continue;
+          set_slot(l, g, i, best);
+          collect(l, std::min(old, best), std::max(old, best));
+          commit(l);
+          improved = true;
+        }
+      }
+      if (!improved) return;
+    }
+  }
+
+  int layers_over_limit() {
+    clear_dload();
+    int n = 0;
+    for (int l = 0; l < L_; ++l) n += excess(l) > 0;
+    return n;
   }
 
   // ---- step 2 and 3: replicas ---------------------------------------------------------------
@@ -943,7 +1001,7 @@ class Search {
   // The time limit, or the work budget: token walks by evaluations and commits, which makes
   // the stopping point, and so the result, the same on every machine.
   bool out_of_time() const {
-    if (walks_ > walk_budget_) return true;
+    if (walks_ - walks_before_ > walk_budget_) return true;
     return options_.time_limit > 0 &&
            std::chrono::duration<double>(Clock::now() - started_).count() > options_.time_limit;
   }
@@ -980,6 +1038,7 @@ class Search {
   double total_ = 0;
   std::int64_t moves_ = 0;
   std::int64_t walks_ = 0;
+  std::int64_t walks_before_ = 0;  // walks_ when the improvement steps began
   std::int64_t walk_budget_ = 0;
 
   std::vector<std::int64_t> dload_;  // [L, G] pending load changes
