@@ -358,6 +358,33 @@ TEST(Evaluate, EvaluateAllMatchesSeparateEvaluations) {
   EXPECT_DOUBLE_EQ(both[1].cost, evaluate(trace, b, topo, {}).cost);
 }
 
+TEST(Evaluate, TopKPathWithKEqualOneEqualsTheTop1Path) {
+  // A replica of an expert no token uses sends a top-1 trace through the general top-k walk
+  // (the top-1 fast path handles placements without replicas only): every metric must agree.
+  std::mt19937 rng(21);
+  Topology topo(2, 4, 1.0, 3.0);
+  Trace trace = random_trace(4000, 6, 1, 15, rng);  // ids 0..14 of E = 16
+  std::vector<std::int32_t> ids;
+  for (std::int64_t t = 0; t < trace.tokens(); ++t) {
+    for (int l = 0; l < 6; ++l) ids.push_back(trace.at(t, l));
+  }
+  Trace wide = Trace::from_ids(ids, trace.tokens(), 6, 1, 16);
+  Placement plain = random_balanced(6, 16, topo, rng);
+  Placement with_replica = plain;
+  const int unused_gpu = (plain.gpu(3, 15) + 1) % topo.gpus();
+  with_replica.add_replica(3, 15, unused_gpu);
+  Metrics a = evaluate(wide, plain, topo, {});
+  Metrics b = evaluate(wide, with_replica, topo, {});
+  EXPECT_EQ(a.intra_transfers, b.intra_transfers);
+  EXPECT_EQ(a.inter_transfers, b.inter_transfers);
+  EXPECT_DOUBLE_EQ(a.cost, b.cost);
+  EXPECT_EQ(a.local_fraction_per_layer, b.local_fraction_per_layer);
+  EXPECT_EQ(a.cost_per_layer, b.cost_per_layer);
+  EXPECT_EQ(a.gpu_load, b.gpu_load);
+  EXPECT_EQ(b.replicas, 1);
+  EXPECT_EQ(b.replica_assignments, 0);
+}
+
 TEST(Evaluate, TopkOptionScoresColumnZeroOfATopKFile) {
   std::mt19937 rng(9);
   Topology topo(2, 2);
