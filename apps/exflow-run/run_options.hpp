@@ -1,0 +1,31 @@
+// exflow-run's arguments and their options table (the pattern of apps/exflow/options.hpp: one
+// row per option drives registration, --help and the "options" echo of --json).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "../exflow/options.hpp"
+
+namespace exflow::cli {
+
+struct RunArgs {
+  std::string trace;
+  std::string mode;
+  std::string placement;
+  int experts = 0;  // 0: largest id + 1
+  int batch = 8;
+  int seq_len = 64;
+  int prefill = -1;  // -1: seq_len / 2
+  int hidden = 256;
+  int heads = 4;
+  int ffn = 512;
+  std::string activation = "swiglu";
+  std::string combine = "trace";
+  std::uint64_t seed = 1;
+  bool json = false;
+};
+
+const OptionTable<RunArgs>& run_options();
+
+}  // namespace exflow::cli
