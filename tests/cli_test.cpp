@@ -25,36 +25,10 @@ using test::TempDir;
 
 const std::string kGolden = std::string(EXFLOW_TEST_DATA_DIR) + "/golden/";
 
-struct CliRun {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  return q + "'";
-}
+using CliRun = test::CommandRun;
 
 CliRun exflow(const std::vector<std::string>& args) {
-  TempDir dir;
-  std::string cmd = quote(EXFLOW_CLI);
-  for (const auto& a : args) cmd.append(" ").append(quote(a));
-  cmd.append(" >").append(quote(dir.file("out")));
-  cmd.append(" 2>").append(quote(dir.file("err"))).append(" </dev/null");
-  int status = std::system(cmd.c_str());
-  CliRun r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = test::read_bytes(dir.file("out"));
-  r.err = test::read_bytes(dir.file("err"));
-  return r;
+  return test::run_command(EXFLOW_CLI, args);
 }
 
 // A failed run says one line on stderr, prefixed "exflow: error: ", and nothing on stdout.

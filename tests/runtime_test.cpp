@@ -517,36 +517,10 @@ TEST(RuntimeReference, ChecksumIsFnv1aOverBitPatterns) {
 // ---------------------------------------------------------------------------------------------
 // exflow-run CLI
 
-struct CliRun {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char ch : s) {
-    if (ch == '\'') {
-      q += "'\\''";
-    } else {
-      q += ch;
-    }
-  }
-  return q + "'";
-}
+using CliRun = test::CommandRun;
 
 CliRun exflow_run(const std::vector<std::string>& args) {
-  test::TempDir dir;
-  std::string cmd = quote(EXFLOW_RUN_CLI);
-  for (const auto& a : args) cmd.append(" ").append(quote(a));
-  cmd.append(" >").append(quote(dir.file("out")));
-  cmd.append(" 2>").append(quote(dir.file("err"))).append(" </dev/null");
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = test::read_bytes(dir.file("out"));
-  r.err = test::read_bytes(dir.file("err"));
-  return r;
+  return test::run_command(EXFLOW_RUN_CLI, args);
 }
 
 void expect_one_line_error(const CliRun& r, int code, const std::string& fragment) {

@@ -775,27 +775,14 @@ class Search {
           clear_dload();
           const std::int64_t now = excess(l);
           if (now == 0) return;
-          const int old = slots(l, g)[i];
-          int best = -1;
-          std::int64_t best_excess = now;
-          double best_delta = 0;
-          for (int e : candidates(l, g, demand, 32)) {
-            set_slot(l, g, i, e);
-            collect(l, std::min(old, e), std::max(old, e));
-            const double delta = evaluate(l);
-            const std::int64_t x = excess(l);
-            if (x < best_excess || (x == best_excess && best >= 0 && delta < best_delta)) {
-              best = e;
-              best_excess = x;
-              best_delta = delta;
-            }
-            set_slot(l, g, i, old);
-          }
-          clear_dload();
-          if (best < 0) continue;
-          set_slot(l, g, i, best);
-          collect(l, std::min(old, best), std::max(old, best));
-          commit(l);
+          // Fewest excess first, then the cheapest.
+          const SlotChoice best = best_slot_expert(
+              l, g, i, candidates(l, g, demand, 32), [&](const SlotChoice& c, const SlotChoice& b) {
+                return c.excess < (b.expert < 0 ? now : b.excess) ||
+                       (b.expert >= 0 && c.excess == b.excess && c.delta < b.delta);
+              });
+          if (best.expert < 0) continue;
+          aim_slot(l, g, i, best.expert);
           improved = true;
         }
       }
@@ -882,26 +869,49 @@ class Search {
     replica_demand(l, demand);
     for (int g = 0; g < G_ && !out_of_time(); ++g) {
       for (std::size_t i = 0; i < slots(l, g).size(); ++i) {
-        const int old = slots(l, g)[i];
-        int best = -1;
-        double best_delta = -1e-9;
-        for (int e : candidates(l, g, demand, 4)) {
-          set_slot(l, g, i, e);
-          collect(l, std::min(old, e), std::max(old, e));
-          const double delta = evaluate(l);
-          if (delta < best_delta && within_limits()) {
-            best = e;
-            best_delta = delta;
-          }
-          set_slot(l, g, i, old);
-        }
-        clear_dload();
-        if (best < 0) continue;
-        set_slot(l, g, i, best);
-        collect(l, std::min(old, best), std::max(old, best));
-        commit(l);
+        // The cheapest improvement within the limits.
+        const SlotChoice best = best_slot_expert(
+            l, g, i, candidates(l, g, demand, 4), [](const SlotChoice& c, const SlotChoice& b) {
+              return c.within_limits && c.delta < (b.expert < 0 ? -1e-9 : b.delta);
+            });
+        if (best.expert >= 0) aim_slot(l, g, i, best.expert);
       }
     }
+  }
+
+  struct SlotChoice {
+    int expert = -1;
+    double delta = 0;
+    std::int64_t excess = 0;  // the layer's load excess after the change
+    bool within_limits = true;
+  };
+  // Scores re-aiming replica slot i of GPU g at layer l at each candidate expert (the slot is
+  // restored after each); returns the candidate `better(candidate, best so far)` prefers, or
+  // expert -1.
+  template <class Better>
+  SlotChoice best_slot_expert(int l, int g, std::size_t i, const std::vector<int>& experts,
+                              Better better) {
+    const int old = slots(l, g)[i];
+    SlotChoice best;
+    for (int e : experts) {
+      set_slot(l, g, i, e);
+      collect(l, std::min(old, e), std::max(old, e));
+      SlotChoice c;
+      c.expert = e;
+      c.delta = evaluate(l);
+      c.excess = excess(l);
+      c.within_limits = within_limits();
+      if (better(c, best)) best = c;
+      set_slot(l, g, i, old);
+    }
+    clear_dload();
+    return best;
+  }
+  void aim_slot(int l, int g, std::size_t i, int e) {
+    const int old = slots(l, g)[i];
+    set_slot(l, g, i, e);
+    collect(l, std::min(old, e), std::max(old, e));
+    commit(l);
   }
 
   // ---- step 3: swaps ------------------------------------------------------------------------

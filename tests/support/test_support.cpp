@@ -1,5 +1,6 @@
 #include "support/test_support.hpp"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -48,6 +49,36 @@ bool shared_data_available() {
 
 std::string shared_data(const std::string& name) {
   return std::string(EXFLOW_SHARED_DATA_DIR) + "/" + name;
+}
+
+namespace {
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+}  // namespace
+
+CommandRun run_command(const std::string& program, const std::vector<std::string>& args) {
+  TempDir dir;
+  std::string cmd = shell_quote(program);
+  for (const auto& a : args) cmd.append(" ").append(shell_quote(a));
+  cmd.append(" >").append(shell_quote(dir.file("out")));
+  cmd.append(" 2>").append(shell_quote(dir.file("err"))).append(" </dev/null");
+  const int status = std::system(cmd.c_str());
+  CommandRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_bytes(dir.file("out"));
+  r.err = read_bytes(dir.file("err"));
+  return r;
 }
 
 }  // namespace exflow::test
