@@ -151,16 +151,6 @@ std::uint32_t read_le(const std::uint8_t* p, int bytes) {
   return v;
 }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  if (shape.size() == 1) s += ",";
-  return s + ")";
-}
-
 // Checks the dtype string and fills kind, size and byte order.
 [[noreturn]] void bad_dtype(const std::string& path, const std::string& descr,
                             const std::string& why) {
@@ -277,7 +267,7 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
   h.shape = shape->tuple;
 
   if (h.shape.size() != 2 && h.shape.size() != 3) {
-    throw InputError(path + ": shape " + shape_text(h.shape) + " has " +
+    throw InputError(path + ": shape " + npy_shape_text(h.shape) + " has " +
                      std::to_string(h.shape.size()) +
                      (h.shape.size() == 1 ? " dimension" : " dimensions") +
                      "; a trace is [tokens, layers] or [tokens, layers, k]");
@@ -286,32 +276,32 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
   std::size_t count = 1;
   for (std::size_t i = 0; i < h.shape.size(); ++i) {
     if (h.shape[i] < 0) {
-      throw InputError(path + ": shape " + shape_text(h.shape) + " has a negative dimension");
+      throw InputError(path + ": shape " + npy_shape_text(h.shape) + " has a negative dimension");
     }
     if (h.shape[i] == 0) {
-      throw InputError(path + ": shape " + shape_text(h.shape) + " has zero " + kAxis[i]);
+      throw InputError(path + ": shape " + npy_shape_text(h.shape) + " has zero " + kAxis[i]);
     }
     if (__builtin_mul_overflow(count, static_cast<std::size_t>(h.shape[i]), &count)) {
-      throw InputError(path + ": shape " + shape_text(h.shape) + " is too large");
+      throw InputError(path + ": shape " + npy_shape_text(h.shape) + " is too large");
     }
   }
   if (h.shape[1] > INT32_MAX || (h.shape.size() == 3 && h.shape[2] > 64)) {
-    throw InputError(path + ": shape " + shape_text(h.shape) +
+    throw InputError(path + ": shape " + npy_shape_text(h.shape) +
                      " is implausible (layers must fit in 32 bits, k at most 64)");
   }
   if (__builtin_mul_overflow(count, static_cast<std::size_t>(h.item_size), &h.data_bytes)) {
-    throw InputError(path + ": shape " + shape_text(h.shape) + " is too large");
+    throw InputError(path + ": shape " + npy_shape_text(h.shape) + " is too large");
   }
   std::size_t available = size - h.data_offset;
   if (available < h.data_bytes) {
-    throw InputError(path + ": truncated: shape " + shape_text(h.shape) + " of '" + h.descr +
+    throw InputError(path + ": truncated: shape " + npy_shape_text(h.shape) + " of '" + h.descr +
                      "' needs " + std::to_string(h.data_bytes) + " data bytes, the file has " +
                      std::to_string(available));
   }
   if (available > h.data_bytes) {
     throw InputError(path + ": " + std::to_string(available - h.data_bytes) +
-                     " unexpected bytes after the data of shape " + shape_text(h.shape) + " of '" +
-                     h.descr + "'");
+                     " unexpected bytes after the data of shape " + npy_shape_text(h.shape) +
+                     " of '" + h.descr + "'");
   }
   return h;
 }
@@ -323,7 +313,7 @@ std::string encode_npy(const std::vector<std::int64_t>& values,
   parse_descr(descr, h, "encode_npy");
   std::string dict = "{'descr': '" + descr +
                      "', 'fortran_order': " + (fortran_order ? "True" : "False") +
-                     ", 'shape': " + shape_text(shape) + ", }";
+                     ", 'shape': " + npy_shape_text(shape) + ", }";
   std::size_t len_bytes = major_version == 1 ? 2 : 4;
   std::size_t unpadded = 6 + 2 + len_bytes + dict.size() + 1;
   std::size_t padded = (unpadded + 63) / 64 * 64;
@@ -361,6 +351,16 @@ std::string encode_npy(const std::vector<std::int64_t>& values,
     }
   }
   return out;
+}
+
+std::string npy_shape_text(const std::vector<std::int64_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  if (shape.size() == 1) s += ",";
+  return s + ")";
 }
 
 }  // namespace exflow::io

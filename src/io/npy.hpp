@@ -33,4 +33,7 @@ std::string encode_npy(const std::vector<std::int64_t>& values,
                        const std::vector<std::int64_t>& shape, const std::string& descr,
                        bool fortran_order = false, int major_version = 1);
 
+// "(15, 64, 64)", as numpy prints shapes.
+std::string npy_shape_text(const std::vector<std::int64_t>& shape);
+
 }  // namespace exflow::io

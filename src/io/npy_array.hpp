@@ -22,7 +22,4 @@ struct IntArray {
 // uint64 value above INT64_MAX.
 IntArray read_int_npy(const std::string& path);
 
-// "(15, 64, 64)", as numpy prints shapes.
-std::string npy_shape_text(const std::vector<std::int64_t>& shape);
-
 }  // namespace exflow::io

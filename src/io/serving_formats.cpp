@@ -11,6 +11,7 @@
 #include "exflow/formats.hpp"
 #include "io/atomic_file.hpp"
 #include "io/json_input.hpp"
+#include "io/npy.hpp"
 #include "io/npy_array.hpp"
 
 namespace exflow {
