@@ -175,6 +175,26 @@ TEST(Evaluate, TopKReplicaOnTheHomeAvoidsTheDispatch) {
   EXPECT_EQ(m.replica_assignments, 0);
 }
 
+TEST(Evaluate, BaselineOwnerDealsWholeSequences) {
+  // 4 tokens in sequences of 2 on 2 GPUs: tokens 0, 1 owned by GPU 0, tokens 2, 3 by GPU 1.
+  // Every token uses expert 0 (GPU 0) at both layers: only tokens 2, 3 move, 2 transfers per
+  // layer each, one dispatch 1 -> 0 and one combine 0 -> 1.
+  Trace t = Trace::from_ids({0, 0, 0, 0, 0, 0, 0, 0}, 4, 2, 1, 2);
+  Topology topo(1, 2);
+  EvalOptions o;
+  o.scheme = Scheme::kBaseline;
+  o.sequence_length = 2;
+  o.traffic = true;
+  Metrics m = evaluate(t, vanilla_placement(2, 2, topo), topo, o);
+  EXPECT_EQ(m.intra_transfers, 8);
+  const std::vector<std::int64_t> per_layer = {0, 0, 2, 0, 0, 2, 0, 0};  // [phase, src, dst]
+  std::vector<std::int64_t> expected = per_layer;
+  expected.insert(expected.end(), per_layer.begin(), per_layer.end());
+  EXPECT_EQ(m.traffic, expected);
+  o.sequence_length = 0;
+  EXPECT_THROW(evaluate(t, vanilla_placement(2, 2, topo), topo, o), UsageError);
+}
+
 TEST(Evaluate, RejectsMismatchedPlacement) {
   Trace t = Trace::from_ids({0, 1, 2, 3}, 2, 2, 1, 4);
   Topology topo(1, 2);
@@ -193,16 +213,22 @@ struct Reference {
   std::int64_t local = 0;
   std::int64_t replica_assignments = 0;
   std::vector<std::int64_t> load;
+  std::vector<std::int64_t> traffic;  // [L, 2, G, G]: layer, phase (dispatch, combine), src, dst
 };
 
-Reference reference(const Trace& trace, const Placement& p, const Topology& topo, Scheme scheme) {
+Reference reference(const Trace& trace, const Placement& p, const Topology& topo, Scheme scheme,
+                    std::int64_t seq_len = 1) {
   Reference r;
-  r.load.assign(static_cast<std::size_t>(trace.layers()) * topo.gpus(), 0);
-  auto transfer = [&](int a, int b, int times) {
+  const int G = topo.gpus();
+  r.load.assign(static_cast<std::size_t>(trace.layers()) * G, 0);
+  r.traffic.assign(static_cast<std::size_t>(trace.layers()) * 2 * G * G, 0);
+  int layer = 0;
+  auto transfer = [&](int a, int b, int phase) {
     if (a == b) return;
     bool same_node = a / topo.gpus_per_node() == b / topo.gpus_per_node();
-    (same_node ? r.intra : r.inter) += times;
-    r.cost += times * (same_node ? topo.intra_cost() : topo.inter_cost());
+    (same_node ? r.intra : r.inter) += 1;
+    r.cost += same_node ? topo.intra_cost() : topo.inter_cost();
+    ++r.traffic[static_cast<std::size_t>(((layer * 2 + phase) * G + a) * G + b)];
   };
   // The copy a token on GPU `at` uses: its own, else the cheapest, ties to the lowest id.
   auto copy_used = [&](int l, int e, int at) {
@@ -216,8 +242,10 @@ Reference reference(const Trace& trace, const Placement& p, const Topology& topo
   };
   for (std::int64_t t = 0; t < trace.tokens(); ++t) {
     int prev_home = -1;
+    const int owner = static_cast<int>((t / seq_len) % G);
     for (int l = 0; l < trace.layers(); ++l) {
-      int at = scheme == Scheme::kBaseline ? static_cast<int>(t % topo.gpus())
+      layer = l;
+      int at = scheme == Scheme::kBaseline ? owner
                : l > 0                     ? prev_home
                                            : p.copies(0, trace.at(t, 0, 0))[0];
       std::map<int, int> held;  // GPU -> experts of the token it holds
@@ -231,8 +259,10 @@ Reference reference(const Trace& trace, const Placement& p, const Topology& topo
         r.replica_assignments += g != p.gpu(l, e);
       }
       if (scheme == Scheme::kBaseline) {
-        int owner = static_cast<int>(t % topo.gpus());
-        for (auto [g, n] : held) transfer(owner, g, 2);
+        for (auto [g, n] : held) {
+          transfer(owner, g, 0);
+          transfer(g, owner, 1);
+        }
         r.local += (held.size() == 1 && held.count(owner)) ? 1 : 0;
         continue;
       }
@@ -248,7 +278,7 @@ Reference reference(const Trace& trace, const Placement& p, const Topology& topo
         }
       }
       if (l > 0) {
-        for (auto [g, n] : held) transfer(prev_home, g, 1);
+        for (auto [g, n] : held) transfer(prev_home, g, 0);
         r.local += (held.size() == 1 && held.count(prev_home)) ? 1 : 0;
       }
       for (auto [g, n] : held) transfer(g, home, 1);
@@ -303,6 +333,7 @@ struct RandomCase {
   int nodes, gpus_per_node, experts, layers, k;
   Scheme scheme;
   int replicas = 0;  // per GPU per layer
+  std::int64_t seq_len = 1;  // baseline owner: (t / seq_len) mod G
 };
 
 class EvaluateMatchesReference : public ::testing::TestWithParam<RandomCase> {};
@@ -315,9 +346,10 @@ TEST_P(EvaluateMatchesReference, OnRandomTracesAndPlacements) {
   for (int rep = 0; rep < 3; ++rep) {
     Placement p = random_balanced(c.layers, c.experts, topo, rng);
     add_random_replicas(p, c.replicas, rng);
-    Reference r = reference(trace, p, topo, c.scheme);
+    Reference r = reference(trace, p, topo, c.scheme, c.seq_len);
     EvalOptions o;
     o.scheme = c.scheme;
+    o.sequence_length = c.seq_len;
     for (int threads : {1, 3}) {
       o.threads = threads;
       Metrics m = evaluate(trace, p, topo, o);
@@ -328,6 +360,13 @@ TEST_P(EvaluateMatchesReference, OnRandomTracesAndPlacements) {
       EXPECT_EQ(m.replica_assignments, r.replica_assignments);
       double local_entries = static_cast<double>(m.local_fraction_per_layer.size());
       EXPECT_NEAR(m.local_fraction, r.local / (local_entries * trace.tokens()), 1e-12);
+      EXPECT_TRUE(m.traffic.empty());
+      o.traffic = true;
+      Metrics with_traffic = evaluate(trace, p, topo, o);
+      o.traffic = false;
+      EXPECT_EQ(with_traffic.traffic, r.traffic);
+      EXPECT_EQ(with_traffic.intra_transfers, r.intra);
+      EXPECT_EQ(with_traffic.cost_per_layer, m.cost_per_layer);
     }
   }
 }
@@ -344,7 +383,9 @@ INSTANTIATE_TEST_SUITE_P(Cases, EvaluateMatchesReference,
                                            RandomCase{2, 4, 16, 5, 1, Scheme::kContextCoherent, 2},
                                            RandomCase{1, 8, 64, 4, 6, Scheme::kContextCoherent, 1},
                                            RandomCase{2, 4, 32, 4, 4, Scheme::kContextCoherent, 2},
-                                           RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline, 1}));
+                                           RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline, 1},
+                                           RandomCase{2, 2, 16, 4, 3, Scheme::kBaseline, 0, 7},
+                                           RandomCase{1, 4, 8, 5, 1, Scheme::kBaseline, 1, 64}));
 
 TEST(Evaluate, EvaluateAllMatchesSeparateEvaluations) {
   std::mt19937 rng(5);

@@ -7,7 +7,9 @@
 // GPU of H_l \ {h_{l-1}}. Each transfer costs the topology's hop cost. With k = 1 this is
 // the original ExFlow objective: one move per layer transition whose GPU changes.
 //
-// Baseline scheme (DeepSpeed-MoE): token t is owned by GPU t mod G; at every layer it is
+// Baseline scheme (DeepSpeed-MoE): token t is owned by GPU (t / S) mod G, S the sequence length
+// (default 1: tokens dealt round-robin; S > 1: whole sequences dealt round-robin, as
+// data-parallel attention keeps a sequence's KV cache on one GPU); at every layer it is
 // dispatched from its owner to each GPU of H_l other than the owner and combined back.
 //
 // Redundant experts: where an expert has several copies, a token uses the copy on the GPU it
@@ -40,6 +42,10 @@ const char* to_string(Scheme scheme);
 
 struct EvalOptions {
   Scheme scheme = Scheme::kContextCoherent;
+  // Baseline owner of token t: GPU (t / sequence_length) mod G. Must be >= 1.
+  std::int64_t sequence_length = 1;
+  // Fill Metrics::traffic (the GPU-pair transfer matrices of every layer).
+  bool traffic = false;
   int threads = 0;  // 0 = hardware concurrency
   Progress* progress = nullptr;
 };
@@ -70,6 +76,12 @@ struct Metrics {
   std::vector<double> load_ratio_per_layer;  // [L] max over GPUs / mean over GPUs
   double load_ratio_max = 0;
   double load_ratio_mean = 0;
+
+  // Transfers by layer, phase and GPU pair, [L, 2, G, G], filled when EvalOptions::traffic:
+  // traffic[((l * 2 + phase) * G + src) * G + dst], phase 0 = dispatch (context-coherent: from
+  // h_{l-1} into layer l; baseline: owner to expert GPUs), phase 1 = combine (into h_l; baseline:
+  // back to the owner). The sum over src != dst with hop costs is cost_per_layer[l] * tokens.
+  std::vector<std::int64_t> traffic;
 
   std::int64_t replicas = 0;             // replica slots in the placement, all layers
   std::int64_t replica_assignments = 0;  // token-expert assignments a replica served

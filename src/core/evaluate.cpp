@@ -26,11 +26,13 @@ struct Counts {
   std::vector<std::int64_t> transfers;    // [L, 3]
   std::vector<std::int64_t> expert_load;  // [L, E] (top-1 path: mapped to GPUs at the end)
   std::vector<std::int64_t> gpu_load;     // [L, G] (general path: counted on the copy used)
+  std::vector<std::int64_t> traffic;      // [L, 2, G, G] when requested, else empty
   std::int64_t replica_assignments = 0;   // token-expert assignments served by a replica
-  Counts(int layers, int experts, int gpus)
+  Counts(int layers, int experts, int gpus, bool with_traffic)
       : transfers(static_cast<std::size_t>(layers) * 3, 0),
         expert_load(static_cast<std::size_t>(layers) * experts, 0),
-        gpu_load(static_cast<std::size_t>(layers) * gpus, 0) {}
+        gpu_load(static_cast<std::size_t>(layers) * gpus, 0),
+        traffic(with_traffic ? static_cast<std::size_t>(layers) * 2 * gpus * gpus : 0, 0) {}
 };
 
 constexpr int kLocal = static_cast<int>(Hop::kLocal);
@@ -39,9 +41,11 @@ constexpr int kInter = static_cast<int>(Hop::kInterNode);
 
 class BlockEvaluator {
  public:
-  BlockEvaluator(const Placement& placement, const Topology& topology, Scheme scheme)
+  BlockEvaluator(const Placement& placement, const Topology& topology, const EvalOptions& options)
       : placement_(placement),
-        scheme_(scheme),
+        scheme_(options.scheme),
+        sequence_length_(options.sequence_length),
+        traffic_(options.traffic),
         experts_(placement.experts()),
         gpus_(topology.gpus()) {
     node_of_.resize(static_cast<std::size_t>(gpus_));
@@ -67,7 +71,8 @@ class BlockEvaluator {
   }
 
   void operator()(const TraceBlock& block, Counts& counts) {
-    if (block.k == 1 && scheme_ == Scheme::kContextCoherent && !placement_.has_replicas()) {
+    if (block.k == 1 && scheme_ == Scheme::kContextCoherent && !placement_.has_replicas() &&
+        !traffic_) {
       top1_coherent(block, counts);
     } else {
       general(block, counts);
@@ -75,6 +80,20 @@ class BlockEvaluator {
   }
 
  private:
+  int owner(std::int64_t token) const {
+    return static_cast<int>((token / sequence_length_) % gpus_);
+  }
+  // One transfer src -> dst (src != dst) at layer l in `phase` (0 dispatch, 1 combine).
+  void count(Counts& counts, int l, int phase, int src, int dst) const {
+    ++counts.transfers[static_cast<std::size_t>(l) * 3 + static_cast<std::size_t>(hop(src, dst))];
+    if (traffic_) {
+      ++counts.traffic[((static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) *
+                            static_cast<std::size_t>(gpus_) +
+                        static_cast<std::size_t>(src)) *
+                           static_cast<std::size_t>(gpus_) +
+                       static_cast<std::size_t>(dst)];
+    }
+  }
   int hop(int a, int b) const {
     return (a != b) +
            (node_of_[static_cast<std::size_t>(a)] != node_of_[static_cast<std::size_t>(b)]);
@@ -153,7 +172,7 @@ class BlockEvaluator {
         // at the previous layer, or at layer 0 the first copy of its column-0 expert.
         const int at =
             scheme_ == Scheme::kBaseline
-                ? static_cast<int>((block.first_token + i) % gpus_)
+                ? owner(block.first_token + i)
                 : (l > 0 ? prev_[static_cast<std::size_t>(i)] : gpu_of[block.column(0, 0)[i]]);
         // H_l: distinct GPUs of the token's experts, with how many experts each holds.
         int m = 0;
@@ -172,13 +191,13 @@ class BlockEvaluator {
           ++multiplicity[static_cast<std::size_t>(j)];
         }
         if (scheme_ == Scheme::kBaseline) {
-          const int owner = static_cast<int>((block.first_token + i) % gpus_);
           bool local = true;
           for (int j = 0; j < m; ++j) {
             int g = distinct[static_cast<std::size_t>(j)];
-            if (g == owner) continue;
+            if (g == at) continue;
             local = false;
-            transfers[hop(owner, g)] += 2;  // dispatch and combine
+            count(counts, l, 0, at, g);  // dispatch from the owner
+            count(counts, l, 1, g, at);  // and combine back
           }
           transfers[kLocal] += local ? 1 : 0;
           continue;
@@ -204,13 +223,13 @@ class BlockEvaluator {
             int g = distinct[static_cast<std::size_t>(j)];
             if (g == from) continue;
             local = false;
-            ++transfers[hop(from, g)];  // dispatch from the previous home
+            count(counts, l, 0, from, g);  // dispatch from the previous home
           }
           transfers[kLocal] += local ? 1 : 0;
         }
         for (int j = 0; j < m; ++j) {
           int g = distinct[static_cast<std::size_t>(j)];
-          if (g != home) ++transfers[hop(g, home)];  // combine into the home
+          if (g != home) count(counts, l, 1, g, home);  // combine into the home
         }
         prev_[static_cast<std::size_t>(i)] = home;
       }
@@ -219,6 +238,8 @@ class BlockEvaluator {
 
   const Placement& placement_;
   Scheme scheme_;
+  std::int64_t sequence_length_;
+  bool traffic_;
   int experts_;
   int gpus_;
   std::vector<int> node_of_;
@@ -281,6 +302,7 @@ Metrics summarize(const Counts& total, const Trace& trace, const Placement& plac
     m.load_ratio_max = std::max(m.load_ratio_max, ratio);
     m.load_ratio_mean += ratio / L;
   }
+  m.traffic = total.traffic;
   m.replicas = static_cast<std::int64_t>(placement.replicas().size());
   m.replica_assignments = total.replica_assignments;
   m.replica_share = static_cast<double>(total.replica_assignments) / (T * trace.k() * L);
@@ -296,6 +318,10 @@ const char* to_string(Scheme scheme) {
 std::vector<Metrics> evaluate_all(const Trace& trace,
                                   const std::vector<const Placement*>& placements,
                                   const Topology& topology, const EvalOptions& options) {
+  if (options.sequence_length < 1) {
+    throw UsageError("sequence length must be at least 1, got " +
+                     std::to_string(options.sequence_length));
+  }
   for (const Placement* placement : placements) {
     if (placement->layers() != trace.layers() || placement->experts() != trace.experts()) {
       throw InputError("placement has " + std::to_string(placement->layers()) + " layers x " +
@@ -319,11 +345,11 @@ std::vector<Metrics> evaluate_all(const Trace& trace,
   const std::size_t P = placements.size();
   const int workers = trace.workers(options.threads);
   // partial[w * P + p]: worker w's counts for placement p.
-  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E, topology.gpus()));
+  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E, topology.gpus(), options.traffic));
   std::vector<BlockEvaluator> evaluators;
   for (int w = 0; w < workers; ++w) {
     for (const Placement* placement : placements) {
-      evaluators.emplace_back(*placement, topology, options.scheme);
+      evaluators.emplace_back(*placement, topology, options);
     }
   }
   trace.for_each_block(
@@ -346,6 +372,7 @@ std::vector<Metrics> evaluate_all(const Trace& trace,
         total.expert_load[i] += c.expert_load[i];
       }
       for (std::size_t i = 0; i < total.gpu_load.size(); ++i) total.gpu_load[i] += c.gpu_load[i];
+      for (std::size_t i = 0; i < total.traffic.size(); ++i) total.traffic[i] += c.traffic[i];
       total.replica_assignments += c.replica_assignments;
     }
     results.push_back(summarize(total, trace, *placements[p], topology, options.scheme));
