@@ -1,11 +1,18 @@
-// exflow-run: a small MoE transformer whose router replays a trace, run expert-parallel or, in
-// `reference` mode, in one process as the ground truth (docs/runtime.md).
+// exflow-run: a small MoE transformer whose router replays a trace, run expert-parallel on MPI
+// (baseline, exflow) or, in `reference` mode, in one process without MPI, as the ground truth
+// (docs/runtime.md).
 //
-// The CLI edge: every library error becomes one line on stderr and an exit status
-// (0 success, 1 bad input, 2 bad usage).
+// The CLI edge: every library error becomes one line on stderr and an exit status (0 success,
+// 1 bad input, 2 bad usage). Under MPI the line comes from one rank (the lowest that failed) and
+// every rank exits with the same status: setup errors are agreed on with one all-reduce before
+// any other collective; an error in the middle of a run aborts the job (MPI_Abort), which no
+// rank can wait on.
+#include <mpi.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <new>
 #include <nlohmann/json.hpp>
@@ -13,8 +20,11 @@
 #include <sstream>
 
 #include "exflow/error.hpp"
+#include "exflow/evaluate.hpp"
+#include "exflow/expert_parallel.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/runtime.hpp"
+#include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 #include "run_options.hpp"
 
@@ -22,6 +32,7 @@ namespace exflow::cli {
 namespace {
 
 namespace rt = exflow::runtime;
+using nlohmann::json;
 
 // GPU ids a placement may name when no GPU count is given (the reference runs on none).
 constexpr int kMaxPlacementGpus = 1 << 16;
@@ -32,61 +43,115 @@ std::string fixed(double v, int digits) {
   return text;
 }
 
-struct LoadedPlacement {
-  std::string path;
-  int gpus = 0;  // highest GPU id + 1
+// The rank the launcher gave this process, before MPI is initialised (-1: not launched by one).
+int launcher_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  }
+  return -1;
+}
+
+// The exit status of an error, and its line.
+int exit_code(std::exception_ptr error, std::string& line) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const UsageError& e) {
+    line = e.what();
+    return 2;
+  } catch (const Error& e) {
+    line = e.what();
+    return 1;
+  } catch (const std::bad_alloc&) {
+    line = "out of memory";
+    return 1;
+  } catch (const std::exception& e) {
+    line = e.what();
+    return 1;
+  }
+}
+
+struct Setup {
+  Trace trace;
+  rt::ModelConfig config;
+  rt::Workload workload;
 };
 
-int run(const RunArgs& args) {
+Setup prepare(const RunArgs& args) {
   TraceOpenOptions open;
   if (args.experts > 0) open.experts = args.experts;
-  const Trace trace = Trace::open(args.trace, open);
+  Setup s{Trace::open(args.trace, open), {}, {}};
+  s.config.layers = s.trace.layers();
+  s.config.experts = s.trace.experts();
+  s.config.k = args.topk > 0 ? args.topk : s.trace.k();
+  s.config.hidden = args.hidden;
+  s.config.heads = args.heads;
+  s.config.ffn = args.ffn;
+  s.config.seed = args.seed;
+  s.config.activation = rt::parse_activation(args.activation);
+  s.config.combine = rt::parse_combine(args.combine);
+  s.workload.batch = args.batch;
+  s.workload.seq_len = args.seq_len;
+  if (args.prefill >= 0) s.workload.prefill = args.prefill;
+  rt::validate(s.config);
+  rt::validate(s.workload);
+  rt::check_fits(s.trace, s.config, s.workload);
+  return s;
+}
 
-  rt::ModelConfig config;
-  config.layers = trace.layers();
-  config.experts = trace.experts();
-  config.k = trace.k();
-  config.hidden = args.hidden;
-  config.heads = args.heads;
-  config.ffn = args.ffn;
-  config.seed = args.seed;
-  config.activation = rt::parse_activation(args.activation);
-  config.combine = rt::parse_combine(args.combine);
-  rt::Workload workload;
-  workload.batch = args.batch;
-  workload.seq_len = args.seq_len;
-  if (args.prefill >= 0) workload.prefill = args.prefill;
-  rt::check_fits(trace, config, workload);
+json common_json(const RunArgs& args, const Setup& s) {
+  json j;
+  j["mode"] = args.mode;
+  j["tokens"] = s.workload.tokens();
+  j["layers"] = s.config.layers;
+  j["experts"] = s.config.experts;
+  j["k"] = s.config.k;
+  j["hidden"] = s.config.hidden;
+  j["heads"] = s.config.heads;
+  j["ffn"] = s.config.ffn;
+  j["activation"] = rt::to_string(s.config.activation);
+  j["combine"] = rt::to_string(s.config.combine);
+  j["seed"] = s.config.seed;
+  j["batch"] = s.workload.batch;
+  j["seq_len"] = s.workload.seq_len;
+  j["prefill"] = s.workload.prefill_positions();
+  j["trace"] = {{"path", s.trace.source()},
+                {"tokens", s.trace.tokens()},
+                {"layers", s.trace.layers()},
+                {"k", s.trace.k()},
+                {"experts", s.trace.experts()}};
+  return j;
+}
 
-  std::optional<LoadedPlacement> placement;
+std::string header_text(const Setup& s) {
+  std::ostringstream out;
+  const int prefill = s.workload.prefill_positions();
+  out << "trace      " << s.trace.source() << ": " << s.trace.tokens() << " tokens x "
+      << s.trace.layers() << " layers, top-" << s.trace.k() << " of " << s.trace.experts()
+      << " experts\n"
+      << "model      " << s.config.layers << " layers, " << s.config.experts << " experts (top-"
+      << s.config.k << "), hidden " << s.config.hidden << ", " << s.config.heads << " heads, ffn "
+      << s.config.ffn << ", " << rt::to_string(s.config.activation) << ", combine "
+      << rt::to_string(s.config.combine) << ", seed " << s.config.seed << "\n"
+      << "workload   " << s.workload.batch << " sequences x " << s.workload.seq_len
+      << " positions = " << s.workload.tokens() << " tokens: prefill " << prefill << ", then "
+      << (s.workload.seq_len - prefill) << " decode steps\n";
+  return out.str();
+}
+
+int run_reference_mode(const RunArgs& args) {
+  const Setup s = prepare(args);
+  std::optional<int> placement_gpus;
   if (!args.placement.empty()) {
-    const Placement p =
-        read_placement_csv(args.placement, config.layers, config.experts, kMaxPlacementGpus);
+    const Placement p = read_placement_csv(args.placement, s.config.layers, s.config.experts,
+                                           kMaxPlacementGpus);
     int top = *std::max_element(p.gpu_of().begin(), p.gpu_of().end());
     for (const Replica& r : p.replicas()) top = std::max(top, r.gpu);
-    placement = LoadedPlacement{args.placement, top + 1};
+    placement_gpus = top + 1;
   }
-
-  const rt::ReferenceResult r = rt::run_reference(trace, config, workload);
+  const rt::ReferenceResult r = rt::run_reference(s.trace, s.config, s.workload);
   const double rate = r.seconds > 0 ? static_cast<double>(r.tokens) / r.seconds : 0.0;
-  const int prefill = workload.prefill_positions();
-
   if (args.json) {
-    nlohmann::json j;
-    j["mode"] = args.mode;
-    j["tokens"] = r.tokens;
-    j["layers"] = config.layers;
-    j["experts"] = config.experts;
-    j["k"] = config.k;
-    j["hidden"] = config.hidden;
-    j["heads"] = config.heads;
-    j["ffn"] = config.ffn;
-    j["activation"] = rt::to_string(config.activation);
-    j["combine"] = rt::to_string(config.combine);
-    j["seed"] = config.seed;
-    j["batch"] = workload.batch;
-    j["seq_len"] = workload.seq_len;
-    j["prefill"] = prefill;
+    json j = common_json(args, s);
     j["steps"] = r.steps;
     j["expert_rows"] = r.expert_rows;
     j["hosted_experts"] = r.hosted_experts;
@@ -95,40 +160,281 @@ int run(const RunArgs& args) {
     j["seconds"] = r.seconds;
     j["setup_seconds"] = r.setup_seconds;
     j["tokens_per_second"] = rate;
-    j["trace"] = {{"path", trace.source()},
-                  {"tokens", trace.tokens()},
-                  {"layers", trace.layers()},
-                  {"k", trace.k()},
-                  {"experts", trace.experts()}};
-    j["placement"] = placement
-                         ? nlohmann::json{{"path", placement->path}, {"gpus", placement->gpus}}
-                         : nlohmann::json(nullptr);
+    j["placement"] = placement_gpus
+                         ? json{{"path", args.placement}, {"gpus", *placement_gpus}}
+                         : json(nullptr);
     j["options"] = options_json(run_options(), args);
     std::cout << j.dump(2) << std::endl;
     return 0;
   }
-
   std::ostringstream out;
-  out << "trace      " << trace.source() << ": " << trace.tokens() << " tokens x " << trace.layers()
-      << " layers, top-" << trace.k() << " of " << trace.experts() << " experts\n"
-      << "model      " << config.layers << " layers, " << config.experts << " experts (top-"
-      << config.k << "), hidden " << config.hidden << ", " << config.heads << " heads, ffn "
-      << config.ffn << ", " << rt::to_string(config.activation) << ", combine "
-      << rt::to_string(config.combine) << ", seed " << config.seed << "\n"
-      << "workload   " << workload.batch << " sequences x " << workload.seq_len
-      << " positions = " << r.tokens << " tokens: prefill " << prefill << ", then "
-      << (workload.seq_len - prefill) << " decode steps\n";
-  if (placement) {
-    out << "placement  " << placement->path << " (" << placement->gpus
+  out << header_text(s);
+  if (placement_gpus) {
+    out << "placement  " << args.placement << " (" << *placement_gpus
         << " GPUs; the reference does not use it)\n";
   }
-  out << args.mode << "  " << std::string(args.mode.size() < 9 ? 9 - args.mode.size() : 0, ' ')
-      << r.tokens << " tokens in " << fixed(r.seconds, 3) << " s (" << fixed(rate, 1)
-      << " tokens/s); weights of " << r.hosted_experts << " experts in "
+  out << "reference  " << r.tokens << " tokens in " << fixed(r.seconds, 3) << " s ("
+      << fixed(rate, 1) << " tokens/s); weights of " << r.hosted_experts << " experts in "
       << fixed(r.setup_seconds, 3) << " s\n"
       << "checksum   " << rt::checksum_hex(r.checksum) << " (final hidden RMS "
       << fixed(r.final_rms, 4) << ")\n";
   std::cout << out.str();
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// baseline and exflow on MPI
+
+struct ParallelSetup {
+  Setup setup;
+  Topology topology;
+  Placement placement;
+};
+
+ParallelSetup prepare_parallel(const RunArgs& args, int ranks) {
+  Setup s = prepare(args);
+  const int P = args.gpus_per_node > 0 ? args.gpus_per_node : ranks;
+  const int N = args.nodes > 0 ? args.nodes : std::max(1, ranks / P);
+  if (static_cast<long long>(N) * P != ranks) {
+    throw UsageError("the job has " + std::to_string(ranks) + " ranks, the topology " +
+                     std::to_string(N) + " nodes x " + std::to_string(P) +
+                     " GPUs per node; run mpirun -np " + std::to_string(N * P) +
+                     " or change --nodes / --gpus-per-node");
+  }
+  Topology topology(N, P);
+  Placement placement = args.placement.empty()
+                            ? vanilla_placement(s.config.layers, s.config.experts, topology)
+                            : read_placement_csv(args.placement, s.config.layers,
+                                                 s.config.experts, topology.gpus());
+  validate(placement, topology, Balance::kNone, args.placement.empty() ? "vanilla" : args.placement);
+  return ParallelSetup{std::move(s), topology, std::move(placement)};
+}
+
+// The evaluator's prediction for this run: its traffic matrices on the workload's tokens, times
+// the 4·H bytes of one transfer.
+std::vector<std::int64_t> predicted_bytes(const ParallelSetup& p, rt::ParallelMode mode) {
+  const Setup& s = p.setup;
+  std::vector<std::int32_t> ids = rt::workload_routes(s.trace, s.config, s.workload);
+  const Trace tokens = Trace::from_ids(std::move(ids), s.workload.tokens(), s.config.layers,
+                                       s.config.k, s.config.experts);
+  EvalOptions eo;
+  eo.scheme = mode == rt::ParallelMode::kBaseline ? Scheme::kBaseline : Scheme::kContextCoherent;
+  eo.sequence_length = s.workload.seq_len;
+  eo.traffic = true;
+  eo.threads = 1;
+  Metrics m = evaluate(tokens, p.placement, p.topology, eo);
+  for (std::int64_t& v : m.traffic) v *= 4LL * s.config.hidden;
+  return m.traffic;
+}
+
+template <typename T>
+T sum(const std::vector<T>& v) {
+  T total{};
+  for (const T& x : v) total += x;
+  return total;
+}
+
+void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::ParallelResult& r) {
+  const Setup& s = p.setup;
+  const int G = r.ranks;
+  const int L = r.layers;
+  const auto mode = args.mode == "baseline" ? rt::ParallelMode::kBaseline : rt::ParallelMode::kExflow;
+  const std::vector<std::int64_t> predicted = predicted_bytes(p, mode);
+  const std::int64_t predicted_total = sum(predicted);
+  const bool matches = predicted == r.alltoall_bytes;
+  const double rate = r.seconds > 0 ? static_cast<double>(r.tokens) / r.seconds : 0.0;
+
+  // Decode steps (one position each) apart from the prefill.
+  struct StepTotals {
+    int steps = 0;
+    double seconds = 0;
+    std::int64_t alltoall = 0, allgather = 0;
+  } decode, prefill;
+  for (const rt::StepRecord& st : r.steps) {
+    StepTotals& into = st.positions == 1 && st.first_position >= s.workload.prefill_positions()
+                           ? decode
+                           : prefill;
+    ++into.steps;
+    into.seconds += st.seconds;
+    into.alltoall += st.alltoall_bytes;
+    into.allgather += st.allgather_bytes;
+  }
+  auto per_step = [](const StepTotals& t) {
+    const double n = t.steps > 0 ? t.steps : 1;
+    return json{{"steps", t.steps},
+                {"seconds", t.seconds},
+                {"seconds_per_step", t.seconds / n},
+                {"alltoall_bytes_per_step", static_cast<double>(t.alltoall) / n},
+                {"allgather_bytes_per_step", static_cast<double>(t.allgather) / n}};
+  };
+
+  const auto at = [&](const std::vector<std::int64_t>& v, int l, int phase, int src, int dst) {
+    return v[((static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) * G +
+              static_cast<std::size_t>(src)) *
+                 G +
+             static_cast<std::size_t>(dst)];
+  };
+  std::vector<std::int64_t> rank_alltoall(static_cast<std::size_t>(G), 0),
+      rank_alltoall_messages(static_cast<std::size_t>(G), 0),
+      rank_allgather(static_cast<std::size_t>(G), 0);
+  for (int l = 0; l < L; ++l) {
+    for (int ph = 0; ph < 2; ++ph) {
+      for (int a = 0; a < G; ++a) {
+        for (int b = 0; b < G; ++b) {
+          rank_alltoall[static_cast<std::size_t>(a)] += at(r.alltoall_bytes, l, ph, a, b);
+          rank_alltoall_messages[static_cast<std::size_t>(a)] += at(r.alltoall_messages, l, ph, a, b);
+        }
+      }
+    }
+    for (int a = 0; a < G; ++a) {
+      rank_allgather[static_cast<std::size_t>(a)] +=
+          r.allgather_bytes[static_cast<std::size_t>(l) * G + static_cast<std::size_t>(a)];
+    }
+  }
+
+  if (args.json) {
+    json j = common_json(args, s);
+    j["ranks"] = G;
+    j["nodes"] = p.topology.nodes();
+    j["gpus_per_node"] = p.topology.gpus_per_node();
+    j["steps"] = r.steps.size();
+    j["expert_rows"] = r.expert_rows;
+    j["checksum"] = rt::checksum_hex(r.checksum);
+    j["final_rms"] = r.final_rms;
+    j["seconds"] = r.seconds;
+    j["setup_seconds"] = r.setup_seconds;
+    j["tokens_per_second"] = rate;
+    j["alltoall_bytes"] = r.total_alltoall_bytes();
+    j["allgather_bytes"] = r.total_allgather_bytes();
+    j["alltoall_messages"] = sum(r.alltoall_messages);
+    j["allgather_messages"] = sum(r.allgather_messages);
+    j["output_bytes"] = r.output_bytes;
+    j["cost_model"] = {{"alltoall_bytes", predicted_total}, {"matches", matches}};
+    j["decode"] = per_step(decode);
+    j["prefill_step"] = per_step(prefill);
+    json layers = json::array();
+    for (int l = 0; l < L; ++l) {
+      json phases;
+      for (int ph = 0; ph < 2; ++ph) {
+        json bytes = json::array(), messages = json::array();
+        for (int a = 0; a < G; ++a) {
+          json brow = json::array(), mrow = json::array();
+          for (int b = 0; b < G; ++b) {
+            brow.push_back(at(r.alltoall_bytes, l, ph, a, b));
+            mrow.push_back(at(r.alltoall_messages, l, ph, a, b));
+          }
+          bytes.push_back(brow);
+          messages.push_back(mrow);
+        }
+        const char* name = ph == 0 ? "dispatch" : "combine";
+        phases[std::string(name) + "_bytes"] = bytes;
+        phases[std::string(name) + "_messages"] = messages;
+      }
+      json gathered = json::array();
+      for (int a = 0; a < G; ++a) {
+        gathered.push_back(r.allgather_bytes[static_cast<std::size_t>(l) * G + static_cast<std::size_t>(a)]);
+      }
+      phases["layer"] = l;
+      phases["allgather_bytes"] = gathered;
+      layers.push_back(phases);
+    }
+    j["per_layer"] = layers;
+    json ranks = json::array();
+    for (int a = 0; a < G; ++a) {
+      const auto i = static_cast<std::size_t>(a);
+      const rt::PhaseSeconds& t = r.seconds_per_rank[i];
+      ranks.push_back({{"rank", a},
+                       {"experts", r.experts_per_rank[i]},
+                       {"alltoall_bytes", rank_alltoall[i]},
+                       {"alltoall_messages", rank_alltoall_messages[i]},
+                       {"allgather_bytes", rank_allgather[i]},
+                       {"allgather_messages", r.allgather_messages[i]},
+                       {"seconds",
+                        {{"attention", t.attention},
+                         {"experts", t.experts},
+                         {"combine", t.combine},
+                         {"alltoall", t.alltoall},
+                         {"allgather", t.allgather}}}});
+    }
+    j["per_rank"] = ranks;
+    json steps = json::array();
+    for (const rt::StepRecord& st : r.steps) {
+      steps.push_back({{"first_position", st.first_position},
+                       {"positions", st.positions},
+                       {"seconds", st.seconds},
+                       {"alltoall_bytes", st.alltoall_bytes},
+                       {"alltoall_messages", st.alltoall_messages},
+                       {"allgather_bytes", st.allgather_bytes},
+                       {"allgather_messages", st.allgather_messages}});
+    }
+    j["per_step"] = steps;
+    j["placement"] = json{{"path", args.placement.empty() ? json(nullptr) : json(args.placement)},
+                          {"replicas", p.placement.replicas().size()}};
+    j["options"] = options_json(run_options(), args);
+    std::cout << j.dump(2) << std::endl;
+    return;
+  }
+  std::ostringstream out;
+  out << header_text(s) << "ranks      " << G << " (" << p.topology.nodes() << " node"
+      << (p.topology.nodes() > 1 ? "s" : "") << " x " << p.topology.gpus_per_node()
+      << "), placement " << (args.placement.empty() ? "vanilla" : args.placement) << "\n"
+      << args.mode << std::string(args.mode.size() < 11 ? 11 - args.mode.size() : 1, ' ')
+      << r.tokens << " tokens in " << fixed(r.seconds, 3) << " s (" << fixed(rate, 1)
+      << " tokens/s); setup " << fixed(r.setup_seconds, 3) << " s\n"
+      << "all-to-all " << r.total_alltoall_bytes() << " bytes in " << sum(r.alltoall_messages)
+      << " messages; the cost model predicts " << predicted_total << " ("
+      << (matches ? "equal for every layer, phase and rank pair" : "DIFFERENT") << ")\n"
+      << "all-gather " << r.total_allgather_bytes() << " bytes in " << sum(r.allgather_messages)
+      << " messages\n";
+  if (decode.steps > 0) {
+    const double n = decode.steps;
+    out << "decode     " << decode.steps << " steps: " << fixed(decode.seconds / n * 1e3, 2)
+        << " ms, " << fixed(static_cast<double>(decode.alltoall) / n, 0) << " all-to-all + "
+        << fixed(static_cast<double>(decode.allgather) / n, 0) << " all-gather bytes per step\n";
+  }
+  out << "checksum   " << rt::checksum_hex(r.checksum) << " (final hidden RMS "
+      << fixed(r.final_rms, 4) << ")\n";
+  std::cout << out.str();
+}
+
+int run_parallel_mode(const RunArgs& args) {
+  MPI_Init(nullptr, nullptr);
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+
+  // Setup errors: every rank reads the inputs; all agree on the worst status before going on.
+  std::optional<ParallelSetup> setup;
+  std::string line;
+  int code = 0;
+  try {
+    setup = prepare_parallel(args, ranks);
+  } catch (...) {
+    code = exit_code(std::current_exception(), line);
+  }
+  int worst = 0, first_failed = ranks;
+  const int failed_rank = code != 0 ? rank : ranks;
+  MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(&failed_rank, &first_failed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (worst != 0) {
+    if (rank == first_failed) std::cerr << "exflow-run: error: " << line << std::endl;
+    MPI_Finalize();
+    return worst;
+  }
+
+  try {
+    const auto mode =
+        args.mode == "baseline" ? rt::ParallelMode::kBaseline : rt::ParallelMode::kExflow;
+    const rt::ParallelResult r = rt::run_expert_parallel(
+        setup->setup.trace, setup->setup.config, setup->setup.workload, setup->placement,
+        setup->topology, mode);
+    if (rank == 0) report_parallel(args, *setup, r);
+  } catch (...) {
+    code = exit_code(std::current_exception(), line);
+    std::cerr << "exflow-run: error: rank " << rank << ": " << line << std::endl;
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+  MPI_Finalize();
   return 0;
 }
 
@@ -137,32 +443,27 @@ int run(const RunArgs& args) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "exflow-run: a Mixture-of-Experts transformer whose router replays a trace, run in one "
-      "process (reference)"};
+      "exflow-run: a Mixture-of-Experts transformer whose router replays a trace, run "
+      "expert-parallel on MPI (baseline, exflow; launch with mpirun -np G) or in one process "
+      "(reference)"};
   exflow::cli::RunArgs args;
   exflow::cli::register_options(app, exflow::cli::run_options(), args);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::cerr << "exflow-run: error: " << e.what() << " (see --help)\n";
+    const int rank = exflow::cli::launcher_rank();
+    if (e.get_exit_code() == 0) return rank > 0 ? 0 : app.exit(e);  // --help
+    if (rank <= 0) std::cerr << "exflow-run: error: " << e.what() << " (see --help)\n";
     return 2;
   }
-
+  if (args.mode != "reference") return exflow::cli::run_parallel_mode(args);
   try {
-    return exflow::cli::run(args);
-  } catch (const exflow::UsageError& e) {
-    std::cerr << "exflow-run: error: " << e.what() << "\n";
-    return 2;
-  } catch (const exflow::Error& e) {
-    std::cerr << "exflow-run: error: " << e.what() << "\n";
-    return 1;
-  } catch (const std::bad_alloc&) {
-    std::cerr << "exflow-run: error: out of memory\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "exflow-run: error: " << e.what() << "\n";
-    return 1;
+    return exflow::cli::run_reference_mode(args);
+  } catch (...) {
+    std::string line;
+    const int code = exflow::cli::exit_code(std::current_exception(), line);
+    std::cerr << "exflow-run: error: " << line << "\n";
+    return code;
   }
 }

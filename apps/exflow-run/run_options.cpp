@@ -11,19 +11,33 @@ const OptionTable<RunArgs>& run_options() {
                     .must()
                     .check(CLI::ExistingFile));
     t.push_back(option<RunArgs>(&RunArgs::mode, "--mode",
-                                "reference: one process, the ground truth the expert-parallel "
-                                "modes must match bit for bit")
+                                "baseline: two all-to-alls per layer through each sequence's "
+                                "owner (data-parallel attention); exflow: context-coherent, one "
+                                "all-to-all per layer plus KV all-gathers; reference: one "
+                                "process without MPI, the ground truth both must match bit for "
+                                "bit")
                     .must()
-                    .check(CLI::IsMember({"reference"})));
+                    .check(CLI::IsMember({"baseline", "exflow", "reference"})));
     t.push_back(option<RunArgs>(&RunArgs::placement, "--placement",
-                                "expert placement CSV (header Expert,Node); the reference checks "
-                                "its shape, its outputs do not depend on it")
+                                "expert placement CSV (header Expert,Node; replica rows allowed) "
+                                "for the rank count: which rank hosts which expert")
                     .check(CLI::ExistingFile)
-                    .shown_default("none"));
+                    .shown_default("vanilla"));
+    t.push_back(option<RunArgs>(&RunArgs::gpus_per_node, "--gpus-per-node",
+                                "GPUs (ranks) per node P; the rank count must be nodes x P")
+                    .check(CLI::Range(1, 1 << 16))
+                    .shown_default("the rank count"));
+    t.push_back(option<RunArgs>(&RunArgs::nodes, "--nodes", "nodes N")
+                    .check(CLI::Range(1, 1 << 16))
+                    .shown_default("ranks / gpus-per-node"));
     t.push_back(option<RunArgs>(&RunArgs::experts, "--experts",
                                 "experts per layer E (must exceed every id in the trace)")
                     .check(CLI::Range(1, 1 << 16))
                     .shown_default("largest id + 1"));
+    t.push_back(option<RunArgs>(&RunArgs::topk, "--topk",
+                                "experts per token k: the first k columns of the trace")
+                    .check(CLI::Range(1, 1 << 10))
+                    .shown_default("the trace's k"));
     t.push_back(option<RunArgs>(&RunArgs::batch, "--batch", "sequences run together")
                     .check(CLI::Range(1, 1 << 20)));
     t.push_back(option<RunArgs>(&RunArgs::seq_len, "--seq-len",

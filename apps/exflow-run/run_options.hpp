@@ -13,7 +13,10 @@ struct RunArgs {
   std::string trace;
   std::string mode;
   std::string placement;
-  int experts = 0;  // 0: largest id + 1
+  int gpus_per_node = 0;  // 0: the rank count (one node)
+  int nodes = 0;          // 0: ranks / gpus_per_node
+  int experts = 0;        // 0: largest id + 1
+  int topk = 0;           // 0: every column of the trace
   int batch = 8;
   int seq_len = 64;
   int prefill = -1;  // -1: seq_len / 2

@@ -4,7 +4,7 @@
 //
 // Model (docs/runtime.md): `layers` pre-norm blocks over a residual stream of `hidden` floats,
 //   a = rmsnorm(h; attn_norm);  q, k, v = a·Wq, a·Wk, a·Wv;  h += attend(q, KV cache)·Wo
-//   m = rmsnorm(h; ffn_norm);   h += Σ_c w_c · expert_{e_c}(m)      (c = 0..k-1, column order)
+//   m = rmsnorm(h; ffn_norm);   h += Σ_c w_c · expert_{e_c}(m)      (c = 0..k-1, fixed point)
 // where e_c = trace.at(t, layer, c). Every weight comes from its own SplitMix64 stream derived
 // from (seed, kind, layer, index), so a process can generate just the experts it hosts and get
 // the values everyone else gets. Token t's input vector is generated from (seed, t).
@@ -14,7 +14,8 @@
 // order, whatever other rows share the call, and uses no library transcendental function. The
 // library is compiled with -ffp-contract=off. A distributed engine that calls these kernels on
 // the same inputs, attends over the same KV cache contents in position order and combines the
-// k expert outputs with combine() in column order produces the same bits as run_reference().
+// k expert outputs in fixed point (accumulate_expert_output, apply_combined: exact integer sums,
+// so any grouping of the columns gives the same bits) produces the same bits as run_reference().
 #pragma once
 
 #include <cstdint>
@@ -174,8 +175,31 @@ void expert_ffn(const ExpertWeights& w, Activation activation, std::span<const f
 // The k combine weights of a rule, in column order.
 std::vector<float> combine_weights(Combine rule, int k);
 
-// h[i] += Σ_c weights[c]·outputs[c][i], the sum accumulated c = 0..k-1 from 0 and then added to
-// h[i]. outputs: the token's k expert outputs [k, H] in column order (c = the trace column).
+// Combine in fixed point. A token's k expert outputs may be computed on k different processes,
+// and a distributed engine sums the outputs of each process's columns before sending them to
+// the token's home (one message per process, as the cost model counts). A floating-point sum
+// would then depend on the grouping; an integer sum does not. So every weighted component is
+// rounded once to a multiple of 2^-S (S = kCombineFractionBits), the terms are summed exactly
+// in integers, in any order and any grouping, and the total is added to the residual:
+//   term_c[i] = round(w_c · y_c[i] · 2^S)   (w_c·y_c exact in double; ties to even)
+//   h[i]      = float(double(h[i]) + double(Σ_c term_c[i]) · 2^-S)
+// Partial sums travel as int32 (4 bytes per component, as a float32 would): each term is
+// bounded by (2^31 - 1) / k, so any partial sum of at most k terms fits, and |w_c·y_c| must stay
+// below 2^(31-S) / k (2048 / k); an output outside that range is an InputError. The rounding
+// error is at most 2^-(S+1) ≈ 4.8e-7 per term.
+inline constexpr int kCombineFractionBits = 20;
+inline constexpr double kCombineScale = 1048576.0;  // 2^kCombineFractionBits
+static_assert(kCombineScale == static_cast<double>(1 << kCombineFractionBits));
+
+// acc[i] += term(weight, y[i]) for one expert output y [H]; k bounds the term (see above).
+void accumulate_expert_output(std::span<const float> y, float weight, int k,
+                              std::span<std::int64_t> acc);
+// The int32 wire form of a partial sum of at most k terms (UsageError if one does not fit).
+void narrow_partial(std::span<const std::int64_t> acc, std::span<std::int32_t> out);
+// h[i] = float(double(h[i]) + double(total[i]) · 2^-S): the residual update of a token.
+void apply_combined(std::span<const std::int64_t> total, std::span<float> h);
+// All k columns at once: outputs [k, H] in column order, weights [k]. Equal to any split of the
+// columns into partial sums accumulated separately and added up.
 void combine(std::span<const float> outputs, std::span<const float> weights, std::span<float> h);
 
 // x / (1 + exp(-x)), and 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))), from exp_det.

@@ -246,17 +246,56 @@ std::vector<float> combine_weights(Combine rule, int k) {
   return w;
 }
 
+void accumulate_expert_output(std::span<const float> y, float weight, int k,
+                              std::span<std::int64_t> acc) {
+  require(y.size() == acc.size(), "accumulate_expert_output", "y and acc must both be [H]");
+  require(k >= 1, "accumulate_expert_output", "k must be at least 1, got " + std::to_string(k));
+  // |term| <= (2^31 - 1) / k: any partial sum of at most k terms fits the int32 wire format.
+  const double limit = std::floor(2147483647.0 / k);
+  const double w = weight;
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    // w·y is exact in double (24 + 24 significant bits); the scaling by 2^S is exact; then one
+    // rounding to the nearest integer, ties to even (the default rounding mode).
+    const double term = std::nearbyint(w * y[i] * kCombineScale);
+    if (!(std::fabs(term) <= limit)) {
+      throw InputError("combine: weighted expert output " + std::to_string(w * y[i]) +
+                       " is outside the fixed-point range +-" +
+                       std::to_string(limit / kCombineScale) + " (2^" +
+                       std::to_string(31 - kCombineFractionBits) + " / k for k = " +
+                       std::to_string(k) + ")");
+    }
+    acc[i] += static_cast<std::int64_t>(term);
+  }
+}
+
+void narrow_partial(std::span<const std::int64_t> acc, std::span<std::int32_t> out) {
+  require(acc.size() == out.size(), "narrow_partial", "acc and out must have the same size");
+  for (std::size_t i = 0; i < acc.size(); ++i) {
+    require(acc[i] >= std::numeric_limits<std::int32_t>::min() &&
+                acc[i] <= std::numeric_limits<std::int32_t>::max(),
+            "narrow_partial", "a partial sum of more than k terms overflows int32");
+    out[i] = static_cast<std::int32_t>(acc[i]);
+  }
+}
+
+void apply_combined(std::span<const std::int64_t> total, std::span<float> h) {
+  require(total.size() == h.size(), "apply_combined", "total and h must both be [H]");
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    h[i] = static_cast<float>(static_cast<double>(h[i]) +
+                              static_cast<double>(total[i]) / kCombineScale);
+  }
+}
+
 void combine(std::span<const float> outputs, std::span<const float> weights, std::span<float> h) {
   const std::size_t hidden = h.size();
   require(outputs.size() == weights.size() * hidden, "combine",
           "outputs must be [k, H] for k weights and h [H]");
-  std::vector<float> acc(hidden, 0.0f);
+  const int k = static_cast<int>(weights.size());
+  std::vector<std::int64_t> acc(hidden, 0);
   for (std::size_t c = 0; c < weights.size(); ++c) {
-    const float wc = weights[c];
-    const float* yc = outputs.data() + c * hidden;
-    for (std::size_t i = 0; i < hidden; ++i) acc[i] += wc * yc[i];
+    accumulate_expert_output(outputs.subspan(c * hidden, hidden), weights[c], k, acc);
   }
-  for (std::size_t i = 0; i < hidden; ++i) h[i] += acc[i];
+  apply_combined(acc, h);
 }
 
 }  // namespace exflow::runtime

@@ -1,0 +1,417 @@
+// exflow-run end to end: the reference mode in one process, and the baseline and exflow modes
+// under mpirun (with more ranks than this machine has cores, and as root where the tests run as
+// root): final states bit for bit equal to the reference, all-to-all bytes equal to the
+// evaluator's traffic matrices for every layer, phase and rank pair, and one error line with a
+// non-zero status on every rank for bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "exflow/error.hpp"
+#include "exflow/evaluate.hpp"
+#include "exflow/placement.hpp"
+#include "exflow/runtime.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+#include "support/test_support.hpp"
+
+namespace exflow::runtime {
+namespace {
+
+using nlohmann::json;
+
+Workload workload(int batch, int seq_len, std::optional<int> prefill = std::nullopt) {
+  Workload w;
+  w.batch = batch;
+  w.seq_len = seq_len;
+  w.prefill = prefill;
+  return w;
+}
+
+// ---------------------------------------------------------------------------------------------
+// exflow-run CLI
+
+using CliRun = test::CommandRun;
+
+CliRun exflow_run(const std::vector<std::string>& args) {
+  return test::run_command(EXFLOW_RUN_CLI, args);
+}
+
+void expect_one_line_error(const CliRun& r, int code, const std::string& fragment) {
+  EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(r.err.rfind("exflow-run: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+}
+
+const std::string kExample = std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy";
+const std::vector<std::string> kSmall = {"--trace",  kExample, "--mode",    "reference",
+                                         "--batch",  "2",      "--seq-len", "8",
+                                         "--hidden", "32",     "--ffn",     "64"};
+
+std::vector<std::string> small_args(std::vector<std::string> more) {
+  std::vector<std::string> args = kSmall;
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+TEST(RunCli, ReferenceJsonMatchesTheLibrary) {
+  const CliRun r = exflow_run(small_args({"--json"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  const json j = json::parse(r.out);
+  for (const char* key : {"mode", "tokens", "layers", "experts", "k", "hidden", "ffn", "checksum",
+                          "seconds", "tokens_per_second", "options"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["mode"], "reference");
+  EXPECT_EQ(j["tokens"], 16);
+  EXPECT_EQ(j["layers"], 26);
+  EXPECT_EQ(j["experts"], 64);
+  EXPECT_EQ(j["k"], 6);
+  EXPECT_EQ(j["hidden"], 32);
+  EXPECT_EQ(j["ffn"], 64);
+  EXPECT_EQ(j["prefill"], 4);
+  EXPECT_EQ(j["steps"], 5);
+  EXPECT_EQ(j["options"]["batch"], 2);
+  EXPECT_EQ(j["options"]["seq_len"], 8);
+  EXPECT_EQ(j["options"]["trace"], kExample);
+  EXPECT_TRUE(j["placement"].is_null());
+  const std::string sum = j["checksum"].get<std::string>();
+  EXPECT_EQ(sum.size(), 16u);
+  EXPECT_EQ(sum.find_first_not_of("0123456789abcdef"), std::string::npos) << sum;
+
+  // The same run in process gives the same checksum.
+  const Trace trace = Trace::open(kExample);
+  ModelConfig c;
+  c.layers = trace.layers();
+  c.experts = trace.experts();
+  c.k = trace.k();
+  c.hidden = 32;
+  c.ffn = 64;
+  EXPECT_EQ(checksum_hex(run_reference(trace, c, workload(2, 8)).checksum), sum);
+}
+
+TEST(RunCli, PlacementIsCheckedAndDoesNotChangeTheOutput) {
+  test::TempDir dir;
+  write_placement_csv(dir.file("p.csv"), vanilla_placement(26, 64, Topology(1, 8)));
+  const CliRun plain = exflow_run(small_args({"--json"}));
+  const CliRun placed = exflow_run(small_args({"--placement", dir.file("p.csv"), "--json"}));
+  ASSERT_EQ(placed.code, 0) << placed.err;
+  const json a = json::parse(plain.out), b = json::parse(placed.out);
+  EXPECT_EQ(b["placement"]["gpus"], 8);
+  EXPECT_EQ(a["checksum"], b["checksum"]);
+
+  write_placement_csv(dir.file("q.csv"), vanilla_placement(2, 64, Topology(1, 8)));
+  expect_one_line_error(exflow_run(small_args({"--placement", dir.file("q.csv")})), 1, "q.csv");
+}
+
+TEST(RunCli, TextSummary) {
+  const CliRun r = exflow_run(small_args({"--activation", "gelu", "--combine", "uniform"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("checksum"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("gelu, combine uniform"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("16 tokens"), std::string::npos) << r.out;
+}
+
+TEST(RunCli, BadInputAndUsage) {
+  expect_one_line_error(exflow_run({"--trace", kExample, "--mode", "reference", "--batch", "1000",
+                                    "--hidden", "8", "--ffn", "8"}),
+                        1, "needs 64000 tokens (batch 1000 x seq-len 64), the trace has 8222");
+  expect_one_line_error(exflow_run(small_args({"--heads", "3"})), 2, "not divisible by heads 3");
+  expect_one_line_error(exflow_run(small_args({"--prefill", "9"})), 2, "prefill 9");
+  expect_one_line_error(exflow_run(small_args({"--experts", "10"})), 1, "out of range");
+  expect_one_line_error(
+      exflow_run({"--trace", kExample, "--mode", "ring", "--batch", "2", "--seq-len", "8"}), 2,
+      "--mode");
+  expect_one_line_error(exflow_run({"--mode", "reference"}), 2, "--trace");
+  const std::string bad = std::string(EXFLOW_SOURCE_DIR) + "/README.md";
+  const CliRun r = exflow_run({"--trace", bad, "--mode", "reference"});
+  EXPECT_EQ(r.code, 1) << r.err;
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// baseline and exflow under mpirun
+
+// mpirun refuses root without these, and a container may forbid the cross-memory attach that
+// Open MPI's shared-memory transport uses for large messages.
+void mpi_environment() {
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 1);
+  // Under scripts/test --sanitize: Open MPI's allocations that live until exit are not leaks.
+  const std::string suppressions =
+      "suppressions=" + std::string(EXFLOW_SOURCE_DIR) + "/tests/support/lsan-mpi.supp";
+  setenv("LSAN_OPTIONS", suppressions.c_str(), 0);
+}
+
+CliRun mpirun(int ranks, const std::vector<std::string>& args) {
+  mpi_environment();
+  std::vector<std::string> all = {"-np", std::to_string(ranks), "--oversubscribe", EXFLOW_RUN_CLI};
+  all.insert(all.end(), args.begin(), args.end());
+  return test::run_command(EXFLOW_MPIEXEC, all);
+}
+
+const std::string kSolved =
+    std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.solved-1x4.csv";
+
+struct Case {
+  int batch = 2;
+  int seq_len = 8;
+  int prefill = 4;
+  int topk = 6;
+  int hidden = 32;
+};
+
+std::vector<std::string> parallel_args(const std::string& mode, const Case& c,
+                                       std::vector<std::string> more = {}) {
+  std::vector<std::string> args = {"--trace",   kExample,
+                                   "--mode",    mode,
+                                   "--batch",   std::to_string(c.batch),
+                                   "--seq-len", std::to_string(c.seq_len),
+                                   "--prefill", std::to_string(c.prefill),
+                                   "--topk",    std::to_string(c.topk),
+                                   "--hidden",  std::to_string(c.hidden),
+                                   "--heads",   "4",
+                                   "--ffn",     "48",
+                                   "--json"};
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+std::string reference_checksum(const Case& c) {
+  const Trace trace = Trace::open(kExample);
+  ModelConfig m;
+  m.layers = trace.layers();
+  m.experts = trace.experts();
+  m.k = c.topk;
+  m.hidden = c.hidden;
+  m.heads = 4;
+  m.ffn = 48;
+  return checksum_hex(run_reference(trace, m, workload(c.batch, c.seq_len, c.prefill)).checksum);
+}
+
+// The evaluator's traffic for the workload's tokens, in bytes: [L, 2, G, G].
+std::vector<std::int64_t> predicted_bytes(const Case& c, const Placement& p,
+                                          const Topology& topo, Scheme scheme) {
+  const Trace trace = Trace::open(kExample);
+  std::vector<std::int32_t> ids;
+  const std::int64_t tokens = static_cast<std::int64_t>(c.batch) * c.seq_len;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (int l = 0; l < trace.layers(); ++l) {
+      for (int k = 0; k < c.topk; ++k) ids.push_back(trace.at(t, l, k));
+    }
+  }
+  const Trace head = Trace::from_ids(ids, tokens, trace.layers(), c.topk, trace.experts());
+  EvalOptions o;
+  o.scheme = scheme;
+  o.sequence_length = c.seq_len;
+  o.traffic = true;
+  Metrics m = evaluate(head, p, topo, o);
+  for (std::int64_t& v : m.traffic) v *= 4LL * c.hidden;
+  return m.traffic;
+}
+
+// The measured matrices of the JSON report, [L, 2, G, G] like the evaluator's.
+std::vector<std::int64_t> measured_bytes(const json& j, const char* what = "_bytes") {
+  std::vector<std::int64_t> out;
+  for (const json& layer : j["per_layer"]) {
+    for (const char* phase : {"dispatch", "combine"}) {
+      for (const json& row : layer[std::string(phase) + what]) {
+        for (const json& v : row) out.push_back(v.get<std::int64_t>());
+      }
+    }
+  }
+  return out;
+}
+
+json run_ok(int ranks, const std::vector<std::string>& args) {
+  const CliRun r = mpirun(ranks, args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  if (r.code != 0) return json();
+  return json::parse(r.out);
+}
+
+void expect_matches_cost_model(const json& j, const Case& c, const Placement& p,
+                               const Topology& topo, Scheme scheme) {
+  const std::vector<std::int64_t> predicted = predicted_bytes(c, p, topo, scheme);
+  const std::vector<std::int64_t> measured = measured_bytes(j);
+  ASSERT_EQ(measured.size(), predicted.size());
+  for (std::size_t i = 0; i < predicted.size(); ++i) {
+    EXPECT_EQ(measured[i], predicted[i]) << "entry " << i << " of [L, 2, G, G]";
+  }
+  std::int64_t total = 0;
+  for (std::int64_t v : predicted) total += v;
+  EXPECT_EQ(j["alltoall_bytes"].get<std::int64_t>(), total);
+  EXPECT_EQ(j["cost_model"]["matches"], true);
+  // Messages: at least one per non-empty matrix entry, never more than its rows.
+  const std::vector<std::int64_t> messages = measured_bytes(j, "_messages");
+  for (std::size_t i = 0; i < predicted.size(); ++i) {
+    EXPECT_EQ(messages[i] > 0, predicted[i] > 0) << i;
+    EXPECT_LE(messages[i] * 4 * c.hidden, predicted[i]) << i;
+  }
+}
+
+Placement random_placement(int gpus, std::uint32_t seed, int replicas_per_gpu) {
+  std::mt19937 rng(seed);
+  Topology topo(1, gpus);
+  Placement p(26, 64, gpus);
+  for (int l = 0; l < 26; ++l) {
+    std::vector<int> order(64);
+    for (int e = 0; e < 64; ++e) order[static_cast<std::size_t>(e)] = e % gpus;
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int e = 0; e < 64; ++e) p.set(l, e, order[static_cast<std::size_t>(e)]);
+    for (int g = 0; g < gpus; ++g) {
+      for (int r = 0; r < replicas_per_gpu; ++r) {
+        for (int tries = 0; tries < 100; ++tries) {
+          const int e = static_cast<int>(rng() % 64);
+          const std::vector<int> copies = p.copies(l, e);
+          if (std::find(copies.begin(), copies.end(), g) == copies.end()) {
+            p.add_replica(l, e, g);
+            break;
+          }
+        }
+      }
+    }
+  }
+  return p;
+}
+
+TEST(MpiRun, BothModesReproduceTheReferenceAndMoveWhatTheCostModelPredicts) {
+  const Case c;
+  const std::string expected = reference_checksum(c);
+  test::TempDir dir;
+  const Topology topo(1, 4);
+  const Placement vanilla = vanilla_placement(26, 64, topo);
+  const Placement solved = read_placement_csv(kSolved, 26, 64, 4);
+  const Placement random = random_placement(4, 17, 0);
+  const Placement replicated = random_placement(4, 23, 2);
+  write_placement_csv(dir.file("random.csv"), random);
+  write_placement_csv(dir.file("replicated.csv"), replicated);
+  const std::vector<std::pair<std::string, const Placement*>> placements = {
+      {"", &vanilla},
+      {kSolved, &solved},
+      {dir.file("random.csv"), &random},
+      {dir.file("replicated.csv"), &replicated}};
+  for (const auto& [path, placement] : placements) {
+    for (const std::string mode : {"baseline", "exflow"}) {
+      SCOPED_TRACE(mode + " " + (path.empty() ? "vanilla" : path));
+      std::vector<std::string> more;
+      if (!path.empty()) more = {"--placement", path};
+      const json j = run_ok(4, parallel_args(mode, c, more));
+      if (j.is_null()) continue;
+      EXPECT_EQ(j["checksum"], expected);
+      EXPECT_EQ(j["ranks"], 4);
+      EXPECT_EQ(j["expert_rows"], 16 * 26 * 6);
+      expect_matches_cost_model(j, c, *placement, topo,
+                                mode == "baseline" ? Scheme::kBaseline : Scheme::kContextCoherent);
+      if (mode == "baseline") {
+        EXPECT_EQ(j["allgather_bytes"], 0);
+      } else {
+        // Every key and value of layers 1..L-1 reaches the 3 other ranks: 16 tokens x 25 layers
+        // x 2 x 32 floats x 4 bytes x 3.
+        EXPECT_EQ(j["allgather_bytes"], 16 * 25 * 2 * 32 * 4 * 3);
+      }
+    }
+  }
+}
+
+TEST(MpiRun, TopOneTopTwoAndTwoNodesWithMoreRanksThanCores) {
+  // k = 1: no combine at all in exflow mode; the plan skips the empty collectives.
+  Case one;
+  one.topk = 1;
+  one.prefill = 0;
+  const json a = run_ok(4, parallel_args("exflow", one));
+  ASSERT_FALSE(a.is_null());
+  EXPECT_EQ(a["checksum"], reference_checksum(one));
+  const Topology topo(1, 4);
+  expect_matches_cost_model(a, one, vanilla_placement(26, 64, topo), topo,
+                            Scheme::kContextCoherent);
+  for (const json& layer : a["per_layer"]) {
+    for (const json& row : layer["combine_bytes"]) {
+      for (const json& v : row) EXPECT_EQ(v, 0);
+    }
+  }
+
+  // 8 ranks as 2 nodes x 4, top-2, prefill of every position at once.
+  Case two;
+  two.topk = 2;
+  two.prefill = 8;
+  two.batch = 3;
+  const json b = run_ok(8, parallel_args("exflow", two, {"--gpus-per-node", "4"}));
+  ASSERT_FALSE(b.is_null());
+  EXPECT_EQ(b["checksum"], reference_checksum(two));
+  EXPECT_EQ(b["nodes"], 2);
+  const Topology two_nodes(2, 4);
+  expect_matches_cost_model(b, two, vanilla_placement(26, 64, two_nodes), two_nodes,
+                            Scheme::kContextCoherent);
+  const json base = run_ok(8, parallel_args("baseline", two, {"--gpus-per-node", "4"}));
+  ASSERT_FALSE(base.is_null());
+  EXPECT_EQ(base["checksum"], reference_checksum(two));
+  expect_matches_cost_model(base, two, vanilla_placement(26, 64, two_nodes), two_nodes,
+                            Scheme::kBaseline);
+}
+
+TEST(MpiRun, SolvedPlacementMovesFewerBytesThanVanillaAndBaseline) {
+  // The bundled real trace at the default workload shape (8 sequences of 64 tokens), smaller
+  // tensors: bytes scale with H, the comparison does not.
+  Case c;
+  c.batch = 8;
+  c.seq_len = 64;
+  c.prefill = 32;
+  c.hidden = 16;
+  const json solved = run_ok(4, parallel_args("exflow", c, {"--placement", kSolved}));
+  const json vanilla = run_ok(4, parallel_args("exflow", c));
+  const json baseline = run_ok(4, parallel_args("baseline", c));
+  ASSERT_FALSE(solved.is_null() || vanilla.is_null() || baseline.is_null());
+  const auto bytes = [](const json& j) { return j["alltoall_bytes"].get<std::int64_t>(); };
+  EXPECT_LT(bytes(solved), bytes(vanilla));
+  EXPECT_LT(bytes(vanilla), bytes(baseline));
+  EXPECT_EQ(solved["checksum"], vanilla["checksum"]);
+  EXPECT_EQ(baseline["checksum"], vanilla["checksum"]);
+}
+
+void expect_one_error_line(const CliRun& r, int code, const std::string& fragment) {
+  EXPECT_EQ(r.code == 0, code == 0) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  std::size_t lines = 0, at = 0;
+  while ((at = r.err.find("exflow-run: error: ", at)) != std::string::npos) {
+    ++lines;
+    ++at;
+  }
+  EXPECT_EQ(lines, 1u) << r.err;
+  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+}
+
+TEST(MpiRun, BadInputIsOneLineAndANonZeroExitOnEveryRank) {
+  const Case c;
+  expect_one_error_line(mpirun(3, parallel_args("exflow", c, {"--gpus-per-node", "2"})), 2,
+                        "the job has 3 ranks, the topology 1 nodes x 2 GPUs per node");
+  test::TempDir dir;
+  write_placement_csv(dir.file("eight.csv"), vanilla_placement(26, 64, Topology(1, 8)));
+  expect_one_error_line(
+      mpirun(4, parallel_args("baseline", c, {"--placement", dir.file("eight.csv")})), 1,
+      "eight.csv");
+  Case big = c;
+  big.batch = 2000;
+  expect_one_error_line(mpirun(2, parallel_args("exflow", big)), 1,
+                        "needs 16000 tokens (batch 2000 x seq-len 8), the trace has 8222");
+  Case odd = c;
+  odd.hidden = 30;
+  expect_one_error_line(mpirun(2, parallel_args("exflow", odd)), 2, "not divisible by heads 4");
+  Case wide = c;
+  wide.topk = 7;
+  expect_one_error_line(mpirun(2, parallel_args("exflow", wide)), 2, "7");
+  expect_one_error_line(mpirun(2, parallel_args("exflow", c, {"--bogus"})), 2, "--bogus");
+}
+
+}  // namespace
+}  // namespace exflow::runtime
