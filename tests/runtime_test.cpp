@@ -19,6 +19,7 @@
 #include "core/splitmix64.hpp"
 #include "exflow/error.hpp"
 #include "exflow/placement.hpp"
+#include "exflow/route_plan.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 #include "support/test_support.hpp"
@@ -438,6 +439,54 @@ TEST(RuntimeWorkload, RoutesFollowTheTrace) {
       for (int col = 0; col < 2; ++col) EXPECT_EQ(r[(t * 3 + l) * 2 + col], trace.at(t, l, col));
     }
   }
+}
+
+TEST(RoutePlan, FollowsTheCostModelsRules) {
+  // 1 node x 2 GPUs, 4 experts: vanilla puts experts 0, 1 on GPU 0 and 2, 3 on GPU 1. Two
+  // sequences of two tokens, 2 layers, top-2.
+  ModelConfig c = small_config();
+  c.layers = 2;
+  c.experts = 4;
+  c.k = 2;
+  Workload w;
+  w.batch = 2;
+  w.seq_len = 2;
+  const std::vector<std::int32_t> routes = {
+      2, 0, 0, 1,  // token 0: layer 0 GPUs {1, 0} (tie: column 0's GPU 1), layer 1 {0, 0}
+      0, 2, 3, 2,  // token 1: layer 0 {0, 1} (tie: GPU 0), layer 1 {1, 1}
+      1, 3, 3, 0,  // token 2: layer 0 {0, 1} (tie: GPU 0), layer 1 {1, 0} (tie: GPU 1)
+      3, 2, 1, 0,  // token 3: layer 0 {1, 1}, layer 1 {0, 0}
+  };
+  const Topology topo(1, 2);
+  Placement p = vanilla_placement(2, 4, topo);
+
+  const RoutePlan exflow = plan_routes(routes, c, w, p, topo, ParallelMode::kExflow);
+  EXPECT_EQ(exflow.home, (std::vector<std::int32_t>{1, 0, 0, 1, 0, 1, 1, 0}));
+  EXPECT_EQ(exflow.attention,
+            (std::vector<std::int32_t>{kEveryGpu, 1, kEveryGpu, 0, kEveryGpu, 0, kEveryGpu, 1}));
+  EXPECT_TRUE(exflow.serves(0, 0, 0) && exflow.serves(0, 0, 1));
+  EXPECT_FALSE(exflow.serves(0, 1, 1));
+  EXPECT_EQ(exflow.final_gpu(2), 1);
+
+  // Baseline: sequence s is owned by GPU s mod 2 at every layer.
+  const RoutePlan baseline = plan_routes(routes, c, w, p, topo, ParallelMode::kBaseline);
+  EXPECT_EQ(baseline.home, (std::vector<std::int32_t>{0, 0, 0, 0, 1, 1, 1, 1}));
+  EXPECT_EQ(baseline.attention, baseline.home);
+
+  // A replica of expert 0 at layer 1 on GPU 1: token 0 (home 1 at layer 0) uses it, token 3
+  // (home 1) too; token 2's baseline owner 1 as well.
+  p.add_replica(1, 0, 1);
+  const RoutePlan replicated = plan_routes(routes, c, w, p, topo, ParallelMode::kExflow);
+  EXPECT_EQ(replicated.gpu(0, 1, 0), 1);
+  EXPECT_EQ(replicated.gpu(0, 1, 1), 0);  // expert 1 has one copy
+  EXPECT_EQ(replicated.home_gpu(0, 1), 1);  // tie between GPUs 1 and 0: column 0's
+  EXPECT_EQ(replicated.gpu(3, 1, 1), 1);
+  EXPECT_EQ(plan_routes(routes, c, w, p, topo, ParallelMode::kBaseline).gpu(2, 1, 1), 1);
+
+  // A placement of another shape is an input error.
+  EXPECT_THROW(plan_routes(routes, c, w, vanilla_placement(3, 4, topo), topo,
+                           ParallelMode::kExflow),
+               InputError);
 }
 
 TEST(RuntimeWorkload, KvCacheRowsOfASequenceAreContiguous) {

@@ -442,10 +442,7 @@ int run_parallel_mode(const RunArgs& args) {
 }  // namespace exflow::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{
-      "exflow-run: a Mixture-of-Experts transformer whose router replays a trace, run "
-      "expert-parallel on MPI (baseline, exflow; launch with mpirun -np G) or in one process "
-      "(reference)"};
+  CLI::App app{exflow::cli::kRunSummary, "exflow-run"};
   exflow::cli::RunArgs args;
   exflow::cli::register_options(app, exflow::cli::run_options(), args);
 

@@ -29,6 +29,11 @@ struct RunArgs {
   bool json = false;
 };
 
+inline constexpr const char* kRunSummary =
+    "Run a Mixture-of-Experts transformer whose router replays a trace: expert-parallel on MPI "
+    "(baseline, exflow; launch with mpirun -np G, one rank per GPU) or in one process "
+    "(reference). See docs/runtime.md.";
+
 const OptionTable<RunArgs>& run_options();
 
 }  // namespace exflow::cli

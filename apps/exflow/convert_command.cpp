@@ -74,7 +74,7 @@ Subcommand add_convert_command(CLI::App& app) {
 }
 
 std::string convert_markdown() {
-  return options_markdown("convert", kConvertSummary, convert_options());
+  return options_markdown("exflow convert", kConvertSummary, convert_options());
 }
 
 }  // namespace exflow::cli

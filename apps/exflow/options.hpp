@@ -82,12 +82,12 @@ nlohmann::json options_json(const OptionTable<Args>& table, const Args& args) {
   return j;
 }
 
-// A markdown section documenting one command from its table.
+// A markdown section documenting one command ("exflow solve", "exflow-run") from its table.
 template <class Args>
 std::string options_markdown(const std::string& command, const std::string& summary,
                              const OptionTable<Args>& table) {
   const Args defaults;
-  std::string md = "## `exflow " + command + "`\n\n" + summary + "\n\n";
+  std::string md = "## `" + command + "`\n\n" + summary + "\n\n";
   md += "| option | default | description |\n| --- | --- | --- |\n";
   for (const auto& row : table) {
     std::string def = row.required                ? "required"
