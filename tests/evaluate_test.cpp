@@ -362,9 +362,25 @@ TEST_P(EvaluateMatchesReference, OnRandomTracesAndPlacements) {
       EXPECT_NEAR(m.local_fraction, r.local / (local_entries * trace.tokens()), 1e-12);
       EXPECT_TRUE(m.traffic.empty());
       o.traffic = true;
+      o.gpu_traffic = true;
       Metrics with_traffic = evaluate(trace, p, topo, o);
       o.traffic = false;
+      o.gpu_traffic = false;
       EXPECT_EQ(with_traffic.traffic, r.traffic);
+      // Per-GPU volumes are the matrix's row and column sums by link class.
+      const int G = topo.gpus();
+      std::vector<std::int64_t> volumes(static_cast<std::size_t>(trace.layers()) * 2 * G * 4, 0);
+      for (int lp = 0; lp < trace.layers() * 2; ++lp) {
+        for (int a = 0; a < G; ++a) {
+          for (int b = 0; b < G; ++b) {
+            const std::int64_t n = r.traffic[static_cast<std::size_t>((lp * G + a) * G + b)];
+            const int inter = topo.node_of(a) != topo.node_of(b) ? 1 : 0;
+            volumes[static_cast<std::size_t>((lp * G + a) * 4 + inter)] += n;
+            volumes[static_cast<std::size_t>((lp * G + b) * 4 + 2 + inter)] += n;
+          }
+        }
+      }
+      EXPECT_EQ(with_traffic.gpu_traffic, volumes);
       EXPECT_EQ(with_traffic.intra_transfers, r.intra);
       EXPECT_EQ(with_traffic.cost_per_layer, m.cost_per_layer);
     }

@@ -44,8 +44,11 @@ struct EvalOptions {
   Scheme scheme = Scheme::kContextCoherent;
   // Baseline owner of token t: GPU (t / sequence_length) mod G. Must be >= 1.
   std::int64_t sequence_length = 1;
-  // Fill Metrics::traffic (the GPU-pair transfer matrices of every layer).
+  // Fill Metrics::traffic (the GPU-pair transfer matrices of every layer: L·2·G² counts).
   bool traffic = false;
+  // Fill Metrics::gpu_traffic (each GPU's sends and receives by link class: L·2·G·4 counts,
+  // what a network model needs at any scale).
+  bool gpu_traffic = false;
   int threads = 0;  // 0 = hardware concurrency
   Progress* progress = nullptr;
 };
@@ -82,6 +85,10 @@ struct Metrics {
   // h_{l-1} into layer l; baseline: owner to expert GPUs), phase 1 = combine (into h_l; baseline:
   // back to the owner). The sum over src != dst with hop costs is cost_per_layer[l] * tokens.
   std::vector<std::int64_t> traffic;
+  // Per GPU, [L, 2, G, 4] when EvalOptions::gpu_traffic: gpu_traffic[((l * 2 + phase) * G + g) * 4
+  // + i], i = 0 sent within the node, 1 sent to another node, 2 received within the node, 3
+  // received from another node (transfers).
+  std::vector<std::int64_t> gpu_traffic;
 
   std::int64_t replicas = 0;             // replica slots in the placement, all layers
   std::int64_t replica_assignments = 0;  // token-expert assignments a replica served

@@ -27,12 +27,15 @@ struct Counts {
   std::vector<std::int64_t> expert_load;  // [L, E] (top-1 path: mapped to GPUs at the end)
   std::vector<std::int64_t> gpu_load;     // [L, G] (general path: counted on the copy used)
   std::vector<std::int64_t> traffic;      // [L, 2, G, G] when requested, else empty
+  std::vector<std::int64_t> gpu_traffic;  // [L, 2, G, 4] when requested, else empty
   std::int64_t replica_assignments = 0;   // token-expert assignments served by a replica
-  Counts(int layers, int experts, int gpus, bool with_traffic)
+  Counts(int layers, int experts, int gpus, const EvalOptions& options)
       : transfers(static_cast<std::size_t>(layers) * 3, 0),
         expert_load(static_cast<std::size_t>(layers) * experts, 0),
         gpu_load(static_cast<std::size_t>(layers) * gpus, 0),
-        traffic(with_traffic ? static_cast<std::size_t>(layers) * 2 * gpus * gpus : 0, 0) {}
+        traffic(options.traffic ? static_cast<std::size_t>(layers) * 2 * gpus * gpus : 0, 0),
+        gpu_traffic(options.gpu_traffic ? static_cast<std::size_t>(layers) * 2 * gpus * 4 : 0, 0) {
+  }
 };
 
 constexpr int kLocal = static_cast<int>(Hop::kLocal);
@@ -46,6 +49,7 @@ class BlockEvaluator {
         scheme_(options.scheme),
         sequence_length_(options.sequence_length),
         traffic_(options.traffic),
+        gpu_traffic_(options.gpu_traffic),
         experts_(placement.experts()),
         gpus_(topology.gpus()) {
     node_of_.resize(static_cast<std::size_t>(gpus_));
@@ -72,7 +76,7 @@ class BlockEvaluator {
 
   void operator()(const TraceBlock& block, Counts& counts) {
     if (block.k == 1 && scheme_ == Scheme::kContextCoherent && !placement_.has_replicas() &&
-        !traffic_) {
+        !traffic_ && !gpu_traffic_) {
       top1_coherent(block, counts);
     } else {
       general(block, counts);
@@ -85,7 +89,15 @@ class BlockEvaluator {
   }
   // One transfer src -> dst (src != dst) at layer l in `phase` (0 dispatch, 1 combine).
   void count(Counts& counts, int l, int phase, int src, int dst) const {
-    ++counts.transfers[static_cast<std::size_t>(l) * 3 + static_cast<std::size_t>(hop(src, dst))];
+    const int h = hop(src, dst);
+    ++counts.transfers[static_cast<std::size_t>(l) * 3 + static_cast<std::size_t>(h)];
+    if (gpu_traffic_) {
+      const std::size_t base = (static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) *
+                               static_cast<std::size_t>(gpus_);
+      const std::size_t inter = h == kInter ? 1 : 0;
+      ++counts.gpu_traffic[(base + static_cast<std::size_t>(src)) * 4 + inter];
+      ++counts.gpu_traffic[(base + static_cast<std::size_t>(dst)) * 4 + 2 + inter];
+    }
     if (traffic_) {
       ++counts.traffic[((static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) *
                             static_cast<std::size_t>(gpus_) +
@@ -240,6 +252,7 @@ class BlockEvaluator {
   Scheme scheme_;
   std::int64_t sequence_length_;
   bool traffic_;
+  bool gpu_traffic_;
   int experts_;
   int gpus_;
   std::vector<int> node_of_;
@@ -303,6 +316,7 @@ Metrics summarize(const Counts& total, const Trace& trace, const Placement& plac
     m.load_ratio_mean += ratio / L;
   }
   m.traffic = total.traffic;
+  m.gpu_traffic = total.gpu_traffic;
   m.replicas = static_cast<std::int64_t>(placement.replicas().size());
   m.replica_assignments = total.replica_assignments;
   m.replica_share = static_cast<double>(total.replica_assignments) / (T * trace.k() * L);
@@ -345,7 +359,7 @@ std::vector<Metrics> evaluate_all(const Trace& trace,
   const std::size_t P = placements.size();
   const int workers = trace.workers(options.threads);
   // partial[w * P + p]: worker w's counts for placement p.
-  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E, topology.gpus(), options.traffic));
+  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E, topology.gpus(), options));
   std::vector<BlockEvaluator> evaluators;
   for (int w = 0; w < workers; ++w) {
     for (const Placement* placement : placements) {
@@ -373,6 +387,9 @@ std::vector<Metrics> evaluate_all(const Trace& trace,
       }
       for (std::size_t i = 0; i < total.gpu_load.size(); ++i) total.gpu_load[i] += c.gpu_load[i];
       for (std::size_t i = 0; i < total.traffic.size(); ++i) total.traffic[i] += c.traffic[i];
+      for (std::size_t i = 0; i < total.gpu_traffic.size(); ++i) {
+        total.gpu_traffic[i] += c.gpu_traffic[i];
+      }
       total.replica_assignments += c.replica_assignments;
     }
     results.push_back(summarize(total, trace, *placements[p], topology, options.scheme));
