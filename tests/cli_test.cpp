@@ -629,5 +629,67 @@ TEST(CliTopK, MethodVanillaWritesTheVanillaPlacement) {
             vanilla_placement(kTopkLayers, kTopkExperts, topo));
 }
 
+// ---------------------------------------------------------------------------------------------
+// exflow simulate
+
+const std::string kExampleTrace = std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy";
+const std::string kExampleSolved =
+    std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.solved-1x4.csv";
+
+TEST(Cli, SimulateReportsThreeConfigurationsFromTheEvaluator) {
+  const CliRun r = exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--placement",
+                           kExampleSolved, "--model", "olmoe-1b-7b", "--json", "--quiet"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["model"]["hidden"], 2048);
+  EXPECT_EQ(j["model"]["kv_bytes_per_token"], 8192);
+  EXPECT_EQ(j["model"]["preset_matches_trace"], false);  // OLMoE has 16 layers, the trace 26
+  EXPECT_EQ(j["tokens_per_step"], 512);
+  const json& c = j["configurations"];
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0]["name"], "baseline/vanilla");
+  EXPECT_EQ(c[1]["name"], "exflow/vanilla");
+  EXPECT_EQ(c[2]["name"], "exflow/placement");
+  EXPECT_EQ(c[0]["speedup"], 1.0);
+  EXPECT_EQ(c[0]["allgather_bytes_per_step"], 0.0);
+  EXPECT_LT(c[2]["alltoall_bytes_per_step"].get<double>(),
+            c[1]["alltoall_bytes_per_step"].get<double>());
+  EXPECT_EQ(c[2]["per_layer"].size(), 26u);
+  EXPECT_FALSE(c[2]["per_layer"][0].contains("dispatch_bytes"));  // matrices only on request
+
+  // Costs are the evaluator's: the same numbers `exflow eval` prints for the placement.
+  const CliRun e = exflow({"eval", kExampleTrace, kExampleSolved, "--gpus-per-node", "4", "--json",
+                           "--quiet"});
+  ASSERT_EQ(e.code, 0) << e.err;
+  const json ej = json::parse(e.out);
+  EXPECT_EQ(c[2]["cost"], ej["cost"]);
+  EXPECT_EQ(c[1]["cost"], ej["vanilla"]["cost"]);
+  EXPECT_EQ(c[0]["cost"], ej["vanilla"]["baseline"]["cost"]);
+
+  // Bytes per step: rows of 2048 x 2 bytes, scaled from the trace's 8222 tokens to 512.
+  const double rows = c[1]["cost"].get<double>() * 8222;  // one node: cost = transfers
+  EXPECT_NEAR(c[1]["alltoall_bytes_per_step"].get<double>(), rows * 4096 * 512 / 8222, 1e-3);
+
+  const CliRun text = exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--model",
+                              "deepseek-v3", "--quiet"});
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("exflow/vanilla"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("the trace's shape is used"), std::string::npos) << text.out;
+}
+
+TEST(Cli, SimulateBadUsage) {
+  expect_one_line_error(exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--quiet"}), 2,
+                        "give --model or both --hidden and --kv-bytes-per-token");
+  expect_one_line_error(exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--model",
+                                "llama", "--quiet"}),
+                        2, "unknown model preset 'llama'");
+  expect_one_line_error(exflow({"simulate", kExampleTrace, "--gpus-per-node", "3", "--model",
+                                "deepseek-v3", "--quiet"}),
+                        2, "no vanilla placement");
+  expect_one_line_error(exflow({"simulate", kExampleTrace, "--gpus-per-node", "8", "--placement",
+                                kExampleSolved, "--model", "deepseek-v3", "--quiet"}),
+                        1, "esft-intent-top6.solved-1x4.csv");
+}
+
 }  // namespace
 }  // namespace exflow

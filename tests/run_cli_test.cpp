@@ -224,7 +224,8 @@ std::vector<std::int64_t> predicted_bytes(const Case& c, const Placement& p,
   return m.traffic;
 }
 
-// The measured matrices of the JSON report, [L, 2, G, G] like the evaluator's.
+// The matrices of a JSON report (exflow-run's, or one configuration of exflow simulate's),
+// [L, 2, G, G] like the evaluator's.
 std::vector<std::int64_t> measured_bytes(const json& j, const char* what = "_bytes") {
   std::vector<std::int64_t> out;
   for (const json& layer : j["per_layer"]) {
@@ -381,6 +382,48 @@ TEST(MpiRun, SolvedPlacementMovesFewerBytesThanVanillaAndBaseline) {
   EXPECT_LT(bytes(vanilla), bytes(baseline));
   EXPECT_EQ(solved["checksum"], vanilla["checksum"]);
   EXPECT_EQ(baseline["checksum"], vanilla["checksum"]);
+}
+
+TEST(MpiRun, SimulatorByteMatricesEqualTheMeasuredBytes) {
+  // `exflow simulate` on the workload's tokens (as a trace file) with exflow-run's sizes: one
+  // transfer = H float32 values, keys and values 2 x H float32 per token and layer, baseline
+  // owners by sequence. Its whole-trace matrices must be exflow-run's per-layer matrices.
+  const Case c;
+  test::TempDir dir;
+  const Trace trace = Trace::open(kExample);
+  const std::int64_t tokens = static_cast<std::int64_t>(c.batch) * c.seq_len;
+  std::vector<std::int64_t> ids;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (int l = 0; l < trace.layers(); ++l) {
+      for (int k = 0; k < c.topk; ++k) ids.push_back(trace.at(t, l, k));
+    }
+  }
+  test::write_npy(dir.file("head.npy"), ids, {tokens, trace.layers(), c.topk});
+  const CliRun sim = test::run_command(
+      EXFLOW_CLI, {"simulate", dir.file("head.npy"), "--experts", "64", "--gpus-per-node", "4", "--placement",
+                   kSolved, "--hidden", std::to_string(c.hidden), "--dtype-bytes", "4",
+                   "--kv-bytes-per-token", std::to_string(8 * c.hidden), "--seq-len",
+                   std::to_string(c.seq_len), "--tokens-per-step", std::to_string(tokens),
+                   "--matrices", "--json", "--quiet"});
+  ASSERT_EQ(sim.code, 0) << sim.err;
+  const json s = json::parse(sim.out);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> runs = {
+      {"baseline/vanilla", {"baseline"}},
+      {"exflow/vanilla", {"exflow"}},
+      {"exflow/placement", {"exflow", "--placement", kSolved}}};
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    SCOPED_TRACE(runs[i].first);
+    const json& config = s["configurations"][i];
+    ASSERT_EQ(config["name"], runs[i].first);
+    std::vector<std::string> more(runs[i].second.begin() + 1, runs[i].second.end());
+    const json measured = run_ok(4, parallel_args(runs[i].second[0], c, more));
+    ASSERT_FALSE(measured.is_null());
+    EXPECT_EQ(measured_bytes(config), measured_bytes(measured));
+    EXPECT_EQ(config["alltoall_bytes_per_step"].get<double>(),
+              measured["alltoall_bytes"].get<double>());
+    EXPECT_EQ(config["allgather_bytes_per_step"].get<double>(),
+              measured["allgather_bytes"].get<double>());
+  }
 }
 
 void expect_one_error_line(const CliRun& r, int code, const std::string& fragment) {

@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "convert_command.hpp"
+#include "simulate_command.hpp"
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
@@ -19,32 +20,56 @@
 #include "exflow/solve.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
+#include "command_args.hpp"
 #include "options.hpp"
 #include "../exflow-run/run_options.hpp"
 #include "progress_bar.hpp"
 #include "text_report.hpp"
 
 namespace exflow::cli {
+
+Trace open_trace(const TraceArgs& a) {
+  TraceOpenOptions o;
+  if (a.experts > 0) o.experts = a.experts;
+  if (a.topk > 0) o.topk = a.topk;
+  o.threads = a.threads;
+  return Trace::open(a.trace, o);
+}
+
+Topology make_topology(const TopologyArgs& a) {
+  return Topology(a.nodes, a.gpus_per_node, a.intra_cost, a.inter_cost);
+}
+
+void print_json(const nlohmann::json& j) {
+  std::cout << j.dump(2) << std::endl;
+}
+
+// A placement file in any format exflow reads: by extension, .json holds SGLang's expert
+// location (physical_to_logical_map) or EPLB's maps (phy2log), anything else the CSV.
+Placement read_placement_file(const std::string& path, int layers, int experts, int gpus) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext != ".json" && ext != ".JSON") return read_placement_csv(path, layers, experts, gpus);
+  std::string head = [&] {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw IoError(path + ": cannot open placement");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text;
+  }();
+  Placement p = head.find("\"physical_to_logical_map\"") != std::string::npos
+                    ? read_sglang_expert_location(path, gpus, experts)
+                    : read_eplb_maps(path, gpus);
+  if (p.layers() != layers || p.experts() != experts) {
+    throw InputError(path + ": placement has " + std::to_string(p.layers()) + " layers x " +
+                     std::to_string(p.experts()) + " experts, the trace " + std::to_string(layers) +
+                     " x " + std::to_string(experts));
+  }
+  return p;
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Argument structs. Shared groups are base structs so that their table rows are shared too.
-
-struct TraceArgs {
-  std::string trace;
-  int experts = 0;  // 0: largest id + 1
-  int topk = 0;     // 0: all columns
-  int threads = 0;  // 0: all cores
-  bool json = false;
-  bool quiet = false;
-};
-
-struct TopologyArgs {
-  int gpus_per_node = 0;
-  int nodes = 1;
-  double intra_cost = 1.0;
-  double inter_cost = 2.0;
-};
+// The commands' argument structs (the shared groups are in command_args.hpp).
 
 struct ProfileArgs : TraceArgs {};
 
@@ -73,44 +98,6 @@ struct SolveArgs : TraceArgs, TopologyArgs {
   bool bipart = false;
   bool verbose = false;
 };
-
-template <class Args>
-void add_trace_rows(OptionTable<Args>& t) {
-  t.push_back(option<Args>(&TraceArgs::trace, "TRACE",
-                           "routing trace (.npy, integer [tokens, layers] or [tokens, layers, k])")
-                  .must()
-                  .check(CLI::ExistingFile));
-  t.push_back(option<Args>(&TraceArgs::experts, "--experts",
-                           "experts per layer E (must exceed every id in the trace)")
-                  .check(CLI::Range(1, 1 << 16))
-                  .shown_default("largest id + 1"));
-  t.push_back(option<Args>(&TraceArgs::topk, "--topk", "use only the first K expert columns")
-                  .check(CLI::Range(1, 64))
-                  .shown_default("all columns"));
-  t.push_back(option<Args>(&TraceArgs::threads, "--threads", "worker threads")
-                  .check(CLI::Range(0, 4096))
-                  .shown_default("all cores"));
-}
-
-template <class Args>
-void add_output_rows(OptionTable<Args>& t) {
-  t.push_back(option<Args>(&TraceArgs::json, "--json", "print one JSON object on stdout"));
-  t.push_back(option<Args>(&TraceArgs::quiet, "--quiet", "no progress bar on stderr"));
-}
-
-template <class Args>
-void add_topology_rows(OptionTable<Args>& t) {
-  t.push_back(option<Args>(&TopologyArgs::gpus_per_node, "--gpus-per-node", "GPUs per node P")
-                  .must()
-                  .check(CLI::Range(1, 65536)));
-  t.push_back(option<Args>(&TopologyArgs::nodes, "--nodes", "nodes N").check(CLI::Range(1, 65536)));
-  t.push_back(option<Args>(&TopologyArgs::intra_cost, "--intra-cost",
-                           "hop cost between two GPUs of one node")
-                  .check(CLI::NonNegativeNumber));
-  t.push_back(option<Args>(&TopologyArgs::inter_cost, "--inter-cost",
-                           "hop cost between GPUs of different nodes")
-                  .check(CLI::NonNegativeNumber));
-}
 
 const OptionTable<ProfileArgs>& profile_options() {
   static const OptionTable<ProfileArgs> table = [] {
@@ -239,22 +226,6 @@ constexpr const char* kSolveSummary =
 
 // ---------------------------------------------------------------------------------------------
 
-Trace open_trace(const TraceArgs& a) {
-  TraceOpenOptions o;
-  if (a.experts > 0) o.experts = a.experts;
-  if (a.topk > 0) o.topk = a.topk;
-  o.threads = a.threads;
-  return Trace::open(a.trace, o);
-}
-
-Topology make_topology(const TopologyArgs& a) {
-  return Topology(a.nodes, a.gpus_per_node, a.intra_cost, a.inter_cost);
-}
-
-void print_json(const nlohmann::json& j) {
-  std::cout << j.dump(2) << std::endl;
-}
-
 int run_profile(const ProfileArgs& args) {
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
@@ -269,28 +240,6 @@ int run_profile(const ProfileArgs& args) {
   }
   std::cout << "trace     " << describe(trace) << "\n\n" << profile_table(p, trace.experts());
   return 0;
-}
-
-// A placement file in any format exflow reads: by extension, .json holds SGLang's expert
-// location (physical_to_logical_map) or EPLB's maps (phy2log), anything else the CSV.
-Placement read_placement_file(const std::string& path, int layers, int experts, int gpus) {
-  const std::string ext = std::filesystem::path(path).extension().string();
-  if (ext != ".json" && ext != ".JSON") return read_placement_csv(path, layers, experts, gpus);
-  std::string head = [&] {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw IoError(path + ": cannot open placement");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text;
-  }();
-  Placement p = head.find("\"physical_to_logical_map\"") != std::string::npos
-                    ? read_sglang_expert_location(path, gpus, experts)
-                    : read_eplb_maps(path, gpus);
-  if (p.layers() != layers || p.experts() != experts) {
-    throw InputError(path + ": placement has " + std::to_string(p.layers()) + " layers x " +
-                     std::to_string(p.experts()) + " experts, the trace " + std::to_string(layers) +
-                     " x " + std::to_string(experts));
-  }
-  return p;
 }
 
 // Both schemes for both placements: [placement, vanilla] context-coherent, then the same two
@@ -610,7 +559,8 @@ Subcommand add(CLI::App& app, const char* name, const char* summary, const Optio
 std::vector<Subcommand> add_subcommands(CLI::App& app) {
   return {add(app, "profile", kProfileSummary, profile_options(), &run_profile),
           add(app, "eval", kEvalSummary, eval_options(), &run_eval),
-          add(app, "solve", kSolveSummary, solve_options(), &run_solve), add_convert_command(app)};
+          add(app, "solve", kSolveSummary, solve_options(), &run_solve), add_convert_command(app),
+          add_simulate_command(app)};
 }
 
 std::string cli_markdown() {
@@ -621,7 +571,7 @@ std::string cli_markdown() {
          options_markdown("exflow profile", kProfileSummary, profile_options()) +
          options_markdown("exflow eval", kEvalSummary, eval_options()) +
          options_markdown("exflow solve", kSolveSummary, solve_options()) + convert_markdown() +
-         options_markdown("exflow-run", kRunSummary, run_options());
+         simulate_markdown() + options_markdown("exflow-run", kRunSummary, run_options());
 }
 
 }  // namespace exflow::cli

@@ -67,6 +67,12 @@ class Placement {
 // layer. Throws UsageError unless E is divisible by G.
 Placement vanilla_placement(int layers, int experts, const Topology& topology);
 
+// Vanilla for any divisibility: vanilla_placement when G divides E; when E divides G (more GPUs
+// than experts), expert-parallel groups of E consecutive GPUs, each holding every expert once:
+// expert e on GPUs e, e + E, e + 2E, ... (the lowest copy in gpu_of, the others as replicas).
+// Throws UsageError when neither divides the other.
+Placement vanilla_placement_any(int layers, int experts, const Topology& topology);
+
 enum class Balance {
   kExact,  // exactly E/G experts of every layer on every GPU (the default)
   kNone,   // any number of experts per GPU

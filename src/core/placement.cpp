@@ -80,6 +80,23 @@ Placement vanilla_placement(int layers, int experts, const Topology& topology) {
   return p;
 }
 
+Placement vanilla_placement_any(int layers, int experts, const Topology& topology) {
+  const int G = topology.gpus();
+  if (experts % G == 0) return vanilla_placement(layers, experts, topology);
+  if (G % experts != 0) {
+    throw UsageError("neither the " + std::to_string(experts) + " experts nor the " +
+                     std::to_string(G) + " GPUs divide the other: no vanilla placement");
+  }
+  Placement p(layers, experts, G);
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < experts; ++e) {
+      p.set(l, e, e);
+      for (int g = e + experts; g < G; g += experts) p.add_replica(l, e, g);
+    }
+  }
+  return p;
+}
+
 namespace {
 
 // Shape, GPU range and distinct copies; returns the replicas of each layer.

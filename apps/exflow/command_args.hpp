@@ -1,0 +1,77 @@
+// What several exflow subcommands share: the trace, topology and output argument groups, their
+// option-table rows, and the readers built from them.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "exflow/placement.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+#include "options.hpp"
+
+namespace exflow::cli {
+
+// Argument structs. Shared groups are base structs so that their table rows are shared too.
+struct TraceArgs {
+  std::string trace;
+  int experts = 0;  // 0: largest id + 1
+  int topk = 0;     // 0: all columns
+  int threads = 0;  // 0: all cores
+  bool json = false;
+  bool quiet = false;
+};
+
+struct TopologyArgs {
+  int gpus_per_node = 0;
+  int nodes = 1;
+  double intra_cost = 1.0;
+  double inter_cost = 2.0;
+};
+
+template <class Args>
+void add_trace_rows(OptionTable<Args>& t) {
+  t.push_back(option<Args>(&TraceArgs::trace, "TRACE",
+                           "routing trace (.npy, integer [tokens, layers] or [tokens, layers, k])")
+                  .must()
+                  .check(CLI::ExistingFile));
+  t.push_back(option<Args>(&TraceArgs::experts, "--experts",
+                           "experts per layer E (must exceed every id in the trace)")
+                  .check(CLI::Range(1, 1 << 16))
+                  .shown_default("largest id + 1"));
+  t.push_back(option<Args>(&TraceArgs::topk, "--topk", "use only the first K expert columns")
+                  .check(CLI::Range(1, 64))
+                  .shown_default("all columns"));
+  t.push_back(option<Args>(&TraceArgs::threads, "--threads", "worker threads")
+                  .check(CLI::Range(0, 4096))
+                  .shown_default("all cores"));
+}
+
+template <class Args>
+void add_output_rows(OptionTable<Args>& t) {
+  t.push_back(option<Args>(&TraceArgs::json, "--json", "print one JSON object on stdout"));
+  t.push_back(option<Args>(&TraceArgs::quiet, "--quiet", "no progress bar on stderr"));
+}
+
+template <class Args>
+void add_topology_rows(OptionTable<Args>& t) {
+  t.push_back(option<Args>(&TopologyArgs::gpus_per_node, "--gpus-per-node", "GPUs per node P")
+                  .must()
+                  .check(CLI::Range(1, 65536)));
+  t.push_back(option<Args>(&TopologyArgs::nodes, "--nodes", "nodes N").check(CLI::Range(1, 65536)));
+  t.push_back(option<Args>(&TopologyArgs::intra_cost, "--intra-cost",
+                           "hop cost between two GPUs of one node")
+                  .check(CLI::NonNegativeNumber));
+  t.push_back(option<Args>(&TopologyArgs::inter_cost, "--inter-cost",
+                           "hop cost between GPUs of different nodes")
+                  .check(CLI::NonNegativeNumber));
+}
+
+Trace open_trace(const TraceArgs& a);
+Topology make_topology(const TopologyArgs& a);
+void print_json(const nlohmann::json& j);
+// A placement file in any format exflow reads: by extension, .json holds SGLang's expert
+// location (physical_to_logical_map) or EPLB's maps (phy2log), anything else the CSV.
+Placement read_placement_file(const std::string& path, int layers, int experts, int gpus);
+
+}  // namespace exflow::cli

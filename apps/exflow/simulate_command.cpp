@@ -1,0 +1,272 @@
+#include "simulate_command.hpp"
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+
+#include "command_args.hpp"
+#include "exflow/error.hpp"
+#include "exflow/simulate.hpp"
+#include "progress_bar.hpp"
+#include "text_report.hpp"
+
+namespace exflow::cli {
+namespace {
+
+struct SimulateArgs : TraceArgs, TopologyArgs {
+  std::string placement;
+  std::string model;
+  int hidden = 0;                       // 0: the preset's
+  std::int64_t kv_bytes_per_token = -1;  // -1: the preset's
+  int dtype_bytes = 0;                  // 0: the preset's, else 2
+  double intra_gbps = Network{}.intra_gbps;
+  double inter_gbps = Network{}.inter_gbps;
+  double latency_us = Network{}.latency_us;
+  std::int64_t tokens_per_step = 0;  // 0: 128 per GPU
+  std::int64_t seq_len = 1;
+  bool matrices = false;
+  bool unbalanced = false;
+};
+
+constexpr const char* kSimulateSummary =
+    "Project the communication time of every MoE layer on a described cluster (alpha-beta model, "
+    "bounded by the busiest GPU) for baseline/vanilla (two all-to-alls), exflow/vanilla and "
+    "exflow/placement (one all-to-all plus the KV all-gather), per decode step and per token, "
+    "with the speedup over baseline/vanilla. See docs/simulator.md.";
+
+std::string preset_names() {
+  std::string names;
+  for (const ModelPreset& p : model_presets()) names += (names.empty() ? "" : ", ") + p.name;
+  return names;
+}
+
+const OptionTable<SimulateArgs>& simulate_options() {
+  static const OptionTable<SimulateArgs> table = [] {
+    OptionTable<SimulateArgs> t;
+    add_trace_rows(t);
+    t.push_back(option<SimulateArgs>(&SimulateArgs::placement, "--placement",
+                                     "placement to simulate as exflow/placement (CSV, SGLang or "
+                                     "EPLB JSON)")
+                    .check(CLI::ExistingFile)
+                    .shown_default("none: the two vanilla configurations only"));
+    add_topology_rows(t);
+    t.push_back(
+        option<SimulateArgs>(&SimulateArgs::unbalanced, "--unbalanced",
+                             "accept a placement without exactly E/G experts per GPU per layer"));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::model, "--model",
+                                     "model preset for the sizes: " + preset_names())
+                    .shown_default("none"));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::hidden, "--hidden",
+                                     "hidden size: values per token transfer")
+                    .check(CLI::Range(1, 1 << 20))
+                    .shown_default("the preset's; required without --model"));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::kv_bytes_per_token, "--kv-bytes-per-token",
+                                     "bytes of keys and values one token caches per layer (the "
+                                     "all-gather's payload)")
+                    .check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40))
+                    .shown_default("the preset's; required without --model"));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::dtype_bytes, "--dtype-bytes",
+                                     "bytes per activation value on the wire")
+                    .check(CLI::Range(1, 16))
+                    .shown_default("the preset's, else 2"));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::intra_gbps, "--intra-gbps",
+                                     "per-GPU bandwidth within a node, each direction, Gbit/s "
+                                     "(3600: NVLink 4, 450 GB/s)")
+                    .check(CLI::PositiveNumber));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::inter_gbps, "--inter-gbps",
+                                     "per-GPU bandwidth across nodes, each direction, Gbit/s "
+                                     "(400: one NDR InfiniBand NIC per GPU)")
+                    .check(CLI::PositiveNumber));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::latency_us, "--latency-us",
+                                     "fixed cost of every collective, microseconds")
+                    .check(CLI::NonNegativeNumber));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::tokens_per_step, "--tokens-per-step",
+                                     "tokens of one decode step over all GPUs")
+                    .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
+                    .shown_default("128 x GPUs"));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::seq_len, "--seq-len",
+                                     "baseline owners: sequences of this many consecutive trace "
+                                     "tokens dealt round-robin to GPUs (1: tokens dealt "
+                                     "round-robin)")
+                    .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
+    t.push_back(option<SimulateArgs>(&SimulateArgs::matrices, "--matrices",
+                                     "with --json, add every layer's GPU x GPU byte matrices over "
+                                     "the whole trace (L x 2 x G x G numbers)"));
+    add_output_rows(t);
+    return t;
+  }();
+  return table;
+}
+
+std::string fixed(double v, int digits) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.*f", digits, v);
+  return text;
+}
+
+nlohmann::json collective_json(const CollectiveTime& c) {
+  return {{"bytes", c.bytes}, {"busiest_gpu_bytes", c.busiest_bytes}, {"seconds", c.seconds}};
+}
+
+nlohmann::json matrix_json(const std::vector<std::int64_t>& bytes, int l, int phase, int G) {
+  nlohmann::json m = nlohmann::json::array();
+  for (int a = 0; a < G; ++a) {
+    nlohmann::json row = nlohmann::json::array();
+    for (int b = 0; b < G; ++b) {
+      row.push_back(bytes[((static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) *
+                               static_cast<std::size_t>(G) +
+                           static_cast<std::size_t>(a)) *
+                              static_cast<std::size_t>(G) +
+                          static_cast<std::size_t>(b)]);
+    }
+    m.push_back(row);
+  }
+  return m;
+}
+
+int run_simulate(const SimulateArgs& args) {
+  ProgressBar bar(!args.quiet);
+  Trace trace = open_trace(args);
+  Topology topology = make_topology(args);
+  std::optional<ModelPreset> preset;
+  if (!args.model.empty()) preset = find_model_preset(args.model);
+
+  SimulationOptions so;
+  so.hidden = args.hidden > 0 ? args.hidden : preset ? preset->hidden : 0;
+  so.kv_bytes_per_token = args.kv_bytes_per_token >= 0 ? args.kv_bytes_per_token
+                          : preset                     ? preset->kv_bytes_per_token
+                                                       : -1;
+  so.dtype_bytes = args.dtype_bytes > 0 ? args.dtype_bytes : preset ? preset->dtype_bytes : 2;
+  if (so.hidden == 0 || so.kv_bytes_per_token < 0) {
+    throw UsageError("give --model or both --hidden and --kv-bytes-per-token");
+  }
+  so.tokens_per_step =
+      args.tokens_per_step > 0 ? args.tokens_per_step : std::int64_t{128} * topology.gpus();
+  so.sequence_length = args.seq_len;
+  so.network = Network{args.intra_gbps, args.inter_gbps, args.latency_us};
+  so.matrices = args.matrices;
+  so.threads = args.threads;
+
+  const Placement vanilla = vanilla_placement_any(trace.layers(), trace.experts(), topology);
+  std::optional<Placement> placement;
+  if (!args.placement.empty()) {
+    placement =
+        read_placement_file(args.placement, trace.layers(), trace.experts(), topology.gpus());
+    validate(*placement, topology, args.unbalanced ? Balance::kNone : Balance::kExact,
+             args.placement);
+  }
+  std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
+                                        {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
+  if (placement) configs.push_back({"exflow/placement", Scheme::kContextCoherent, &*placement});
+  const std::vector<ConfigurationResult> results = simulate(trace, topology, configs, so);
+  const int L = trace.layers();
+  const int G = topology.gpus();
+  const bool shape_matches = !preset || (preset->layers == L && preset->experts == trace.experts() &&
+                                         preset->k == trace.k());
+
+  if (args.json) {
+    nlohmann::json j = trace_json(trace);
+    j["gpus"] = G;
+    j["nodes"] = topology.nodes();
+    j["gpus_per_node"] = topology.gpus_per_node();
+    j["model"] = {{"preset", preset ? nlohmann::json(preset->name) : nlohmann::json(nullptr)},
+                  {"hidden", so.hidden},
+                  {"kv_bytes_per_token", so.kv_bytes_per_token},
+                  {"dtype_bytes", so.dtype_bytes},
+                  {"preset_matches_trace", shape_matches}};
+    j["network"] = {{"intra_gbps", so.network.intra_gbps},
+                    {"inter_gbps", so.network.inter_gbps},
+                    {"latency_us", so.network.latency_us}};
+    j["tokens_per_step"] = so.tokens_per_step;
+    j["seq_len"] = so.sequence_length;
+    j["placement"] = args.placement.empty() ? nlohmann::json(nullptr) : nlohmann::json(args.placement);
+    nlohmann::json cs = nlohmann::json::array();
+    for (const ConfigurationResult& r : results) {
+      nlohmann::json c = {{"name", r.name},
+                          {"scheme", to_string(r.scheme)},
+                          {"cost", r.metrics.cost},
+                          {"alltoall_bytes_per_step", r.alltoall_bytes_per_step},
+                          {"alltoall_seconds_per_step", r.alltoall_seconds_per_step},
+                          {"allgather_bytes_per_step", r.allgather_bytes_per_step},
+                          {"allgather_seconds_per_step", r.allgather_seconds_per_step},
+                          {"seconds_per_step", r.seconds_per_step},
+                          {"seconds_per_token", r.seconds_per_token},
+                          {"speedup", r.speedup}};
+      nlohmann::json layers = nlohmann::json::array();
+      for (int l = 0; l < L; ++l) {
+        nlohmann::json layer = {{"layer", l},
+                                {"dispatch", collective_json(r.dispatch[static_cast<std::size_t>(l)])},
+                                {"combine", collective_json(r.combine[static_cast<std::size_t>(l)])}};
+        if (!r.bytes.empty()) {
+          layer["dispatch_bytes"] = matrix_json(r.bytes, l, 0, G);
+          layer["combine_bytes"] = matrix_json(r.bytes, l, 1, G);
+        }
+        layers.push_back(layer);
+      }
+      c["per_layer"] = layers;
+      cs.push_back(c);
+    }
+    j["configurations"] = cs;
+    j["options"] = options_json(simulate_options(), args);
+    print_json(j);
+    return 0;
+  }
+
+  std::ostringstream out;
+  out << "trace     " << describe(trace) << "\n"
+      << "topology  " << describe(topology) << "\n"
+      << "model     " << (preset ? preset->name + ": " : std::string()) << "hidden " << so.hidden
+      << " x " << so.dtype_bytes << " bytes per transfer, " << so.kv_bytes_per_token
+      << " KV bytes per token and layer\n";
+  if (!shape_matches) {
+    out << "note      the preset has " << preset->layers << " layers x " << preset->experts
+        << " experts, top-" << preset->k << "; the trace's shape is used\n";
+  }
+  out << "network   " << fixed(so.network.intra_gbps, 0) << " Gbit/s within a node, "
+      << fixed(so.network.inter_gbps, 0) << " Gbit/s across nodes, " << fixed(so.network.latency_us, 1)
+      << " us per collective; " << so.tokens_per_step << " tokens per decode step\n\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-18s %12s %12s %12s %12s %12s %12s %8s\n", "per decode step",
+                "a2a MiB", "a2a ms", "gather MiB", "gather ms", "total ms", "us/token", "speedup");
+  out << line;
+  for (const ConfigurationResult& r : results) {
+    std::snprintf(line, sizeof line, "%-18s %12.3f %12.4f %12.3f %12.4f %12.4f %12.4f %7.2fx\n",
+                  r.name.c_str(), r.alltoall_bytes_per_step / 1048576.0,
+                  r.alltoall_seconds_per_step * 1e3, r.allgather_bytes_per_step / 1048576.0,
+                  r.allgather_seconds_per_step * 1e3, r.seconds_per_step * 1e3,
+                  r.seconds_per_token * 1e6, r.speedup);
+    out << line;
+  }
+  out << "\nper layer, all-to-all ms per decode step (dispatch + combine)\n";
+  std::string head = "layer";
+  for (const ConfigurationResult& r : results) head += "  " + r.name;
+  out << head << "\n";
+  for (int l = 0; l < L; ++l) {
+    out << (l < 10 ? "    " : l < 100 ? "   " : "  ") << l;
+    for (const ConfigurationResult& r : results) {
+      const auto i = static_cast<std::size_t>(l);
+      const std::string v = fixed((r.dispatch[i].seconds + r.combine[i].seconds) * 1e3, 4);
+      out << std::string(r.name.size() + 2 > v.size() ? r.name.size() + 2 - v.size() : 1, ' ') << v;
+    }
+    out << "\n";
+  }
+  std::cout << out.str();
+  return 0;
+}
+
+}  // namespace
+
+Subcommand add_simulate_command(CLI::App& app) {
+  auto args = std::make_shared<SimulateArgs>();
+  CLI::App* sub = app.add_subcommand("simulate", kSimulateSummary);
+  register_options(*sub, simulate_options(), *args);
+  return Subcommand{sub, [args] { return run_simulate(*args); }};
+}
+
+std::string simulate_markdown() {
+  return options_markdown("exflow simulate", kSimulateSummary, simulate_options());
+}
+
+}  // namespace exflow::cli
