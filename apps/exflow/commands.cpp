@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "convert_command.hpp"
+#include "report_command.hpp"
 #include "simulate_command.hpp"
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
@@ -560,7 +561,7 @@ std::vector<Subcommand> add_subcommands(CLI::App& app) {
   return {add(app, "profile", kProfileSummary, profile_options(), &run_profile),
           add(app, "eval", kEvalSummary, eval_options(), &run_eval),
           add(app, "solve", kSolveSummary, solve_options(), &run_solve), add_convert_command(app),
-          add_simulate_command(app)};
+          add_simulate_command(app), add_report_command(app)};
 }
 
 std::string cli_markdown() {
@@ -571,7 +572,8 @@ std::string cli_markdown() {
          options_markdown("exflow profile", kProfileSummary, profile_options()) +
          options_markdown("exflow eval", kEvalSummary, eval_options()) +
          options_markdown("exflow solve", kSolveSummary, solve_options()) + convert_markdown() +
-         simulate_markdown() + options_markdown("exflow-run", kRunSummary, run_options());
+         simulate_markdown() + report_markdown() +
+         options_markdown("exflow-run", kRunSummary, run_options());
 }
 
 }  // namespace exflow::cli

@@ -15,17 +15,8 @@
 namespace exflow::cli {
 namespace {
 
-struct SimulateArgs : TraceArgs, TopologyArgs {
+struct SimulateArgs : TraceArgs, TopologyArgs, SimulationArgs {
   std::string placement;
-  std::string model;
-  int hidden = 0;                       // 0: the preset's
-  std::int64_t kv_bytes_per_token = -1;  // -1: the preset's
-  int dtype_bytes = 0;                  // 0: the preset's, else 2
-  double intra_gbps = Network{}.intra_gbps;
-  double inter_gbps = Network{}.inter_gbps;
-  double latency_us = Network{}.latency_us;
-  std::int64_t tokens_per_step = 0;  // 0: 128 per GPU
-  std::int64_t seq_len = 1;
   bool matrices = false;
   bool unbalanced = false;
 };
@@ -36,11 +27,36 @@ constexpr const char* kSimulateSummary =
     "exflow/placement (one all-to-all plus the KV all-gather), per decode step and per token, "
     "with the speedup over baseline/vanilla. See docs/simulator.md.";
 
+}  // namespace
+
 std::string preset_names() {
   std::string names;
   for (const ModelPreset& p : model_presets()) names += (names.empty() ? "" : ", ") + p.name;
   return names;
 }
+
+SimulationOptions simulation_options_of(const SimulationArgs& args, const Topology& topology,
+                                        std::string* preset_used) {
+  std::optional<ModelPreset> preset;
+  if (!args.model.empty()) preset = find_model_preset(args.model);
+  if (preset_used) *preset_used = preset ? preset->name : "";
+  SimulationOptions so;
+  so.hidden = args.hidden > 0 ? args.hidden : preset ? preset->hidden : 0;
+  so.kv_bytes_per_token = args.kv_bytes_per_token >= 0 ? args.kv_bytes_per_token
+                          : preset                     ? preset->kv_bytes_per_token
+                                                       : -1;
+  so.dtype_bytes = args.dtype_bytes > 0 ? args.dtype_bytes : preset ? preset->dtype_bytes : 2;
+  if (so.hidden == 0 || so.kv_bytes_per_token < 0) {
+    throw UsageError("give --model or both --hidden and --kv-bytes-per-token");
+  }
+  so.tokens_per_step =
+      args.tokens_per_step > 0 ? args.tokens_per_step : std::int64_t{128} * topology.gpus();
+  so.sequence_length = args.seq_len;
+  so.network = Network{args.intra_gbps, args.inter_gbps, args.latency_us};
+  return so;
+}
+
+namespace {
 
 const OptionTable<SimulateArgs>& simulate_options() {
   static const OptionTable<SimulateArgs> table = [] {
@@ -55,42 +71,7 @@ const OptionTable<SimulateArgs>& simulate_options() {
     t.push_back(
         option<SimulateArgs>(&SimulateArgs::unbalanced, "--unbalanced",
                              "accept a placement without exactly E/G experts per GPU per layer"));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::model, "--model",
-                                     "model preset for the sizes: " + preset_names())
-                    .shown_default("none"));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::hidden, "--hidden",
-                                     "hidden size: values per token transfer")
-                    .check(CLI::Range(1, 1 << 20))
-                    .shown_default("the preset's; required without --model"));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::kv_bytes_per_token, "--kv-bytes-per-token",
-                                     "bytes of keys and values one token caches per layer (the "
-                                     "all-gather's payload)")
-                    .check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40))
-                    .shown_default("the preset's; required without --model"));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::dtype_bytes, "--dtype-bytes",
-                                     "bytes per activation value on the wire")
-                    .check(CLI::Range(1, 16))
-                    .shown_default("the preset's, else 2"));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::intra_gbps, "--intra-gbps",
-                                     "per-GPU bandwidth within a node, each direction, Gbit/s "
-                                     "(3600: NVLink 4, 450 GB/s)")
-                    .check(CLI::PositiveNumber));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::inter_gbps, "--inter-gbps",
-                                     "per-GPU bandwidth across nodes, each direction, Gbit/s "
-                                     "(400: one NDR InfiniBand NIC per GPU)")
-                    .check(CLI::PositiveNumber));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::latency_us, "--latency-us",
-                                     "fixed cost of every collective, microseconds")
-                    .check(CLI::NonNegativeNumber));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::tokens_per_step, "--tokens-per-step",
-                                     "tokens of one decode step over all GPUs")
-                    .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
-                    .shown_default("128 x GPUs"));
-    t.push_back(option<SimulateArgs>(&SimulateArgs::seq_len, "--seq-len",
-                                     "baseline owners: sequences of this many consecutive trace "
-                                     "tokens dealt round-robin to GPUs (1: tokens dealt "
-                                     "round-robin)")
-                    .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
+    add_simulation_rows(t, "");
     t.push_back(option<SimulateArgs>(&SimulateArgs::matrices, "--matrices",
                                      "with --json, add every layer's GPU x GPU byte matrices over "
                                      "the whole trace (L x 2 x G x G numbers)"));
@@ -130,22 +111,10 @@ int run_simulate(const SimulateArgs& args) {
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
+  std::string preset_name;
+  SimulationOptions so = simulation_options_of(args, topology, &preset_name);
   std::optional<ModelPreset> preset;
-  if (!args.model.empty()) preset = find_model_preset(args.model);
-
-  SimulationOptions so;
-  so.hidden = args.hidden > 0 ? args.hidden : preset ? preset->hidden : 0;
-  so.kv_bytes_per_token = args.kv_bytes_per_token >= 0 ? args.kv_bytes_per_token
-                          : preset                     ? preset->kv_bytes_per_token
-                                                       : -1;
-  so.dtype_bytes = args.dtype_bytes > 0 ? args.dtype_bytes : preset ? preset->dtype_bytes : 2;
-  if (so.hidden == 0 || so.kv_bytes_per_token < 0) {
-    throw UsageError("give --model or both --hidden and --kv-bytes-per-token");
-  }
-  so.tokens_per_step =
-      args.tokens_per_step > 0 ? args.tokens_per_step : std::int64_t{128} * topology.gpus();
-  so.sequence_length = args.seq_len;
-  so.network = Network{args.intra_gbps, args.inter_gbps, args.latency_us};
+  if (!preset_name.empty()) preset = find_model_preset(preset_name);
   so.matrices = args.matrices;
   so.threads = args.threads;
 

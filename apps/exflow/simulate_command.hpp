@@ -5,9 +5,74 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "command_args.hpp"
 #include "commands.hpp"
+#include "exflow/simulate.hpp"
 
 namespace exflow::cli {
+
+// The model, cluster and step options `simulate` and `report` share.
+struct SimulationArgs {
+  std::string model;
+  int hidden = 0;                        // 0: the preset's
+  std::int64_t kv_bytes_per_token = -1;  // -1: the preset's
+  int dtype_bytes = 0;                   // 0: the preset's, else 2
+  double intra_gbps = Network{}.intra_gbps;
+  double inter_gbps = Network{}.inter_gbps;
+  double latency_us = Network{}.latency_us;
+  std::int64_t tokens_per_step = 0;  // 0: 128 per GPU
+  std::int64_t seq_len = 1;
+};
+
+// "mixtral-8x7b, ..., olmoe-1b-7b"
+std::string preset_names();
+
+// The rows of SimulationArgs; `default_model` is what --help shows for --model.
+template <class Args>
+void add_simulation_rows(OptionTable<Args>& t, const std::string& default_model) {
+  t.push_back(option<Args>(&SimulationArgs::model, "--model",
+                                   "model preset for the sizes: " + preset_names())
+                  .shown_default(default_model.empty() ? "none" : default_model));
+  t.push_back(option<Args>(&SimulationArgs::hidden, "--hidden",
+                                   "hidden size: values per token transfer")
+                  .check(CLI::Range(1, 1 << 20))
+                  .shown_default("the preset's; required without --model"));
+  t.push_back(option<Args>(&SimulationArgs::kv_bytes_per_token, "--kv-bytes-per-token",
+                                   "bytes of keys and values one token caches per layer (the "
+                                   "all-gather's payload)")
+                  .check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40))
+                  .shown_default("the preset's; required without --model"));
+  t.push_back(option<Args>(&SimulationArgs::dtype_bytes, "--dtype-bytes",
+                                   "bytes per activation value on the wire")
+                  .check(CLI::Range(1, 16))
+                  .shown_default("the preset's, else 2"));
+  t.push_back(option<Args>(&SimulationArgs::intra_gbps, "--intra-gbps",
+                                   "per-GPU bandwidth within a node, each direction, Gbit/s "
+                                   "(3600: NVLink 4, 450 GB/s)")
+                  .check(CLI::PositiveNumber));
+  t.push_back(option<Args>(&SimulationArgs::inter_gbps, "--inter-gbps",
+                                   "per-GPU bandwidth across nodes, each direction, Gbit/s "
+                                   "(400: one NDR InfiniBand NIC per GPU)")
+                  .check(CLI::PositiveNumber));
+  t.push_back(option<Args>(&SimulationArgs::latency_us, "--latency-us",
+                                   "fixed cost of every collective, microseconds")
+                  .check(CLI::NonNegativeNumber));
+  t.push_back(option<Args>(&SimulationArgs::tokens_per_step, "--tokens-per-step",
+                                   "tokens of one decode step over all GPUs")
+                  .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
+                  .shown_default("128 x GPUs"));
+  t.push_back(option<Args>(&SimulationArgs::seq_len, "--seq-len",
+                                   "baseline owners: sequences of this many consecutive trace "
+                                   "tokens dealt round-robin to GPUs (1: tokens dealt "
+                                   "round-robin)")
+                  .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
+}
+
+// The simulator's options from the arguments: the preset's sizes unless given explicitly;
+// `preset_used` receives the preset's name (empty without --model). Throws UsageError when the
+// sizes are missing.
+SimulationOptions simulation_options_of(const SimulationArgs& args, const Topology& topology,
+                                        std::string* preset_used);
 
 Subcommand add_simulate_command(CLI::App& app);
 std::string simulate_markdown();

@@ -1,0 +1,257 @@
+#include "report_command.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <numeric>
+
+#include "command_args.hpp"
+#include "exflow/affinity.hpp"
+#include "exflow/error.hpp"
+#include "exflow/evaluate.hpp"
+#include "exflow/report.hpp"
+#include "exflow/simulate.hpp"
+#include "exflow/solve.hpp"
+#include "progress_bar.hpp"
+#include "simulate_command.hpp"
+#include "text_report.hpp"
+
+namespace exflow::cli {
+namespace {
+
+struct ReportArgs : TraceArgs, TopologyArgs, SimulationArgs {
+  std::vector<std::string> placements;
+  std::string output;
+  int convergence_points = 5;
+  int heatmap_experts = 64;
+};
+
+constexpr const char* kReportSummary =
+    "Write one self-contained HTML report (inline SVG, no network): affinity heatmaps of every "
+    "layer pair, tokens staying on their GPU per layer and per-GPU load for vanilla and each "
+    "placement, the cost of placements solved on growing prefixes of the trace, and the "
+    "simulator's time per decode step. Solves a placement when none is given. See "
+    "docs/report.md.";
+
+constexpr const char* kDefaultModel = "mixtral-8x7b";
+// Heatmap rows need max(kMinHeatmapRowTokens, mean expert load / kSparseRowFraction) transitions.
+constexpr std::int64_t kMinHeatmapRowTokens = 5;
+constexpr std::int64_t kSparseRowFraction = 20;
+
+const OptionTable<ReportArgs>& report_options() {
+  static const OptionTable<ReportArgs> table = [] {
+    OptionTable<ReportArgs> t;
+    add_trace_rows(t);
+    add_topology_rows(t);
+    t.push_back(option<ReportArgs>(&ReportArgs::placements, "--placement",
+                                   "placements to show (CSV, SGLang or EPLB JSON); repeat for "
+                                   "several")
+                    .check(CLI::ExistingFile)
+                    .shown_default("one solved by exflow solve's defaults"));
+    t.push_back(option<ReportArgs>(&ReportArgs::output, "-o,--output", "HTML file to write")
+                    .must());
+    t.push_back(option<ReportArgs>(&ReportArgs::convergence_points, "--convergence-points",
+                                   "prefixes of the trace solved for the convergence chart "
+                                   "(n = T/2^(K-1) ... T, at least 64 tokens); 0 skips it")
+                    .check(CLI::Range(0, 16)));
+    t.push_back(option<ReportArgs>(&ReportArgs::heatmap_experts, "--heatmap-experts",
+                                   "experts per heatmap axis: all, or the most loaded ones")
+                    .check(CLI::Range(2, 1024)));
+    add_simulation_rows(t, std::string(kDefaultModel) + "'s sizes");
+    t.push_back(option<ReportArgs>(&ReportArgs::quiet, "--quiet", "no progress bar on stderr"));
+    return t;
+  }();
+  return table;
+}
+
+// The trace's first `n` tokens as a trace of their own.
+Trace prefix(const Trace& trace, std::int64_t n) {
+  std::vector<std::int32_t> ids;
+  ids.reserve(static_cast<std::size_t>(n) * trace.layers() * trace.k());
+  for (std::int64_t t = 0; t < n; ++t) {
+    for (int l = 0; l < trace.layers(); ++l) {
+      for (int c = 0; c < trace.k(); ++c) ids.push_back(trace.at(t, l, c));
+    }
+  }
+  return Trace::from_ids(std::move(ids), n, trace.layers(), trace.k(), trace.experts());
+}
+
+// exflow solve's defaults: the graph solver, then the token-level refinement under the load
+// limit `auto`.
+Placement solve_defaults(const Trace& trace, const Topology& topology, int threads) {
+  SolveOptions options;
+  options.threads = threads;
+  options.starts = trace.k() > 1 ? 2 : 8;
+  options.max_load = parse_load_limit("auto");
+  SolveResult r = solve(AffinityGraph::from_trace(trace, threads), topology, options);
+  return refine(trace, topology, options, std::move(r)).placement;
+}
+
+// The `count` most loaded experts of a layer, in id order (all when count >= E).
+std::vector<int> shown_experts(const AffinityGraph& graph, int layer, int count) {
+  std::vector<int> ids(static_cast<std::size_t>(graph.experts()));
+  std::iota(ids.begin(), ids.end(), 0);
+  if (count < graph.experts()) {
+    std::stable_sort(ids.begin(), ids.end(),
+                     [&](int a, int b) { return graph.load(layer, a) > graph.load(layer, b); });
+    ids.resize(static_cast<std::size_t>(count));
+    std::sort(ids.begin(), ids.end());
+  }
+  return ids;
+}
+
+int run_report(const ReportArgs& args) {
+  const auto start = std::chrono::steady_clock::now();
+  ProgressBar bar(!args.quiet);
+  Trace trace = open_trace(args);
+  Topology topology = make_topology(args);
+  const int L = trace.layers();
+  const int E = trace.experts();
+  const Placement vanilla = vanilla_placement(L, E, topology);
+
+  std::vector<std::pair<std::string, Placement>> placements;
+  for (const std::string& path : args.placements) {
+    Placement p = read_placement_file(path, L, E, topology.gpus());
+    validate(p, topology, Balance::kNone, path);
+    placements.emplace_back(std::filesystem::path(path).filename().string(), std::move(p));
+  }
+  std::optional<Placement> solved_full;
+  if (placements.empty()) {
+    solved_full = solve_defaults(trace, topology, args.threads);
+    placements.emplace_back("solved", *solved_full);
+  }
+
+  EvalOptions eo;
+  eo.threads = args.threads;
+  eo.progress = &bar;
+  std::vector<const Placement*> all = {&vanilla};
+  for (const auto& [name, p] : placements) all.push_back(&p);
+  const std::vector<Metrics> metrics = evaluate_all(trace, all, topology, eo);
+
+  ReportData d;
+  d.title = "exflow report: " + std::filesystem::path(trace.source()).filename().string();
+  d.facts.emplace_back("trace", describe(trace));
+  d.facts.emplace_back("topology", describe(topology));
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const std::string name = i == 0 ? "vanilla" : placements[i - 1].first;
+    const Metrics& m = metrics[i];
+    std::string line = "cost " + std::to_string(m.cost) + " per token, " +
+                       std::to_string(100 * m.local_fraction).substr(0, 5) +
+                       "% of moves stay on their GPU, worst layer load " +
+                       std::to_string(m.load_ratio_max).substr(0, 5) + "x mean";
+    if (i > 0 && metrics[0].cost > 0) {
+      line += ", " + std::to_string(100 * (metrics[0].cost - m.cost) / metrics[0].cost).substr(0, 5) +
+              "% below vanilla";
+    }
+    d.facts.emplace_back(name, line);
+    d.local_fraction.push_back({name, m.local_fraction_per_layer});
+    d.loads.push_back({name, L, topology.gpus(), m.gpu_load});
+  }
+
+  // Simulation: baseline/vanilla, exflow/vanilla, exflow/<each placement>.
+  SimulationArgs sim_args = args;
+  if (sim_args.model.empty() && sim_args.hidden == 0 && sim_args.kv_bytes_per_token < 0) {
+    sim_args.model = kDefaultModel;
+  }
+  std::string preset;
+  SimulationOptions so = simulation_options_of(sim_args, topology, &preset);
+  so.threads = args.threads;
+  std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
+                                        {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
+  for (const auto& [name, p] : placements) {
+    configs.push_back({"exflow/" + name, Scheme::kContextCoherent, &p});
+  }
+  for (const ConfigurationResult& r : simulate(trace, topology, configs, so)) {
+    d.simulation.push_back({r.name, r.alltoall_seconds_per_step * 1e3,
+                            r.allgather_seconds_per_step * 1e3, r.speedup});
+  }
+  d.simulation_note = std::string("Alpha-beta model (docs/simulator.md), ") +
+                      (preset.empty() ? "" : preset + " sizes: ") + "hidden " +
+                      std::to_string(so.hidden) + " x " + std::to_string(so.dtype_bytes) +
+                      " bytes per transfer, " + std::to_string(so.kv_bytes_per_token) +
+                      " KV bytes per token and layer; " + std::to_string(so.tokens_per_step) +
+                      " tokens per step; " + std::to_string(static_cast<int>(so.network.intra_gbps)) +
+                      " Gbit/s within a node, " +
+                      std::to_string(static_cast<int>(so.network.inter_gbps)) +
+                      " Gbit/s across nodes, " + std::to_string(so.network.latency_us).substr(0, 4) +
+                      " us per collective. Speedup over baseline/vanilla in brackets.";
+
+  // Convergence: placements solved on growing prefixes, scored on the whole trace.
+  if (args.convergence_points > 0) {
+    std::vector<std::int64_t> sizes;
+    for (int j = args.convergence_points - 1; j >= 0; --j) {
+      const std::int64_t n = trace.tokens() >> j;
+      if (n >= 64 && (sizes.empty() || n > sizes.back())) sizes.push_back(n);
+    }
+    if (sizes.empty() || sizes.back() != trace.tokens()) sizes.push_back(trace.tokens());
+    std::vector<Placement> solved;
+    for (std::int64_t n : sizes) {
+      if (n == trace.tokens() && solved_full) {
+        solved.push_back(*solved_full);
+      } else {
+        solved.push_back(solve_defaults(n == trace.tokens() ? trace : prefix(trace, n), topology,
+                                        args.threads));
+      }
+    }
+    std::vector<const Placement*> ptrs;
+    for (const Placement& p : solved) ptrs.push_back(&p);
+    const std::vector<Metrics> scored = evaluate_all(trace, ptrs, topology, eo);
+    for (std::size_t i = 0; i < sizes.size(); ++i) d.convergence.push_back({sizes[i], scored[i].cost});
+    d.vanilla_cost = metrics[0].cost;
+  }
+
+  // Affinity heatmaps.
+  // Rows of experts with few tokens are left empty: one token makes a probability of 1.
+  const AffinityGraph graph = AffinityGraph::from_trace(trace, args.threads, &bar);
+  const std::int64_t min_row = std::max<std::int64_t>(
+      kMinHeatmapRowTokens, trace.tokens() * trace.k() / E / kSparseRowFraction);
+  for (int l = 0; l + 1 < L; ++l) {
+    ReportHeatmap h;
+    h.layer = l;
+    h.rows = shown_experts(graph, l, args.heatmap_experts);
+    h.columns = shown_experts(graph, l + 1, args.heatmap_experts);
+    for (int i : h.rows) {
+      std::int64_t total = 0;
+      for (int j = 0; j < E; ++j) total += graph.transition(l, i, j);
+      for (int j : h.columns) {
+        h.probability.push_back(total >= min_row ? static_cast<double>(graph.transition(l, i, j)) /
+                                                       static_cast<double>(total)
+                                                 : 0.0);
+      }
+    }
+    d.affinity.push_back(std::move(h));
+  }
+  d.affinity_note = (args.heatmap_experts < E
+                         ? "The " + std::to_string(args.heatmap_experts) +
+                               " most loaded experts of each layer (of " + std::to_string(E) +
+                               "), in id order. "
+                         : std::string("All experts, in id order. ")) +
+                    "Rows of experts with fewer than " + std::to_string(min_row) +
+                    " transitions are left dark.";
+
+  write_html_report(args.output, d);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "wrote " << args.output << " (" << placements.size() << " placement"
+            << (placements.size() == 1 ? "" : "s") << ", " << d.convergence.size()
+            << " convergence points, " << d.affinity.size() << " heatmaps) in "
+            << std::to_string(seconds).substr(0, 5) << " s\n";
+  return 0;
+}
+
+}  // namespace
+
+Subcommand add_report_command(CLI::App& app) {
+  auto args = std::make_shared<ReportArgs>();
+  CLI::App* sub = app.add_subcommand("report", kReportSummary);
+  register_options(*sub, report_options(), *args);
+  return Subcommand{sub, [args] { return run_report(*args); }};
+}
+
+std::string report_markdown() {
+  return options_markdown("exflow report", kReportSummary, report_options());
+}
+
+}  // namespace exflow::cli
