@@ -64,3 +64,31 @@ print(f"| {preset} | {g} | {1e3 * b['seconds_per_step']:.2f} | {ms(v)} | "
 PY
   done
 done
+
+# The bundled real trace (ESFT intent, top-6, and its column 0 as a top-1 trace): real affinity,
+# placements solved with exflow solve's defaults, Mixtral-8x7B's sizes.
+echo
+echo "| bundled trace | GPUs | baseline/vanilla ms | exflow/vanilla ms (all-to-all + all-gather) | exflow/solved ms (all-to-all + all-gather) | speedup exflow/vanilla | speedup exflow/solved | cost solved / vanilla |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+trace=$root/examples/esft-intent-top6.npy
+for topk in 6 1; do
+  for shape in "4 1" "8 1" "8 2"; do
+    read -r p n <<<"$shape"
+    out=$work/real-$topk-$p-$n
+    "$exflow" solve "$trace" --topk "$topk" --gpus-per-node "$p" --nodes "$n" --out-dir "$out" \
+      --quiet >/dev/null
+    "$exflow" simulate "$trace" --topk "$topk" --gpus-per-node "$p" --nodes "$n" \
+      --model mixtral-8x7b --placement "$(ls "$out"/*.csv)" --json --quiet >"$work/sim.json"
+    python3 - "top-$topk" "$((p * n))" "$work/sim.json" <<'PY'
+import json, sys
+label, g, path = sys.argv[1:]
+c = {x["name"]: x for x in json.load(open(path))["configurations"]}
+def ms(x):
+    return (f"{1e3 * x['seconds_per_step']:.3f} ({1e3 * x['alltoall_seconds_per_step']:.3f} + "
+            f"{1e3 * x['allgather_seconds_per_step']:.3f})")
+b, v, s = c["baseline/vanilla"], c["exflow/vanilla"], c["exflow/placement"]
+print(f"| {label} | {g} | {1e3 * b['seconds_per_step']:.3f} | {ms(v)} | {ms(s)} | "
+      f"{v['speedup']:.2f}x | {s['speedup']:.2f}x | {s['cost']:.2f} / {v['cost']:.2f} |")
+PY
+  done
+done

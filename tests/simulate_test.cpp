@@ -5,10 +5,15 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "exflow/error.hpp"
+#include "exflow/report.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
+#include "sim/png.hpp"
+#include "support/test_support.hpp"
 
 namespace exflow {
 namespace {
@@ -110,6 +115,57 @@ TEST(Simulate, VanillaForMoreGpusThanExperts) {
   EXPECT_EQ(p.slots_per_gpu(0), std::vector<int>(8, 1));
   EXPECT_EQ(vanilla_placement_any(1, 16, topo), vanilla_placement(1, 16, topo));
   EXPECT_THROW(vanilla_placement_any(1, 3, topo), UsageError);
+}
+
+TEST(ReportPng, DecodesWithAnIndependentInflater) {
+  // Python's zlib (not this encoder's code) inflates the image data; the rows come back as
+  // filter byte 0 followed by the palette indices.
+  std::array<std::uint8_t, 768> palette{};
+  for (int i = 0; i < 256; ++i) palette[static_cast<std::size_t>(3 * i)] = static_cast<std::uint8_t>(i);
+  const std::vector<std::uint8_t> pixels = {0, 1, 2, 250, 251, 252};
+  test::TempDir dir;
+  test::write_bytes(dir.file("x.png"), sim::encode_png(3, 2, pixels, palette));
+  const test::CommandRun r = test::run_command(
+      "python3", {"-c",
+                  "import struct, sys, zlib\n"
+                  "b = open(sys.argv[1], 'rb').read()\n"
+                  "assert b[:8] == b'\\x89PNG\\r\\n\\x1a\\n'\n"
+                  "i, idat, kinds = 8, b'', []\n"
+                  "while i < len(b):\n"
+                  "  n, = struct.unpack('>I', b[i:i+4]); kind = b[i+4:i+8]; data = b[i+8:i+8+n]\n"
+                  "  assert struct.unpack('>I', b[i+8+n:i+12+n])[0] == zlib.crc32(kind + data)\n"
+                  "  kinds.append(kind.decode()); idat += data if kind == b'IDAT' else b''\n"
+                  "  if kind == b'IHDR': print(*struct.unpack('>IIBBBBB', data))\n"
+                  "  i += 12 + n\n"
+                  "print(*kinds)\n"
+                  "print(*zlib.decompress(idat))\n",
+                  dir.file("x.png")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "3 2 8 3 0 0 0\nIHDR PLTE IDAT IEND\n0 0 1 2 0 250 251 252\n");
+  EXPECT_EQ(sim::base64("Man"), "TWFu");
+  EXPECT_EQ(sim::base64("Ma"), "TWE=");
+  EXPECT_EQ(sim::base64("M"), "TQ==");
+}
+
+TEST(Report, EscapesTextAndDrawsEverySection) {
+  ReportData d;
+  d.title = "a <b> & \"c\"";
+  d.facts.emplace_back("k", "<v>");
+  d.affinity.push_back({0, {0, 1}, {0, 1}, {0.25, 0.75, 1.0, 0.0}});
+  d.local_fraction.push_back({"vanilla", {0.5, 0.25}});
+  d.loads.push_back({"vanilla", 2, 2, {1, 3, 2, 2}});
+  d.convergence = {{100, 5.0}, {200, 4.0}};
+  d.vanilla_cost = 6.0;
+  d.simulation = {{"baseline/vanilla", 1.0, 0.0, 1.0}, {"exflow/vanilla", 0.5, 0.25, 1.33}};
+  const std::string html = render_html_report(d);
+  EXPECT_NE(html.find("a &lt;b&gt; &amp; &quot;c&quot;"), std::string::npos);
+  EXPECT_EQ(html.find("<v>"), std::string::npos);
+  std::size_t svgs = 0;
+  for (std::size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) {
+    ++svgs;
+  }
+  EXPECT_EQ(svgs, 5u);
+  EXPECT_NE(html.find("0.750 ms (1.33x)"), std::string::npos);
 }
 
 }  // namespace

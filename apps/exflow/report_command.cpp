@@ -104,9 +104,22 @@ std::vector<int> shown_experts(const AffinityGraph& graph, int layer, int count)
 
 int run_report(const ReportArgs& args) {
   const auto start = std::chrono::steady_clock::now();
+  // Everything that can be refused is checked before the solves.
+  const std::filesystem::path out_dir = std::filesystem::path(args.output).parent_path();
+  if (!out_dir.empty() && !std::filesystem::is_directory(out_dir)) {
+    throw IoError(args.output + ": cannot write the report, directory " + out_dir.string() +
+                  " does not exist");
+  }
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
+  SimulationArgs sim_args = args;
+  if (sim_args.model.empty() && sim_args.hidden == 0 && sim_args.kv_bytes_per_token < 0) {
+    sim_args.model = kDefaultModel;
+  }
+  std::string preset;
+  SimulationOptions so = simulation_options_of(sim_args, topology, &preset);
+  so.threads = args.threads;
   const int L = trace.layers();
   const int E = trace.experts();
   const Placement vanilla = vanilla_placement(L, E, topology);
@@ -151,13 +164,6 @@ int run_report(const ReportArgs& args) {
   }
 
   // Simulation: baseline/vanilla, exflow/vanilla, exflow/<each placement>.
-  SimulationArgs sim_args = args;
-  if (sim_args.model.empty() && sim_args.hidden == 0 && sim_args.kv_bytes_per_token < 0) {
-    sim_args.model = kDefaultModel;
-  }
-  std::string preset;
-  SimulationOptions so = simulation_options_of(sim_args, topology, &preset);
-  so.threads = args.threads;
   std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
                                         {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
   for (const auto& [name, p] : placements) {
