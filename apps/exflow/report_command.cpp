@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -64,6 +65,12 @@ const OptionTable<ReportArgs>& report_options() {
     return t;
   }();
   return table;
+}
+
+std::string fixed(double v, int digits) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.*f", digits, v);
+  return text;
 }
 
 // The trace's first `n` tokens as a trace of their own.
@@ -150,12 +157,12 @@ int run_report(const ReportArgs& args) {
   for (std::size_t i = 0; i < all.size(); ++i) {
     const std::string name = i == 0 ? "vanilla" : placements[i - 1].first;
     const Metrics& m = metrics[i];
-    std::string line = "cost " + std::to_string(m.cost) + " per token, " +
-                       std::to_string(100 * m.local_fraction).substr(0, 5) +
+    std::string line = "cost " + fixed(m.cost, 3) + " per token, " +
+                       fixed(100 * m.local_fraction, 2) +
                        "% of moves stay on their GPU, worst layer load " +
-                       std::to_string(m.load_ratio_max).substr(0, 5) + "x mean";
+                       fixed(m.load_ratio_max, 3) + "x mean";
     if (i > 0 && metrics[0].cost > 0) {
-      line += ", " + std::to_string(100 * (metrics[0].cost - m.cost) / metrics[0].cost).substr(0, 5) +
+      line += ", " + fixed(100 * (metrics[0].cost - m.cost) / metrics[0].cost, 2) +
               "% below vanilla";
     }
     d.facts.emplace_back(name, line);
@@ -178,10 +185,10 @@ int run_report(const ReportArgs& args) {
                       std::to_string(so.hidden) + " x " + std::to_string(so.dtype_bytes) +
                       " bytes per transfer, " + std::to_string(so.kv_bytes_per_token) +
                       " KV bytes per token and layer; " + std::to_string(so.tokens_per_step) +
-                      " tokens per step; " + std::to_string(static_cast<int>(so.network.intra_gbps)) +
+                      " tokens per step; " + fixed(so.network.intra_gbps, 0) +
                       " Gbit/s within a node, " +
-                      std::to_string(static_cast<int>(so.network.inter_gbps)) +
-                      " Gbit/s across nodes, " + std::to_string(so.network.latency_us).substr(0, 4) +
+                      fixed(so.network.inter_gbps, 0) +
+                      " Gbit/s across nodes, " + fixed(so.network.latency_us, 1) +
                       " us per collective. Speedup over baseline/vanilla in brackets.";
 
   // Convergence: placements solved on growing prefixes, scored on the whole trace.
@@ -243,7 +250,7 @@ int run_report(const ReportArgs& args) {
   std::cout << "wrote " << args.output << " (" << placements.size() << " placement"
             << (placements.size() == 1 ? "" : "s") << ", " << d.convergence.size()
             << " convergence points, " << d.affinity.size() << " heatmaps) in "
-            << std::to_string(seconds).substr(0, 5) << " s\n";
+            << fixed(seconds, 1) << " s\n";
   return 0;
 }
 
