@@ -73,18 +73,6 @@ std::string fixed(double v, int digits) {
   return text;
 }
 
-// The trace's first `n` tokens as a trace of their own.
-Trace prefix(const Trace& trace, std::int64_t n) {
-  std::vector<std::int32_t> ids;
-  ids.reserve(static_cast<std::size_t>(n) * trace.layers() * trace.k());
-  for (std::int64_t t = 0; t < n; ++t) {
-    for (int l = 0; l < trace.layers(); ++l) {
-      for (int c = 0; c < trace.k(); ++c) ids.push_back(trace.at(t, l, c));
-    }
-  }
-  return Trace::from_ids(std::move(ids), n, trace.layers(), trace.k(), trace.experts());
-}
-
 // exflow solve's defaults: the graph solver, then the token-level refinement under the load
 // limit `auto`.
 Placement solve_defaults(const Trace& trace, const Topology& topology, int threads) {
@@ -204,7 +192,7 @@ int run_report(const ReportArgs& args) {
       if (n == trace.tokens() && solved_full) {
         solved.push_back(*solved_full);
       } else {
-        solved.push_back(solve_defaults(n == trace.tokens() ? trace : prefix(trace, n), topology,
+        solved.push_back(solve_defaults(n == trace.tokens() ? trace : trace.prefix(n), topology,
                                         args.threads));
       }
     }

@@ -59,6 +59,23 @@ class Trace {
   int experts() const { return experts_; }
   const std::string& source() const { return source_; }
 
+  // A view over integer ids another owner holds (a NumPy array, say), without copying: native
+  // byte order, `item_size` 1, 2, 4 or 8 bytes, signed or not, C order [tokens, layers, k] or
+  // Fortran order; `keepalive` keeps the memory valid as long as the trace (or a copy) lives.
+  // `source` names the array in error messages. Throws InputError like open().
+  struct Buffer {
+    const void* data = nullptr;
+    int item_size = 4;
+    bool is_signed = true;
+    bool fortran_order = false;
+    std::int64_t tokens = 0;
+    int layers = 0;
+    int k = 1;
+    std::shared_ptr<const void> keepalive;
+    std::string source = "in-memory trace";
+  };
+  static Trace from_buffer(const Buffer& buffer, const TraceOpenOptions& options = {});
+
   // The same trace restricted to its first `n` tokens (n <= tokens()).
   Trace prefix(std::int64_t n) const;
 

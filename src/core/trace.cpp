@@ -24,6 +24,7 @@ constexpr int kMaxExperts = 1 << 16;
 struct Trace::Storage {
   std::unique_ptr<io::MappedFile> file;
   std::vector<std::int32_t> owned;
+  std::shared_ptr<const void> borrowed;  // from_buffer: keeps the caller's memory alive
   const std::uint8_t* base = nullptr;
   bool is_signed = true;
   int item_size = 4;
@@ -221,6 +222,43 @@ Trace Trace::from_ids(std::vector<std::int32_t> ids, std::int64_t tokens, int la
   trace.layers_ = layers;
   trace.k_ = k;
   trace.validate_ids(experts, 1);
+  return trace;
+}
+
+Trace Trace::from_buffer(const Buffer& b, const TraceOpenOptions& options) {
+  if (b.tokens < 1 || b.layers < 1 || b.k < 1) {
+    throw InputError(b.source + ": tokens, layers and k must be positive (got " +
+                     std::to_string(b.tokens) + ", " + std::to_string(b.layers) + ", " +
+                     std::to_string(b.k) + ")");
+  }
+  if (b.item_size != 1 && b.item_size != 2 && b.item_size != 4 && b.item_size != 8) {
+    throw InputError(b.source + ": ids must be 1, 2, 4 or 8-byte integers, got " +
+                     std::to_string(b.item_size) + " bytes");
+  }
+  if (b.data == nullptr) throw InputError(b.source + ": no data");
+  auto storage = std::make_shared<Storage>();
+  storage->borrowed = b.keepalive;
+  storage->base = static_cast<const std::uint8_t*>(b.data);
+  storage->is_signed = b.is_signed;
+  storage->item_size = b.item_size;
+  storage->fortran_order = b.fortran_order;
+  storage->tokens = b.tokens;
+  storage->layers = b.layers;
+  storage->k = b.k;
+  Trace trace;
+  trace.storage_ = storage;
+  trace.source_ = b.source;
+  trace.tokens_ = b.tokens;
+  trace.layers_ = b.layers;
+  trace.k_ = b.k;
+  if (options.topk) {
+    if (*options.topk < 1 || *options.topk > trace.k_) {
+      throw UsageError(b.source + ": top-k " + std::to_string(*options.topk) +
+                       " requested but the trace has k = " + std::to_string(trace.k_));
+    }
+    trace.k_ = *options.topk;
+  }
+  trace.validate_ids(options.experts, options.threads);
   return trace;
 }
 

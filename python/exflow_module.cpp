@@ -1,0 +1,331 @@
+// The Python module `exflow` (docs/python.md): routing ids in, placements and metrics out.
+//
+//   import exflow
+//   p = exflow.solve(ids, gpus_per_node=8)      # ids: integer [T, L] or [T, L, k]
+//   p.gpu_of, p.metrics, p.to_csv("p.csv")
+//
+// ids may be any integer NumPy array, or anything NumPy can read without help (a DLPack
+// exporter such as a CPU torch tensor, an object with __array__, nested lists). A C- or
+// Fortran-contiguous array in native byte order is read in place; anything else is copied once
+// into a C-contiguous array. The GIL is released while the library works. Library errors keep
+// their one-line messages: bad input or usage raises ValueError, a failed read or write OSError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "../apps/exflow/text_report.hpp"
+#include "exflow/affinity.hpp"
+#include "exflow/error.hpp"
+#include "exflow/evaluate.hpp"
+#include "exflow/formats.hpp"
+#include "exflow/placement.hpp"
+#include "exflow/solve.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+
+namespace py = pybind11;
+
+namespace exflow::python {
+namespace {
+
+// A placement with the topology it was made for and the metrics computed for it.
+struct PyPlacement {
+  Placement placement;
+  int gpus_per_node = 0;
+  int nodes = 1;
+  py::dict metrics;
+};
+
+py::object json_to_python(const nlohmann::json& j) {
+  return py::module_::import("json").attr("loads")(j.dump());
+}
+
+// The ids as a Trace over their memory (or over one contiguous copy).
+Trace trace_from(const py::object& ids, std::optional<int> experts, std::optional<int> topk,
+                 int threads) {
+  py::module_ np = py::module_::import("numpy");
+  py::object obj = ids;
+  if (!py::isinstance<py::array>(obj)) {
+    if (py::hasattr(obj, "__dlpack__") && py::hasattr(np, "from_dlpack")) {
+      try {
+        obj = np.attr("from_dlpack")(obj);
+      } catch (const py::error_already_set&) {
+        obj = np.attr("asarray")(ids);
+      }
+    } else {
+      obj = np.attr("asarray")(ids);
+    }
+  }
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  const char kind = a.dtype().kind();
+  if (kind != 'i' && kind != 'u') {
+    throw InputError("ids must be an integer array, got dtype " +
+                     py::str(a.dtype()).cast<std::string>());
+  }
+  if (a.ndim() != 2 && a.ndim() != 3) {
+    throw InputError("ids must be [tokens, layers] or [tokens, layers, k], got " +
+                     std::to_string(a.ndim()) + " dimensions");
+  }
+  const bool native = a.dtype().attr("isnative").cast<bool>();
+  const bool c_order = (a.flags() & py::array::c_style) != 0;
+  const bool f_order = (a.flags() & py::array::f_style) != 0;
+  if (!native || (!c_order && !f_order)) {
+    a = py::reinterpret_steal<py::array>(
+        np.attr("ascontiguousarray")(a, a.dtype().attr("newbyteorder")("=")).release());
+  }
+  Trace::Buffer b;
+  b.data = a.data();
+  b.item_size = static_cast<int>(a.itemsize());
+  b.is_signed = kind == 'i';
+  b.fortran_order = !((a.flags() & py::array::c_style) != 0);
+  b.tokens = a.shape(0);
+  b.layers = static_cast<int>(a.shape(1));
+  b.k = a.ndim() == 3 ? static_cast<int>(a.shape(2)) : 1;
+  b.source = "ids";
+  // The array stays alive while the trace does; dropping it needs the GIL.
+  auto* holder = new py::object(a);
+  b.keepalive = std::shared_ptr<const void>(holder, [](const void* p) {
+    py::gil_scoped_acquire gil;
+    delete static_cast<const py::object*>(p);
+  });
+  TraceOpenOptions options;
+  options.experts = experts;
+  options.topk = topk;
+  options.threads = threads;
+  return Trace::from_buffer(b, options);
+}
+
+// The metric keys of `exflow eval --json`: the placement, its baseline, vanilla and vanilla's
+// baseline.
+nlohmann::json scored(const Trace& trace, const Placement& placement, const Topology& topology,
+                      int threads) {
+  const Placement vanilla = vanilla_placement_any(trace.layers(), trace.experts(), topology);
+  EvalOptions eo;
+  eo.threads = threads;
+  std::vector<Metrics> coherent = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
+  eo.scheme = Scheme::kBaseline;
+  std::vector<Metrics> baseline = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
+  nlohmann::json j = cli::metrics_json(coherent[0]);
+  j["baseline"] = cli::metrics_json(baseline[0]);
+  j["vanilla"] = cli::metrics_json(coherent[1]);
+  j["vanilla"]["baseline"] = cli::metrics_json(baseline[1]);
+  return j;
+}
+
+py::dict profile_ids(const py::object& ids, std::optional<int> experts, std::optional<int> topk,
+                 int threads) {
+  Trace trace = trace_from(ids, experts, topk, threads);
+  nlohmann::json j;
+  {
+    py::gil_scoped_release release;
+    AffinityGraph graph = AffinityGraph::from_trace(trace, threads);
+    j = cli::trace_json(trace);
+    j.update(cli::profile_json(exflow::profile(graph)));
+  }
+  return json_to_python(j);
+}
+
+PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
+                      const std::string& method, std::optional<int> experts,
+                      std::optional<int> topk, const std::string& max_load_ratio, int redundant,
+                      double time_limit, double token_time_limit, std::uint64_t seed, int starts,
+                      std::int64_t sample_tokens, int threads, double intra_cost,
+                      double inter_cost) {
+  Trace trace = trace_from(ids, experts, topk, threads);
+  const Topology topology(nodes, gpus_per_node, intra_cost, inter_cost);
+  SolveOptions options;
+  options.method = parse_method(method);
+  options.max_load = parse_load_limit(max_load_ratio);
+  options.redundant = redundant;
+  options.time_limit = time_limit;
+  options.refine_time_limit = token_time_limit;
+  options.seed = seed;
+  options.starts = starts > 0 ? starts : (trace.k() > 1 ? 2 : 8);
+  options.sample_tokens = sample_tokens;
+  options.threads = threads;
+  std::optional<SolveResult> r;
+  nlohmann::json j;
+  {
+    py::gil_scoped_release release;
+    r.emplace(solve(AffinityGraph::from_trace(trace, threads), topology, options));
+    r.emplace(refine(trace, topology, options, std::move(*r)));
+    j = scored(trace, r->placement, topology, threads);
+    j["method"] = to_string(r->method);
+    j["optimal"] = r->optimal;
+    j["seconds"] = r->seconds;
+    j["layers_over_load_limit"] = r->layers_over_load_limit;
+  }
+  PyPlacement p{r->placement, gpus_per_node, nodes, {}};
+  p.metrics = json_to_python(j);
+  return p;
+}
+
+py::dict evaluate_ids(const py::object& ids, const PyPlacement& placement,
+                      std::optional<int> gpus_per_node, std::optional<int> nodes,
+                      std::optional<int> experts, std::optional<int> topk, int threads,
+                      double intra_cost, double inter_cost) {
+  Trace trace = trace_from(ids, experts, topk, threads);
+  const int n = nodes.value_or(placement.nodes);
+  const int p = gpus_per_node.value_or(placement.placement.gpus() / std::max(1, n));
+  const Topology topology(n, p, intra_cost, inter_cost);
+  if (placement.placement.layers() != trace.layers() ||
+      placement.placement.experts() != trace.experts()) {
+    throw InputError("placement has " + std::to_string(placement.placement.layers()) +
+                     " layers x " + std::to_string(placement.placement.experts()) +
+                     " experts, the ids " + std::to_string(trace.layers()) + " x " +
+                     std::to_string(trace.experts()));
+  }
+  nlohmann::json j;
+  {
+    py::gil_scoped_release release;
+    j = scored(trace, placement.placement, topology, threads);
+  }
+  return json_to_python(j);
+}
+
+py::array_t<std::int32_t> to_array(const std::vector<int>& values,
+                                   std::vector<py::ssize_t> shape) {
+  py::array_t<std::int32_t> out(shape);
+  std::int32_t* data = out.mutable_data();
+  for (std::size_t i = 0; i < values.size(); ++i) data[i] = values[i];
+  return out;
+}
+
+PyPlacement placement_from_array(const py::array_t<std::int64_t, py::array::c_style |
+                                                                     py::array::forcecast>& gpu_of,
+                                 int gpus_per_node, int nodes) {
+  if (gpu_of.ndim() != 2) {
+    throw InputError("gpu_of must be [layers, experts], got " + std::to_string(gpu_of.ndim()) +
+                     " dimensions");
+  }
+  const int L = static_cast<int>(gpu_of.shape(0));
+  const int E = static_cast<int>(gpu_of.shape(1));
+  const Topology topology(nodes, gpus_per_node);
+  std::vector<int> values(static_cast<std::size_t>(L) * E);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const std::int64_t g = gpu_of.data()[i];
+    if (g < 0 || g >= topology.gpus()) {
+      throw InputError("gpu_of names GPU " + std::to_string(g) + ", outside 0.." +
+                       std::to_string(topology.gpus() - 1));
+    }
+    values[i] = static_cast<int>(g);
+  }
+  Placement p(L, E, topology.gpus(), std::move(values));
+  validate(p, topology, Balance::kNone);
+  return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
+}
+
+}  // namespace
+}  // namespace exflow::python
+
+PYBIND11_MODULE(exflow, m) {
+  using namespace exflow;
+  using namespace exflow::python;
+  m.doc() =
+      "exflow: expert placement for Mixture-of-Experts inference from routing traces "
+      "(ExFlow, arXiv 2401.08383). See docs/python.md.";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const IoError& e) {
+      PyErr_SetString(PyExc_OSError, e.what());
+    } catch (const InputError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const UsageError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  py::class_<PyPlacement>(m, "Placement",
+                          "Which GPU hosts each expert of each layer, with replicas.")
+      .def(py::init(&placement_from_array), py::arg("gpu_of"), py::arg("gpus_per_node"),
+           py::arg("nodes") = 1,
+           "A placement from an integer array [layers, experts] of GPU ids.")
+      .def_property_readonly("layers", [](const PyPlacement& p) { return p.placement.layers(); })
+      .def_property_readonly("experts", [](const PyPlacement& p) { return p.placement.experts(); })
+      .def_property_readonly("gpus", [](const PyPlacement& p) { return p.placement.gpus(); })
+      .def_property_readonly("gpus_per_node", [](const PyPlacement& p) { return p.gpus_per_node; })
+      .def_property_readonly("nodes", [](const PyPlacement& p) { return p.nodes; })
+      .def_property_readonly(
+          "gpu_of",
+          [](const PyPlacement& p) {
+            return to_array(p.placement.gpu_of(), {p.placement.layers(), p.placement.experts()});
+          },
+          "numpy int32 [layers, experts]: the GPU of each expert (its lowest copy)")
+      .def_property_readonly(
+          "replicas",
+          [](const PyPlacement& p) {
+            py::list out;
+            for (const Replica& r : p.placement.replicas()) {
+              out.append(py::make_tuple(r.layer, r.expert, r.gpu));
+            }
+            return out;
+          },
+          "extra copies as (layer, expert, gpu) tuples")
+      .def_readwrite("metrics", &PyPlacement::metrics,
+                     "metrics of the solve that made it, on its ids (the keys of exflow eval --json, plus "
+                     "method, optimal, seconds, layers_over_load_limit)")
+      .def(
+          "to_csv",
+          [](const PyPlacement& p, const std::string& path) {
+            write_placement_csv(path, p.placement);
+          },
+          py::arg("path"), "write the original tool's CSV (Expert,Node), atomically")
+      .def(
+          "to_sglang",
+          [](const PyPlacement& p, const std::string& path) {
+            write_sglang_expert_location(path, p.placement);
+          },
+          py::arg("path"), "write SGLang's --init-expert-location JSON, atomically")
+      .def(
+          "to_eplb",
+          [](const PyPlacement& p) {
+            const EplbMaps maps = eplb_maps(p.placement);
+            py::dict d;
+            d["phy2log"] = to_array(maps.phy2log, {maps.layers, maps.slots});
+            d["log2phy"] = to_array(maps.log2phy, {maps.layers, maps.experts, maps.max_replicas});
+            d["logcnt"] = to_array(maps.logcnt, {maps.layers, maps.experts});
+            return d;
+          },
+          "DeepSeek EPLB's maps: phy2log [L, slots], log2phy [L, E, max copies], logcnt [L, E]")
+      .def("__repr__", [](const PyPlacement& p) {
+        return "<exflow.Placement " + std::to_string(p.placement.layers()) + " layers x " +
+               std::to_string(p.placement.experts()) + " experts on " +
+               std::to_string(p.nodes) + " x " + std::to_string(p.gpus_per_node) + " GPUs, " +
+               std::to_string(p.placement.replicas().size()) + " replicas>";
+      });
+
+  m.def(
+      "read_placement",
+      [](const std::string& path, int layers, int experts, int gpus_per_node, int nodes) {
+        const Topology topology(nodes, gpus_per_node);
+        Placement p = read_placement_csv(path, layers, experts, topology.gpus());
+        return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
+      },
+      py::arg("path"), py::arg("layers"), py::arg("experts"), py::arg("gpus_per_node"),
+      py::arg("nodes") = 1, "read a placement CSV (Expert,Node)");
+
+  m.def("profile", &profile_ids, py::arg("ids"), py::kw_only(), py::arg("experts") = py::none(),
+        py::arg("topk") = py::none(), py::arg("threads") = 0,
+        "inter-layer affinity and load skew of the ids (the keys of exflow profile --json)");
+
+  m.def("solve", &solve_ids, py::arg("ids"), py::kw_only(), py::arg("gpus_per_node") = 8,
+        py::arg("nodes") = 1, py::arg("method") = "auto", py::arg("experts") = py::none(),
+        py::arg("topk") = py::none(), py::arg("max_load_ratio") = "auto",
+        py::arg("redundant") = 0, py::arg("time_limit") = 0.0,
+        py::arg("token_time_limit") = 0.0, py::arg("seed") = 1, py::arg("starts") = 0,
+        py::arg("sample_tokens") = 0, py::arg("threads") = 0, py::arg("intra_cost") = 1.0,
+        py::arg("inter_cost") = 2.0,
+        "a placement for the ids, as exflow solve computes it, with .metrics");
+
+  m.def("evaluate", &evaluate_ids, py::arg("ids"), py::arg("placement"), py::kw_only(),
+        py::arg("gpus_per_node") = py::none(), py::arg("nodes") = py::none(),
+        py::arg("experts") = py::none(), py::arg("topk") = py::none(), py::arg("threads") = 0,
+        py::arg("intra_cost") = 1.0, py::arg("inter_cost") = 2.0,
+        "the metrics of a placement on the ids (the keys of exflow eval --json)");
+}
