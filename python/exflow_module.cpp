@@ -117,7 +117,7 @@ nlohmann::json scored(const Trace& trace, const Placement& placement, const Topo
 }
 
 py::dict profile_ids(const py::object& ids, std::optional<int> experts, std::optional<int> topk,
-                 int threads) {
+                     int threads) {
   Trace trace = trace_from(ids, experts, topk, threads);
   nlohmann::json j;
   {
@@ -187,17 +187,16 @@ py::dict evaluate_ids(const py::object& ids, const PyPlacement& placement,
   return json_to_python(j);
 }
 
-py::array_t<std::int32_t> to_array(const std::vector<int>& values,
-                                   std::vector<py::ssize_t> shape) {
+py::array_t<std::int32_t> to_array(const std::vector<int>& values, std::vector<py::ssize_t> shape) {
   py::array_t<std::int32_t> out(shape);
   std::int32_t* data = out.mutable_data();
   for (std::size_t i = 0; i < values.size(); ++i) data[i] = values[i];
   return out;
 }
 
-PyPlacement placement_from_array(const py::array_t<std::int64_t, py::array::c_style |
-                                                                     py::array::forcecast>& gpu_of,
-                                 int gpus_per_node, int nodes) {
+PyPlacement placement_from_array(
+    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& gpu_of,
+    int gpus_per_node, int nodes) {
   if (gpu_of.ndim() != 2) {
     throw InputError("gpu_of must be [layers, experts], got " + std::to_string(gpu_of.ndim()) +
                      " dimensions");
@@ -244,8 +243,7 @@ PYBIND11_MODULE(exflow, m) {
   py::class_<PyPlacement>(m, "Placement",
                           "Which GPU hosts each expert of each layer, with replicas.")
       .def(py::init(&placement_from_array), py::arg("gpu_of"), py::arg("gpus_per_node"),
-           py::arg("nodes") = 1,
-           "A placement from an integer array [layers, experts] of GPU ids.")
+           py::arg("nodes") = 1, "A placement from an integer array [layers, experts] of GPU ids.")
       .def_property_readonly("layers", [](const PyPlacement& p) { return p.placement.layers(); })
       .def_property_readonly("experts", [](const PyPlacement& p) { return p.placement.experts(); })
       .def_property_readonly("gpus", [](const PyPlacement& p) { return p.placement.gpus(); })
@@ -267,9 +265,10 @@ PYBIND11_MODULE(exflow, m) {
             return out;
           },
           "extra copies as (layer, expert, gpu) tuples")
-      .def_readwrite("metrics", &PyPlacement::metrics,
-                     "metrics of the solve that made it, on its ids (the keys of exflow eval --json, plus "
-                     "method, optimal, seconds, layers_over_load_limit)")
+      .def_readwrite(
+          "metrics", &PyPlacement::metrics,
+          "metrics of the solve that made it, on its ids (the keys of exflow eval --json, plus "
+          "method, optimal, seconds, layers_over_load_limit)")
       .def(
           "to_csv",
           [](const PyPlacement& p, const std::string& path) {
@@ -295,8 +294,8 @@ PYBIND11_MODULE(exflow, m) {
           "DeepSeek EPLB's maps: phy2log [L, slots], log2phy [L, E, max copies], logcnt [L, E]")
       .def("__repr__", [](const PyPlacement& p) {
         return "<exflow.Placement " + std::to_string(p.placement.layers()) + " layers x " +
-               std::to_string(p.placement.experts()) + " experts on " +
-               std::to_string(p.nodes) + " x " + std::to_string(p.gpus_per_node) + " GPUs, " +
+               std::to_string(p.placement.experts()) + " experts on " + std::to_string(p.nodes) +
+               " x " + std::to_string(p.gpus_per_node) + " GPUs, " +
                std::to_string(p.placement.replicas().size()) + " replicas>";
       });
 
@@ -316,11 +315,10 @@ PYBIND11_MODULE(exflow, m) {
 
   m.def("solve", &solve_ids, py::arg("ids"), py::kw_only(), py::arg("gpus_per_node") = 8,
         py::arg("nodes") = 1, py::arg("method") = "auto", py::arg("experts") = py::none(),
-        py::arg("topk") = py::none(), py::arg("max_load_ratio") = "auto",
-        py::arg("redundant") = 0, py::arg("time_limit") = 0.0,
-        py::arg("token_time_limit") = 0.0, py::arg("seed") = 1, py::arg("starts") = 0,
-        py::arg("sample_tokens") = 0, py::arg("threads") = 0, py::arg("intra_cost") = 1.0,
-        py::arg("inter_cost") = 2.0,
+        py::arg("topk") = py::none(), py::arg("max_load_ratio") = "auto", py::arg("redundant") = 0,
+        py::arg("time_limit") = 0.0, py::arg("token_time_limit") = 0.0, py::arg("seed") = 1,
+        py::arg("starts") = 0, py::arg("sample_tokens") = 0, py::arg("threads") = 0,
+        py::arg("intra_cost") = 1.0, py::arg("inter_cost") = 2.0,
         "a placement for the ids, as exflow solve computes it, with .metrics");
 
   m.def("evaluate", &evaluate_ids, py::arg("ids"), py::arg("placement"), py::kw_only(),

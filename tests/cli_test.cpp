@@ -658,8 +658,8 @@ TEST(Cli, SimulateReportsThreeConfigurationsFromTheEvaluator) {
   EXPECT_FALSE(c[2]["per_layer"][0].contains("dispatch_bytes"));  // matrices only on request
 
   // Costs are the evaluator's: the same numbers `exflow eval` prints for the placement.
-  const CliRun e = exflow({"eval", kExampleTrace, kExampleSolved, "--gpus-per-node", "4", "--json",
-                           "--quiet"});
+  const CliRun e =
+      exflow({"eval", kExampleTrace, kExampleSolved, "--gpus-per-node", "4", "--json", "--quiet"});
   ASSERT_EQ(e.code, 0) << e.err;
   const json ej = json::parse(e.out);
   EXPECT_EQ(c[2]["cost"], ej["cost"]);
@@ -670,8 +670,8 @@ TEST(Cli, SimulateReportsThreeConfigurationsFromTheEvaluator) {
   const double rows = c[1]["cost"].get<double>() * 8222;  // one node: cost = transfers
   EXPECT_NEAR(c[1]["alltoall_bytes_per_step"].get<double>(), rows * 4096 * 512 / 8222, 1e-3);
 
-  const CliRun text = exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--model",
-                              "deepseek-v3", "--quiet"});
+  const CliRun text = exflow(
+      {"simulate", kExampleTrace, "--gpus-per-node", "4", "--model", "deepseek-v3", "--quiet"});
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_NE(text.out.find("exflow/vanilla"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("the trace's shape is used"), std::string::npos) << text.out;
@@ -680,9 +680,9 @@ TEST(Cli, SimulateReportsThreeConfigurationsFromTheEvaluator) {
 TEST(Cli, SimulateBadUsage) {
   expect_one_line_error(exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--quiet"}), 2,
                         "give --model or both --hidden and --kv-bytes-per-token");
-  expect_one_line_error(exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--model",
-                                "llama", "--quiet"}),
-                        2, "unknown model preset 'llama'");
+  expect_one_line_error(
+      exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--model", "llama", "--quiet"}), 2,
+      "unknown model preset 'llama'");
   expect_one_line_error(exflow({"simulate", kExampleTrace, "--gpus-per-node", "3", "--model",
                                 "deepseek-v3", "--quiet"}),
                         2, "no vanilla placement");
@@ -710,7 +710,8 @@ std::string small_affine_trace(test::TempDir& dir) {
 }
 
 std::string chromium_path() {
-  const CliRun r = test::run_command("/bin/sh", {"-c", "command -v chromium || command -v chromium-browser"});
+  const CliRun r =
+      test::run_command("/bin/sh", {"-c", "command -v chromium || command -v chromium-browser"});
   std::string path = r.out;
   while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
   return r.code == 0 ? path : std::string();
@@ -730,18 +731,22 @@ TEST(Cli, ReportIsSelfContainedAndRendersInHeadlessChromium) {
     EXPECT_EQ(page.find(remote), std::string::npos) << remote;
   }
   EXPECT_NE(page.find("data:image/png;base64,"), std::string::npos);
-  for (const char* section : {"Projected communication time per decode step",
-                              "Tokens that stay on their GPU", "Token load per GPU and layer",
-                              "How many tokens are enough", "Inter-layer expert affinity",
-                              "exflow/solved"}) {
+  for (const char* section :
+       {"Projected communication time per decode step", "Tokens that stay on their GPU",
+        "Token load per GPU and layer", "How many tokens are enough", "Inter-layer expert affinity",
+        "exflow/solved"}) {
     EXPECT_NE(page.find(section), std::string::npos) << section;
   }
 
   const std::string chromium = chromium_path();
   if (chromium.empty()) GTEST_SKIP() << "chromium is not installed (scripts/setup installs it)";
-  const std::vector<std::string> common = {"--headless", "--no-sandbox", "--disable-gpu",
-                                           "--hide-scrollbars", "--user-data-dir=" + dir.file("profile"),
-                                           "--enable-logging=stderr", "--v=0",
+  const std::vector<std::string> common = {"--headless",
+                                           "--no-sandbox",
+                                           "--disable-gpu",
+                                           "--hide-scrollbars",
+                                           "--user-data-dir=" + dir.file("profile"),
+                                           "--enable-logging=stderr",
+                                           "--v=0",
                                            "--window-size=1280,2000"};
   std::vector<std::string> dump = common;
   dump.push_back("--dump-dom");
@@ -751,7 +756,8 @@ TEST(Cli, ReportIsSelfContainedAndRendersInHeadlessChromium) {
   // The browser parsed every chart: 1 simulation, 1 locality, 2 loads, 1 convergence and 5
   // heatmaps, and logged no console error (a failed image or a script error would).
   std::size_t svgs = 0;
-  for (std::size_t at = dom.out.find("<svg"); at != std::string::npos; at = dom.out.find("<svg", at + 1)) {
+  for (std::size_t at = dom.out.find("<svg"); at != std::string::npos;
+       at = dom.out.find("<svg", at + 1)) {
     ++svgs;
   }
   EXPECT_EQ(svgs, 10u) << dom.out.substr(0, 2000);
@@ -770,11 +776,11 @@ TEST(Cli, ReportIsSelfContainedAndRendersInHeadlessChromium) {
 TEST(Cli, ReportBadUsage) {
   test::TempDir dir;
   const std::string trace = small_affine_trace(dir);
-  expect_one_line_error(exflow({"report", trace, "--gpus-per-node", "3", "-o",
-                                dir.file("r.html"), "--quiet"}),
-                        2, "3");
-  expect_one_line_error(exflow({"report", trace, "--gpus-per-node", "2", "--nodes", "2",
-                                "--model", "gpt", "-o", dir.file("r.html"), "--quiet"}),
+  expect_one_line_error(
+      exflow({"report", trace, "--gpus-per-node", "3", "-o", dir.file("r.html"), "--quiet"}), 2,
+      "3");
+  expect_one_line_error(exflow({"report", trace, "--gpus-per-node", "2", "--nodes", "2", "--model",
+                                "gpt", "-o", dir.file("r.html"), "--quiet"}),
                         2, "unknown model preset 'gpt'");
   expect_one_line_error(exflow({"report", trace, "--gpus-per-node", "2", "--nodes", "2", "-o",
                                 dir.file("missing-dir/r.html"), "--quiet"}),

@@ -332,7 +332,7 @@ void add_random_replicas(Placement& p, int per_gpu, std::mt19937& rng) {
 struct RandomCase {
   int nodes, gpus_per_node, experts, layers, k;
   Scheme scheme;
-  int replicas = 0;  // per GPU per layer
+  int replicas = 0;          // per GPU per layer
   std::int64_t seq_len = 1;  // baseline owner: (t / seq_len) mod G
 };
 

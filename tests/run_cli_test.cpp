@@ -137,7 +137,6 @@ TEST(RunCli, BadInputAndUsage) {
   EXPECT_EQ(r.code, 1) << r.err;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // baseline and exflow under mpirun
 
@@ -204,8 +203,8 @@ std::string reference_checksum(const Case& c) {
 }
 
 // The evaluator's traffic for the workload's tokens, in bytes: [L, 2, G, G].
-std::vector<std::int64_t> predicted_bytes(const Case& c, const Placement& p,
-                                          const Topology& topo, Scheme scheme) {
+std::vector<std::int64_t> predicted_bytes(const Case& c, const Placement& p, const Topology& topo,
+                                          Scheme scheme) {
   const Trace trace = Trace::open(kExample);
   std::vector<std::int32_t> ids;
   const std::int64_t tokens = static_cast<std::int64_t>(c.batch) * c.seq_len;
@@ -399,12 +398,27 @@ TEST(MpiRun, SimulatorByteMatricesEqualTheMeasuredBytes) {
     }
   }
   test::write_npy(dir.file("head.npy"), ids, {tokens, trace.layers(), c.topk});
-  const CliRun sim = test::run_command(
-      EXFLOW_CLI, {"simulate", dir.file("head.npy"), "--experts", "64", "--gpus-per-node", "4", "--placement",
-                   kSolved, "--hidden", std::to_string(c.hidden), "--dtype-bytes", "4",
-                   "--kv-bytes-per-token", std::to_string(8 * c.hidden), "--seq-len",
-                   std::to_string(c.seq_len), "--tokens-per-step", std::to_string(tokens),
-                   "--matrices", "--json", "--quiet"});
+  const CliRun sim = test::run_command(EXFLOW_CLI, {"simulate",
+                                                    dir.file("head.npy"),
+                                                    "--experts",
+                                                    "64",
+                                                    "--gpus-per-node",
+                                                    "4",
+                                                    "--placement",
+                                                    kSolved,
+                                                    "--hidden",
+                                                    std::to_string(c.hidden),
+                                                    "--dtype-bytes",
+                                                    "4",
+                                                    "--kv-bytes-per-token",
+                                                    std::to_string(8 * c.hidden),
+                                                    "--seq-len",
+                                                    std::to_string(c.seq_len),
+                                                    "--tokens-per-step",
+                                                    std::to_string(tokens),
+                                                    "--matrices",
+                                                    "--json",
+                                                    "--quiet"});
   ASSERT_EQ(sim.code, 0) << sim.err;
   const json s = json::parse(sim.out);
   const std::vector<std::pair<std::string, std::vector<std::string>>> runs = {

@@ -27,7 +27,6 @@
 namespace exflow::runtime {
 namespace {
 
-
 ModelConfig small_config() {
   ModelConfig c;
   c.layers = 3;
@@ -302,12 +301,14 @@ TEST(RuntimeKernels, CombineGivesTheSameBitsForAnyGroupingOfTheColumns) {
       std::vector<std::int64_t> partial(H, 0);
       for (int c = 0; c < k; ++c) {
         if (group[static_cast<std::size_t>(c)] != g) continue;
-        accumulate_expert_output(std::span<const float>(y).subspan(static_cast<std::size_t>(c) * H, H),
-                                 w[static_cast<std::size_t>(c)], k, partial);
+        accumulate_expert_output(
+            std::span<const float>(y).subspan(static_cast<std::size_t>(c) * H, H),
+            w[static_cast<std::size_t>(c)], k, partial);
       }
       std::vector<std::int32_t> wire(H);
       narrow_partial(partial, wire);
-      for (int i = 0; i < H; ++i) total[static_cast<std::size_t>(i)] += wire[static_cast<std::size_t>(i)];
+      for (int i = 0; i < H; ++i)
+        total[static_cast<std::size_t>(i)] += wire[static_cast<std::size_t>(i)];
     }
     std::vector<float> h(H, 0.75f);
     apply_combined(total, h);
@@ -317,7 +318,8 @@ TEST(RuntimeKernels, CombineGivesTheSameBitsForAnyGroupingOfTheColumns) {
   for (int i = 0; i < H; ++i) {
     double exact = 0.75;
     for (int c = 0; c < k; ++c) {
-      exact += static_cast<double>(w[static_cast<std::size_t>(c)]) * y[static_cast<std::size_t>(c * H + i)];
+      exact += static_cast<double>(w[static_cast<std::size_t>(c)]) *
+               y[static_cast<std::size_t>(c * H + i)];
     }
     EXPECT_NEAR(expected[static_cast<std::size_t>(i)], exact, k * 0x1p-21 + 1e-7);
   }
@@ -478,15 +480,15 @@ TEST(RoutePlan, FollowsTheCostModelsRules) {
   p.add_replica(1, 0, 1);
   const RoutePlan replicated = plan_routes(routes, c, w, p, topo, ParallelMode::kExflow);
   EXPECT_EQ(replicated.gpu(0, 1, 0), 1);
-  EXPECT_EQ(replicated.gpu(0, 1, 1), 0);  // expert 1 has one copy
+  EXPECT_EQ(replicated.gpu(0, 1, 1), 0);    // expert 1 has one copy
   EXPECT_EQ(replicated.home_gpu(0, 1), 1);  // tie between GPUs 1 and 0: column 0's
   EXPECT_EQ(replicated.gpu(3, 1, 1), 1);
   EXPECT_EQ(plan_routes(routes, c, w, p, topo, ParallelMode::kBaseline).gpu(2, 1, 1), 1);
 
   // A placement of another shape is an input error.
-  EXPECT_THROW(plan_routes(routes, c, w, vanilla_placement(3, 4, topo), topo,
-                           ParallelMode::kExflow),
-               InputError);
+  EXPECT_THROW(
+      plan_routes(routes, c, w, vanilla_placement(3, 4, topo), topo, ParallelMode::kExflow),
+      InputError);
 }
 
 TEST(RuntimeWorkload, KvCacheRowsOfASequenceAreContiguous) {

@@ -8,8 +8,8 @@
 #include <array>
 
 #include "exflow/error.hpp"
-#include "exflow/report.hpp"
 #include "exflow/placement.hpp"
+#include "exflow/report.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 #include "sim/png.hpp"
@@ -121,7 +121,8 @@ TEST(ReportPng, DecodesWithAnIndependentInflater) {
   // Python's zlib (not this encoder's code) inflates the image data; the rows come back as
   // filter byte 0 followed by the palette indices.
   std::array<std::uint8_t, 768> palette{};
-  for (int i = 0; i < 256; ++i) palette[static_cast<std::size_t>(3 * i)] = static_cast<std::uint8_t>(i);
+  for (int i = 0; i < 256; ++i)
+    palette[static_cast<std::size_t>(3 * i)] = static_cast<std::uint8_t>(i);
   const std::vector<std::uint8_t> pixels = {0, 1, 2, 250, 251, 252};
   test::TempDir dir;
   test::write_bytes(dir.file("x.png"), sim::encode_png(3, 2, pixels, palette));
@@ -161,7 +162,8 @@ TEST(Report, EscapesTextAndDrawsEverySection) {
   EXPECT_NE(html.find("a &lt;b&gt; &amp; &quot;c&quot;"), std::string::npos);
   EXPECT_EQ(html.find("<v>"), std::string::npos);
   std::size_t svgs = 0;
-  for (std::size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) {
+  for (std::size_t at = html.find("<svg"); at != std::string::npos;
+       at = html.find("<svg", at + 1)) {
     ++svgs;
   }
   EXPECT_EQ(svgs, 5u);

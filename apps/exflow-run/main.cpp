@@ -142,8 +142,8 @@ int run_reference_mode(const RunArgs& args) {
   const Setup s = prepare(args);
   std::optional<int> placement_gpus;
   if (!args.placement.empty()) {
-    const Placement p = read_placement_csv(args.placement, s.config.layers, s.config.experts,
-                                           kMaxPlacementGpus);
+    const Placement p =
+        read_placement_csv(args.placement, s.config.layers, s.config.experts, kMaxPlacementGpus);
     int top = *std::max_element(p.gpu_of().begin(), p.gpu_of().end());
     for (const Replica& r : p.replicas()) top = std::max(top, r.gpu);
     placement_gpus = top + 1;
@@ -160,9 +160,8 @@ int run_reference_mode(const RunArgs& args) {
     j["seconds"] = r.seconds;
     j["setup_seconds"] = r.setup_seconds;
     j["tokens_per_second"] = rate;
-    j["placement"] = placement_gpus
-                         ? json{{"path", args.placement}, {"gpus", *placement_gpus}}
-                         : json(nullptr);
+    j["placement"] =
+        placement_gpus ? json{{"path", args.placement}, {"gpus", *placement_gpus}} : json(nullptr);
     j["options"] = options_json(run_options(), args);
     std::cout << j.dump(2) << std::endl;
     return 0;
@@ -202,11 +201,12 @@ ParallelSetup prepare_parallel(const RunArgs& args, int ranks) {
                      " or change --nodes / --gpus-per-node");
   }
   Topology topology(N, P);
-  Placement placement = args.placement.empty()
-                            ? vanilla_placement(s.config.layers, s.config.experts, topology)
-                            : read_placement_csv(args.placement, s.config.layers,
-                                                 s.config.experts, topology.gpus());
-  validate(placement, topology, Balance::kNone, args.placement.empty() ? "vanilla" : args.placement);
+  Placement placement =
+      args.placement.empty()
+          ? vanilla_placement(s.config.layers, s.config.experts, topology)
+          : read_placement_csv(args.placement, s.config.layers, s.config.experts, topology.gpus());
+  validate(placement, topology, Balance::kNone,
+           args.placement.empty() ? "vanilla" : args.placement);
   return ParallelSetup{std::move(s), topology, std::move(placement)};
 }
 
@@ -238,7 +238,8 @@ void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::Para
   const Setup& s = p.setup;
   const int G = r.ranks;
   const int L = r.layers;
-  const auto mode = args.mode == "baseline" ? rt::ParallelMode::kBaseline : rt::ParallelMode::kExflow;
+  const auto mode =
+      args.mode == "baseline" ? rt::ParallelMode::kBaseline : rt::ParallelMode::kExflow;
   const std::vector<std::int64_t> predicted = predicted_bytes(p, mode);
   const std::int64_t predicted_total = sum(predicted);
   const bool matches = predicted == r.alltoall_bytes;
@@ -251,9 +252,8 @@ void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::Para
     std::int64_t alltoall = 0, allgather = 0;
   } decode, prefill;
   for (const rt::StepRecord& st : r.steps) {
-    StepTotals& into = st.positions == 1 && st.first_position >= s.workload.prefill_positions()
-                           ? decode
-                           : prefill;
+    StepTotals& into =
+        st.positions == 1 && st.first_position >= s.workload.prefill_positions() ? decode : prefill;
     ++into.steps;
     into.seconds += st.seconds;
     into.alltoall += st.alltoall_bytes;
@@ -282,7 +282,8 @@ void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::Para
       for (int a = 0; a < G; ++a) {
         for (int b = 0; b < G; ++b) {
           rank_alltoall[static_cast<std::size_t>(a)] += at(r.alltoall_bytes, l, ph, a, b);
-          rank_alltoall_messages[static_cast<std::size_t>(a)] += at(r.alltoall_messages, l, ph, a, b);
+          rank_alltoall_messages[static_cast<std::size_t>(a)] +=
+              at(r.alltoall_messages, l, ph, a, b);
         }
       }
     }
@@ -332,7 +333,8 @@ void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::Para
       }
       json gathered = json::array();
       for (int a = 0; a < G; ++a) {
-        gathered.push_back(r.allgather_bytes[static_cast<std::size_t>(l) * G + static_cast<std::size_t>(a)]);
+        gathered.push_back(
+            r.allgather_bytes[static_cast<std::size_t>(l) * G + static_cast<std::size_t>(a)]);
       }
       phases["layer"] = l;
       phases["allgather_bytes"] = gathered;
@@ -425,9 +427,9 @@ int run_parallel_mode(const RunArgs& args) {
   try {
     const auto mode =
         args.mode == "baseline" ? rt::ParallelMode::kBaseline : rt::ParallelMode::kExflow;
-    const rt::ParallelResult r = rt::run_expert_parallel(
-        setup->setup.trace, setup->setup.config, setup->setup.workload, setup->placement,
-        setup->topology, mode);
+    const rt::ParallelResult r =
+        rt::run_expert_parallel(setup->setup.trace, setup->setup.config, setup->setup.workload,
+                                setup->placement, setup->topology, mode);
     if (rank == 0) report_parallel(args, *setup, r);
   } catch (...) {
     code = exit_code(std::current_exception(), line);

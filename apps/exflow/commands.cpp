@@ -10,9 +10,9 @@
 #include <limits>
 #include <optional>
 
+#include "../exflow-run/run_options.hpp"
+#include "command_args.hpp"
 #include "convert_command.hpp"
-#include "report_command.hpp"
-#include "simulate_command.hpp"
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
@@ -21,10 +21,10 @@
 #include "exflow/solve.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
-#include "command_args.hpp"
 #include "options.hpp"
-#include "../exflow-run/run_options.hpp"
 #include "progress_bar.hpp"
+#include "report_command.hpp"
+#include "simulate_command.hpp"
 #include "text_report.hpp"
 
 namespace exflow::cli {
@@ -560,8 +560,10 @@ Subcommand add(CLI::App& app, const char* name, const char* summary, const Optio
 std::vector<Subcommand> add_subcommands(CLI::App& app) {
   return {add(app, "profile", kProfileSummary, profile_options(), &run_profile),
           add(app, "eval", kEvalSummary, eval_options(), &run_eval),
-          add(app, "solve", kSolveSummary, solve_options(), &run_solve), add_convert_command(app),
-          add_simulate_command(app), add_report_command(app)};
+          add(app, "solve", kSolveSummary, solve_options(), &run_solve),
+          add_convert_command(app),
+          add_simulate_command(app),
+          add_report_command(app)};
 }
 
 std::string cli_markdown() {

@@ -51,8 +51,8 @@ const OptionTable<ReportArgs>& report_options() {
                                    "several")
                     .check(CLI::ExistingFile)
                     .shown_default("one solved by exflow solve's defaults"));
-    t.push_back(option<ReportArgs>(&ReportArgs::output, "-o,--output", "HTML file to write")
-                    .must());
+    t.push_back(
+        option<ReportArgs>(&ReportArgs::output, "-o,--output", "HTML file to write").must());
     t.push_back(option<ReportArgs>(&ReportArgs::convergence_points, "--convergence-points",
                                    "prefixes of the trace solved for the convergence chart "
                                    "(n = T/2^(K-1) ... T, at least 64 tokens); 0 skips it")
@@ -145,13 +145,12 @@ int run_report(const ReportArgs& args) {
   for (std::size_t i = 0; i < all.size(); ++i) {
     const std::string name = i == 0 ? "vanilla" : placements[i - 1].first;
     const Metrics& m = metrics[i];
-    std::string line = "cost " + fixed(m.cost, 3) + " per token, " +
-                       fixed(100 * m.local_fraction, 2) +
-                       "% of moves stay on their GPU, worst layer load " +
-                       fixed(m.load_ratio_max, 3) + "x mean";
+    std::string line =
+        "cost " + fixed(m.cost, 3) + " per token, " + fixed(100 * m.local_fraction, 2) +
+        "% of moves stay on their GPU, worst layer load " + fixed(m.load_ratio_max, 3) + "x mean";
     if (i > 0 && metrics[0].cost > 0) {
-      line += ", " + fixed(100 * (metrics[0].cost - m.cost) / metrics[0].cost, 2) +
-              "% below vanilla";
+      line +=
+          ", " + fixed(100 * (metrics[0].cost - m.cost) / metrics[0].cost, 2) + "% below vanilla";
     }
     d.facts.emplace_back(name, line);
     d.local_fraction.push_back({name, m.local_fraction_per_layer});
@@ -165,8 +164,8 @@ int run_report(const ReportArgs& args) {
     configs.push_back({"exflow/" + name, Scheme::kContextCoherent, &p});
   }
   for (const ConfigurationResult& r : simulate(trace, topology, configs, so)) {
-    d.simulation.push_back({r.name, r.alltoall_seconds_per_step * 1e3,
-                            r.allgather_seconds_per_step * 1e3, r.speedup});
+    d.simulation.push_back(
+        {r.name, r.alltoall_seconds_per_step * 1e3, r.allgather_seconds_per_step * 1e3, r.speedup});
   }
   d.simulation_note = std::string("Alpha-beta model (docs/simulator.md), ") +
                       (preset.empty() ? "" : preset + " sizes: ") + "hidden " +
@@ -174,8 +173,7 @@ int run_report(const ReportArgs& args) {
                       " bytes per transfer, " + std::to_string(so.kv_bytes_per_token) +
                       " KV bytes per token and layer; " + std::to_string(so.tokens_per_step) +
                       " tokens per step; " + fixed(so.network.intra_gbps, 0) +
-                      " Gbit/s within a node, " +
-                      fixed(so.network.inter_gbps, 0) +
+                      " Gbit/s within a node, " + fixed(so.network.inter_gbps, 0) +
                       " Gbit/s across nodes, " + fixed(so.network.latency_us, 1) +
                       " us per collective. Speedup over baseline/vanilla in brackets.";
 
@@ -192,14 +190,15 @@ int run_report(const ReportArgs& args) {
       if (n == trace.tokens() && solved_full) {
         solved.push_back(*solved_full);
       } else {
-        solved.push_back(solve_defaults(n == trace.tokens() ? trace : trace.prefix(n), topology,
-                                        args.threads));
+        solved.push_back(
+            solve_defaults(n == trace.tokens() ? trace : trace.prefix(n), topology, args.threads));
       }
     }
     std::vector<const Placement*> ptrs;
     for (const Placement& p : solved) ptrs.push_back(&p);
     const std::vector<Metrics> scored = evaluate_all(trace, ptrs, topology, eo);
-    for (std::size_t i = 0; i < sizes.size(); ++i) d.convergence.push_back({sizes[i], scored[i].cost});
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      d.convergence.push_back({sizes[i], scored[i].cost});
     d.vanilla_cost = metrics[0].cost;
   }
 
@@ -224,21 +223,20 @@ int run_report(const ReportArgs& args) {
     }
     d.affinity.push_back(std::move(h));
   }
-  d.affinity_note = (args.heatmap_experts < E
-                         ? "The " + std::to_string(args.heatmap_experts) +
-                               " most loaded experts of each layer (of " + std::to_string(E) +
-                               "), in id order. "
-                         : std::string("All experts, in id order. ")) +
-                    "Rows of experts with fewer than " + std::to_string(min_row) +
-                    " transitions are left dark.";
+  d.affinity_note =
+      (args.heatmap_experts < E
+           ? "The " + std::to_string(args.heatmap_experts) +
+                 " most loaded experts of each layer (of " + std::to_string(E) + "), in id order. "
+           : std::string("All experts, in id order. ")) +
+      "Rows of experts with fewer than " + std::to_string(min_row) + " transitions are left dark.";
 
   write_html_report(args.output, d);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "wrote " << args.output << " (" << placements.size() << " placement"
             << (placements.size() == 1 ? "" : "s") << ", " << d.convergence.size()
-            << " convergence points, " << d.affinity.size() << " heatmaps) in "
-            << fixed(seconds, 1) << " s\n";
+            << " convergence points, " << d.affinity.size() << " heatmaps) in " << fixed(seconds, 1)
+            << " s\n";
   return 0;
 }
 

@@ -132,8 +132,9 @@ int run_simulate(const SimulateArgs& args) {
   const std::vector<ConfigurationResult> results = simulate(trace, topology, configs, so);
   const int L = trace.layers();
   const int G = topology.gpus();
-  const bool shape_matches = !preset || (preset->layers == L && preset->experts == trace.experts() &&
-                                         preset->k == trace.k());
+  const bool shape_matches =
+      !preset ||
+      (preset->layers == L && preset->experts == trace.experts() && preset->k == trace.k());
 
   if (args.json) {
     nlohmann::json j = trace_json(trace);
@@ -150,7 +151,8 @@ int run_simulate(const SimulateArgs& args) {
                     {"latency_us", so.network.latency_us}};
     j["tokens_per_step"] = so.tokens_per_step;
     j["seq_len"] = so.sequence_length;
-    j["placement"] = args.placement.empty() ? nlohmann::json(nullptr) : nlohmann::json(args.placement);
+    j["placement"] =
+        args.placement.empty() ? nlohmann::json(nullptr) : nlohmann::json(args.placement);
     nlohmann::json cs = nlohmann::json::array();
     for (const ConfigurationResult& r : results) {
       nlohmann::json c = {{"name", r.name},
@@ -165,9 +167,10 @@ int run_simulate(const SimulateArgs& args) {
                           {"speedup", r.speedup}};
       nlohmann::json layers = nlohmann::json::array();
       for (int l = 0; l < L; ++l) {
-        nlohmann::json layer = {{"layer", l},
-                                {"dispatch", collective_json(r.dispatch[static_cast<std::size_t>(l)])},
-                                {"combine", collective_json(r.combine[static_cast<std::size_t>(l)])}};
+        nlohmann::json layer = {
+            {"layer", l},
+            {"dispatch", collective_json(r.dispatch[static_cast<std::size_t>(l)])},
+            {"combine", collective_json(r.combine[static_cast<std::size_t>(l)])}};
         if (!r.bytes.empty()) {
           layer["dispatch_bytes"] = matrix_json(r.bytes, l, 0, G);
           layer["combine_bytes"] = matrix_json(r.bytes, l, 1, G);
@@ -194,8 +197,9 @@ int run_simulate(const SimulateArgs& args) {
         << " experts, top-" << preset->k << "; the trace's shape is used\n";
   }
   out << "network   " << fixed(so.network.intra_gbps, 0) << " Gbit/s within a node, "
-      << fixed(so.network.inter_gbps, 0) << " Gbit/s across nodes, " << fixed(so.network.latency_us, 1)
-      << " us per collective; " << so.tokens_per_step << " tokens per decode step\n\n";
+      << fixed(so.network.inter_gbps, 0) << " Gbit/s across nodes, "
+      << fixed(so.network.latency_us, 1) << " us per collective; " << so.tokens_per_step
+      << " tokens per decode step\n\n";
   char line[256];
   std::snprintf(line, sizeof line, "%-18s %12s %12s %12s %12s %12s %12s %8s\n", "per decode step",
                 "a2a MiB", "a2a ms", "gather MiB", "gather ms", "total ms", "us/token", "speedup");

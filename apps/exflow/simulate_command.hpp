@@ -31,40 +31,40 @@ std::string preset_names();
 template <class Args>
 void add_simulation_rows(OptionTable<Args>& t, const std::string& default_model) {
   t.push_back(option<Args>(&SimulationArgs::model, "--model",
-                                   "model preset for the sizes: " + preset_names())
+                           "model preset for the sizes: " + preset_names())
                   .shown_default(default_model.empty() ? "none" : default_model));
-  t.push_back(option<Args>(&SimulationArgs::hidden, "--hidden",
-                                   "hidden size: values per token transfer")
-                  .check(CLI::Range(1, 1 << 20))
-                  .shown_default("the preset's; required without --model"));
+  t.push_back(
+      option<Args>(&SimulationArgs::hidden, "--hidden", "hidden size: values per token transfer")
+          .check(CLI::Range(1, 1 << 20))
+          .shown_default("the preset's; required without --model"));
   t.push_back(option<Args>(&SimulationArgs::kv_bytes_per_token, "--kv-bytes-per-token",
-                                   "bytes of keys and values one token caches per layer (the "
-                                   "all-gather's payload)")
+                           "bytes of keys and values one token caches per layer (the "
+                           "all-gather's payload)")
                   .check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40))
                   .shown_default("the preset's; required without --model"));
   t.push_back(option<Args>(&SimulationArgs::dtype_bytes, "--dtype-bytes",
-                                   "bytes per activation value on the wire")
+                           "bytes per activation value on the wire")
                   .check(CLI::Range(1, 16))
                   .shown_default("the preset's, else 2"));
   t.push_back(option<Args>(&SimulationArgs::intra_gbps, "--intra-gbps",
-                                   "per-GPU bandwidth within a node, each direction, Gbit/s "
-                                   "(3600: NVLink 4, 450 GB/s)")
+                           "per-GPU bandwidth within a node, each direction, Gbit/s "
+                           "(3600: NVLink 4, 450 GB/s)")
                   .check(CLI::PositiveNumber));
   t.push_back(option<Args>(&SimulationArgs::inter_gbps, "--inter-gbps",
-                                   "per-GPU bandwidth across nodes, each direction, Gbit/s "
-                                   "(400: one NDR InfiniBand NIC per GPU)")
+                           "per-GPU bandwidth across nodes, each direction, Gbit/s "
+                           "(400: one NDR InfiniBand NIC per GPU)")
                   .check(CLI::PositiveNumber));
   t.push_back(option<Args>(&SimulationArgs::latency_us, "--latency-us",
-                                   "fixed cost of every collective, microseconds")
+                           "fixed cost of every collective, microseconds")
                   .check(CLI::NonNegativeNumber));
   t.push_back(option<Args>(&SimulationArgs::tokens_per_step, "--tokens-per-step",
-                                   "tokens of one decode step over all GPUs")
+                           "tokens of one decode step over all GPUs")
                   .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
                   .shown_default("128 x GPUs"));
   t.push_back(option<Args>(&SimulationArgs::seq_len, "--seq-len",
-                                   "baseline owners: sequences of this many consecutive trace "
-                                   "tokens dealt round-robin to GPUs (1: tokens dealt "
-                                   "round-robin)")
+                           "baseline owners: sequences of this many consecutive trace "
+                           "tokens dealt round-robin to GPUs (1: tokens dealt "
+                           "round-robin)")
                   .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
 }
 

@@ -46,9 +46,9 @@ struct PhaseSeconds {
 struct StepRecord {
   int first_position = 0;
   int positions = 0;
-  double seconds = 0;                 // slowest rank, from a barrier to the end of the step
-  std::int64_t alltoall_bytes = 0;    // all ranks, both phases
-  std::int64_t allgather_bytes = 0;   // all ranks: bytes each sent times the G - 1 receivers
+  double seconds = 0;                // slowest rank, from a barrier to the end of the step
+  std::int64_t alltoall_bytes = 0;   // all ranks, both phases
+  std::int64_t allgather_bytes = 0;  // all ranks: bytes each sent times the G - 1 receivers
   std::int64_t alltoall_messages = 0;
   std::int64_t allgather_messages = 0;
 };

@@ -12,9 +12,9 @@ namespace exflow {
 
 // P(expert j at layer + 1 | expert i at layer) over the rows and columns shown.
 struct ReportHeatmap {
-  int layer = 0;              // the pair (layer, layer + 1)
-  std::vector<int> rows;      // experts of `layer` shown (all, or the most loaded)
-  std::vector<int> columns;   // experts of `layer + 1` shown
+  int layer = 0;                    // the pair (layer, layer + 1)
+  std::vector<int> rows;            // experts of `layer` shown (all, or the most loaded)
+  std::vector<int> columns;         // experts of `layer + 1` shown
   std::vector<double> probability;  // [rows, columns]
 };
 
@@ -47,8 +47,8 @@ struct ReportData {
   std::vector<std::pair<std::string, std::string>> facts;  // shown at the top, in order
   std::vector<ReportHeatmap> affinity;                     // one per layer pair
   std::string affinity_note;                               // which rows and columns are shown
-  std::vector<ReportSeries> local_fraction;  // per configuration, [layers - 1]
-  std::vector<ReportLoad> loads;             // per configuration
+  std::vector<ReportSeries> local_fraction;                // per configuration, [layers - 1]
+  std::vector<ReportLoad> loads;                           // per configuration
   std::vector<ReportConvergencePoint> convergence;
   double vanilla_cost = 0;  // the convergence chart's reference line
   std::vector<ReportSimulation> simulation;

@@ -69,7 +69,7 @@ struct CollectiveTime {
 struct ConfigurationResult {
   std::string name;  // e.g. "baseline/vanilla"
   Scheme scheme = Scheme::kContextCoherent;
-  Metrics metrics;   // the evaluator's, on the whole trace
+  Metrics metrics;                       // the evaluator's, on the whole trace
   std::vector<CollectiveTime> dispatch;  // [L], per decode step
   std::vector<CollectiveTime> combine;   // [L]
   std::vector<std::int64_t> bytes;       // [L, 2, G, G] over the whole trace, when matrices

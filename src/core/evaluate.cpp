@@ -34,8 +34,7 @@ struct Counts {
         expert_load(static_cast<std::size_t>(layers) * experts, 0),
         gpu_load(static_cast<std::size_t>(layers) * gpus, 0),
         traffic(options.traffic ? static_cast<std::size_t>(layers) * 2 * gpus * gpus : 0, 0),
-        gpu_traffic(options.gpu_traffic ? static_cast<std::size_t>(layers) * 2 * gpus * 4 : 0, 0) {
-  }
+        gpu_traffic(options.gpu_traffic ? static_cast<std::size_t>(layers) * 2 * gpus * 4 : 0, 0) {}
 };
 
 constexpr int kLocal = static_cast<int>(Hop::kLocal);
@@ -182,10 +181,9 @@ class BlockEvaluator {
       for (std::int64_t i = 0; i < n; ++i) {
         // Where the token is when it picks its experts' copies: its owner (baseline), its home
         // at the previous layer, or at layer 0 the first copy of its column-0 expert.
-        const int at =
-            scheme_ == Scheme::kBaseline
-                ? owner(block.first_token + i)
-                : (l > 0 ? prev_[static_cast<std::size_t>(i)] : gpu_of[block.column(0, 0)[i]]);
+        const int at = scheme_ == Scheme::kBaseline ? owner(block.first_token + i)
+                                                    : (l > 0 ? prev_[static_cast<std::size_t>(i)]
+                                                             : gpu_of[block.column(0, 0)[i]]);
         // H_l: distinct GPUs of the token's experts, with how many experts each holds.
         int m = 0;
         for (int c = 0; c < k; ++c) {
@@ -359,7 +357,8 @@ std::vector<Metrics> evaluate_all(const Trace& trace,
   const std::size_t P = placements.size();
   const int workers = trace.workers(options.threads);
   // partial[w * P + p]: worker w's counts for placement p.
-  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P, Counts(L, E, topology.gpus(), options));
+  std::vector<Counts> partial(static_cast<std::size_t>(workers) * P,
+                              Counts(L, E, topology.gpus(), options));
   std::vector<BlockEvaluator> evaluators;
   for (int w = 0; w < workers; ++w) {
     for (const Placement* placement : placements) {

@@ -206,8 +206,8 @@ void Engine::all_to_all(Exchange<T>& x, int l, int phase, StepRecord& record) {
   }
   x.recv_data.resize(total_recv);
   check_mpi(MPI_Alltoallv(send_data.data(), send_counts.data(), send_displs.data(), mpi_type<T>(),
-                          x.recv_data.data(), recv_counts.data(), recv_displs.data(),
-                          mpi_type<T>(), MPI_COMM_WORLD),
+                          x.recv_data.data(), recv_counts.data(), recv_displs.data(), mpi_type<T>(),
+                          MPI_COMM_WORLD),
             "MPI_Alltoallv");
 }
 
@@ -220,8 +220,7 @@ std::vector<int> Engine::attention_rows(int l) const {
   return rows;
 }
 
-void Engine::attention(int l, const std::vector<int>& rows, bool every_row_kv,
-                       StepRecord& record) {
+void Engine::attention(int l, const std::vector<int>& rows, bool every_row_kv, StepRecord& record) {
   const LayerWeights& lw = weights_.layer(l);
   // The rows whose keys and values are computed here: all of them at exflow's layer 0.
   std::vector<int> kv_rows;
@@ -539,9 +538,9 @@ void Engine::gather_outputs() {
   result_.checksum = checksum(result_.final_hidden);
   double ss = 0;
   for (float v : result_.final_hidden) ss += static_cast<double>(v) * v;
-  result_.final_rms =
-      result_.final_hidden.empty() ? 0.0
-                                   : std::sqrt(ss / static_cast<double>(result_.final_hidden.size()));
+  result_.final_rms = result_.final_hidden.empty()
+                          ? 0.0
+                          : std::sqrt(ss / static_cast<double>(result_.final_hidden.size()));
 }
 
 ParallelResult Engine::run(double setup_seconds) {
@@ -571,8 +570,8 @@ ParallelResult Engine::run(double setup_seconds) {
   check_mpi(MPI_Allreduce(secs.data(), max_secs.data(), static_cast<int>(S), MPI_DOUBLE, MPI_MAX,
                           MPI_COMM_WORLD),
             "MPI_Allreduce");
-  check_mpi(MPI_Allreduce(counts.data(), sums.data(), static_cast<int>(2 * S), MPI_INT64_T,
-                          MPI_SUM, MPI_COMM_WORLD),
+  check_mpi(MPI_Allreduce(counts.data(), sums.data(), static_cast<int>(2 * S), MPI_INT64_T, MPI_SUM,
+                          MPI_COMM_WORLD),
             "MPI_Allreduce");
   for (std::size_t s = 0; s < S; ++s) {
     records[s].seconds = max_secs[s];
@@ -586,7 +585,8 @@ ParallelResult Engine::run(double setup_seconds) {
   const std::size_t A = sent_bytes_.size();  // [L, 2, G] of one source
   std::vector<std::int64_t> mine(2 * A + sz(L_) + 3);
   std::copy(sent_bytes_.begin(), sent_bytes_.end(), mine.begin());
-  std::copy(sent_messages_.begin(), sent_messages_.end(), mine.begin() + static_cast<std::ptrdiff_t>(A));
+  std::copy(sent_messages_.begin(), sent_messages_.end(),
+            mine.begin() + static_cast<std::ptrdiff_t>(A));
   std::copy(kv_bytes_.begin(), kv_bytes_.end(), mine.begin() + static_cast<std::ptrdiff_t>(2 * A));
   mine[2 * A + sz(L_)] = kv_messages_;
   mine[2 * A + sz(L_) + 1] = weights_.hosted_experts();

@@ -258,11 +258,10 @@ void accumulate_expert_output(std::span<const float> y, float weight, int k,
     // rounding to the nearest integer, ties to even (the default rounding mode).
     const double term = std::nearbyint(w * y[i] * kCombineScale);
     if (!(std::fabs(term) <= limit)) {
-      throw InputError("combine: weighted expert output " + std::to_string(w * y[i]) +
-                       " is outside the fixed-point range +-" +
-                       std::to_string(limit / kCombineScale) + " (2^" +
-                       std::to_string(31 - kCombineFractionBits) + " / k for k = " +
-                       std::to_string(k) + ")");
+      throw InputError(
+          "combine: weighted expert output " + std::to_string(w * y[i]) +
+          " is outside the fixed-point range +-" + std::to_string(limit / kCombineScale) + " (2^" +
+          std::to_string(31 - kCombineFractionBits) + " / k for k = " + std::to_string(k) + ")");
     }
     acc[i] += static_cast<std::int64_t>(term);
   }

@@ -47,7 +47,8 @@ std::string encode_png(int width, int height, const std::vector<std::uint8_t>& p
   std::string header;
   put32(header, static_cast<std::uint32_t>(width));
   put32(header, static_cast<std::uint32_t>(height));
-  header += std::string("\x08\x03\x00\x00\x00", 5);  // 8-bit, palette, deflate, no filter, no interlace
+  header +=
+      std::string("\x08\x03\x00\x00\x00", 5);  // 8-bit, palette, deflate, no filter, no interlace
   chunk(out, "IHDR", header);
   chunk(out, "PLTE", std::string(palette.begin(), palette.end()));
 

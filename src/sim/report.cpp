@@ -17,11 +17,20 @@ std::string escape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -36,8 +45,8 @@ std::string num(double v, int digits = 2) {
 // A perceptually ordered palette (dark blue to yellow, after viridis), 256 entries.
 const std::array<std::uint8_t, 768>& palette() {
   static const std::array<std::uint8_t, 768> p = [] {
-    const double anchors[5][3] = {{68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98},
-                                  {253, 231, 37}};
+    const double anchors[5][3] = {
+        {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
     std::array<std::uint8_t, 768> out{};
     for (int i = 0; i < 256; ++i) {
       const double x = i / 255.0 * 4;
@@ -79,10 +88,9 @@ std::string heatmap_svg(const ReportHeatmap& h) {
   const int size = 160;
   return "<figure class=\"heat\"><svg width=\"" + std::to_string(size) + "\" height=\"" +
          std::to_string(size) + "\" viewBox=\"0 0 " + std::to_string(size) + " " +
-         std::to_string(size) + "\" role=\"img\"><title>layer " + std::to_string(h.layer) +
-         " to " + std::to_string(h.layer + 1) + ", max P = " + num(top, 3) +
-         "</title><image width=\"" + std::to_string(size) + "\" height=\"" +
-         std::to_string(size) +
+         std::to_string(size) + "\" role=\"img\"><title>layer " + std::to_string(h.layer) + " to " +
+         std::to_string(h.layer + 1) + ", max P = " + num(top, 3) + "</title><image width=\"" +
+         std::to_string(size) + "\" height=\"" + std::to_string(size) +
          "\" preserveAspectRatio=\"none\" style=\"image-rendering:pixelated\" href=\"data:image/"
          "png;base64," +
          sim::base64(png) + "\"/></svg><figcaption>" + std::to_string(h.layer) + " &#8594; " +
@@ -153,10 +161,11 @@ std::string local_fraction_svg(const std::vector<ReportSeries>& series) {
   for (std::size_t k = 0; k < series.size(); ++k) {
     std::string points;
     for (std::size_t i = 0; i < series[k].values.size(); ++i) {
-      points += num(p.x(static_cast<double>(i + 1)), 1) + "," + num(p.y(series[k].values[i]), 1) + " ";
+      points +=
+          num(p.x(static_cast<double>(i + 1)), 1) + "," + num(p.y(series[k].values[i]), 1) + " ";
     }
-    svg += "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" + std::string(kSeriesColors[k % 5]) +
-           "\" points=\"" + points + "\"/>";
+    svg += "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" +
+           std::string(kSeriesColors[k % 5]) + "\" points=\"" + points + "\"/>";
     names.push_back(series[k].name);
   }
   return svg + "</svg>" + legend(names);
@@ -188,7 +197,9 @@ std::string load_svg(const ReportLoad& load) {
     const double mean = total / load.gpus;
     for (int g = 0; g < load.gpus; ++g) {
       const double ratio =
-          mean > 0 ? static_cast<double>(load.load[static_cast<std::size_t>(l * load.gpus + g)]) / mean : 0;
+          mean > 0
+              ? static_cast<double>(load.load[static_cast<std::size_t>(l * load.gpus + g)]) / mean
+              : 0;
       svg += "<rect x=\"" + num(left + g * cell_w, 1) + "\" y=\"" + num(top + l * cell_h, 1) +
              "\" width=\"" + num(cell_w, 1) + "\" height=\"" + num(cell_h, 1) + "\" fill=\"" +
              color(ratio / worst) + "\"><title>layer " + std::to_string(l) + ", GPU " +
@@ -234,8 +245,9 @@ std::string convergence_svg(const std::vector<ReportConvergencePoint>& points, d
   for (const auto& c : points) {
     const double x = p.x(static_cast<double>(c.tokens)), y = p.y(c.cost);
     line += num(x, 1) + "," + num(y, 1) + " ";
-    svg += "<circle cx=\"" + num(x, 1) + "\" cy=\"" + num(y, 1) + "\" r=\"4\" fill=\"#d62728\"><title>" +
-           std::to_string(c.tokens) + " tokens: " + num(c.cost, 3) + "</title></circle>";
+    svg += "<circle cx=\"" + num(x, 1) + "\" cy=\"" + num(y, 1) +
+           "\" r=\"4\" fill=\"#d62728\"><title>" + std::to_string(c.tokens) +
+           " tokens: " + num(c.cost, 3) + "</title></circle>";
     svg += "<text x=\"" + num(x, 1) + "\" y=\"" + num(p.height - p.bottom + 14, 0) +
            "\" text-anchor=\"middle\" class=\"tick\">" + std::to_string(c.tokens) + "</text>";
   }
@@ -263,11 +275,12 @@ std::string simulation_svg(const std::vector<ReportSimulation>& sims) {
            "\" width=\"" + num(s.allgather_ms * scale, 1) + "\" height=\"" + num(bar_h, 0) +
            "\" fill=\"#ff7f0e\"><title>all-gather " + num(s.allgather_ms, 3) + " ms</title></rect>";
     svg += "<text x=\"" + num(left + (s.alltoall_ms + s.allgather_ms) * scale + 6, 1) + "\" y=\"" +
-           num(y + bar_h * 0.65, 1) + "\" class=\"label\">" + num(s.alltoall_ms + s.allgather_ms, 3) +
-           " ms (" + num(s.speedup, 2) + "x)</text>";
+           num(y + bar_h * 0.65, 1) + "\" class=\"label\">" +
+           num(s.alltoall_ms + s.allgather_ms, 3) + " ms (" + num(s.speedup, 2) + "x)</text>";
   }
-  svg += "</svg><p class=\"legend\"><span><i style=\"background:#1f77b4\"></i>all-to-all</span>"
-         "<span><i style=\"background:#ff7f0e\"></i>KV all-gather</span></p>";
+  svg +=
+      "</svg><p class=\"legend\"><span><i style=\"background:#1f77b4\"></i>all-to-all</span>"
+      "<span><i style=\"background:#ff7f0e\"></i>KV all-gather</span></p>";
   return svg;
 }
 

@@ -75,8 +75,8 @@ std::vector<ConfigurationResult> simulate(const Trace& trace, const Topology& to
   const int G = topology.gpus();
   const int P = topology.gpus_per_node();
   const double row_bytes = static_cast<double>(options.hidden) * options.dtype_bytes;
-  const double per_step = static_cast<double>(options.tokens_per_step) /
-                          static_cast<double>(trace.tokens());
+  const double per_step =
+      static_cast<double>(options.tokens_per_step) / static_cast<double>(trace.tokens());
   const double alpha = options.network.latency_us * 1e-6;
   const double b_intra = bytes_per_second(options.network.intra_gbps);
   const double b_inter = bytes_per_second(options.network.inter_gbps);
@@ -114,8 +114,7 @@ std::vector<ConfigurationResult> simulate(const Trace& trace, const Topology& to
         CollectiveTime c;
         double worst = 0;
         for (int g = 0; g < G; ++g) {
-          const std::int64_t* t =
-              v.data() + ((sz(l) * 2 + sz(phase)) * sz(G) + sz(g)) * 4;
+          const std::int64_t* t = v.data() + ((sz(l) * 2 + sz(phase)) * sz(G) + sz(g)) * 4;
           c.bytes += static_cast<double>(t[0] + t[1]) * row_bytes * per_step;
           const double intra = static_cast<double>(std::max(t[0], t[2])) * row_bytes * per_step;
           const double inter = static_cast<double>(std::max(t[1], t[3])) * row_bytes * per_step;
