@@ -67,12 +67,6 @@ const OptionTable<ReportArgs>& report_options() {
   return table;
 }
 
-std::string fixed(double v, int digits) {
-  char text[64];
-  std::snprintf(text, sizeof text, "%.*f", digits, v);
-  return text;
-}
-
 // exflow solve's defaults: the graph solver, then the token-level refinement under the load
 // limit `auto`.
 Placement solve_defaults(const Trace& trace, const Topology& topology, int threads) {
@@ -145,12 +139,13 @@ int run_report(const ReportArgs& args) {
   for (std::size_t i = 0; i < all.size(); ++i) {
     const std::string name = i == 0 ? "vanilla" : placements[i - 1].first;
     const Metrics& m = metrics[i];
-    std::string line =
-        "cost " + fixed(m.cost, 3) + " per token, " + fixed(100 * m.local_fraction, 2) +
-        "% of moves stay on their GPU, worst layer load " + fixed(m.load_ratio_max, 3) + "x mean";
+    std::string line = "cost " + format_fixed(m.cost, 3) + " per token, " +
+                       format_fixed(100 * m.local_fraction, 2) +
+                       "% of moves stay on their GPU, worst layer load " +
+                       format_fixed(m.load_ratio_max, 3) + "x mean";
     if (i > 0 && metrics[0].cost > 0) {
-      line +=
-          ", " + fixed(100 * (metrics[0].cost - m.cost) / metrics[0].cost, 2) + "% below vanilla";
+      line += ", " + format_fixed(100 * (metrics[0].cost - m.cost) / metrics[0].cost, 2) +
+              "% below vanilla";
     }
     d.facts.emplace_back(name, line);
     d.local_fraction.push_back({name, m.local_fraction_per_layer});
@@ -172,9 +167,9 @@ int run_report(const ReportArgs& args) {
                       std::to_string(so.hidden) + " x " + std::to_string(so.dtype_bytes) +
                       " bytes per transfer, " + std::to_string(so.kv_bytes_per_token) +
                       " KV bytes per token and layer; " + std::to_string(so.tokens_per_step) +
-                      " tokens per step; " + fixed(so.network.intra_gbps, 0) +
-                      " Gbit/s within a node, " + fixed(so.network.inter_gbps, 0) +
-                      " Gbit/s across nodes, " + fixed(so.network.latency_us, 1) +
+                      " tokens per step; " + format_fixed(so.network.intra_gbps, 0) +
+                      " Gbit/s within a node, " + format_fixed(so.network.inter_gbps, 0) +
+                      " Gbit/s across nodes, " + format_fixed(so.network.latency_us, 1) +
                       " us per collective. Speedup over baseline/vanilla in brackets.";
 
   // Convergence: placements solved on growing prefixes, scored on the whole trace.
@@ -235,8 +230,8 @@ int run_report(const ReportArgs& args) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "wrote " << args.output << " (" << placements.size() << " placement"
             << (placements.size() == 1 ? "" : "s") << ", " << d.convergence.size()
-            << " convergence points, " << d.affinity.size() << " heatmaps) in " << fixed(seconds, 1)
-            << " s\n";
+            << " convergence points, " << d.affinity.size() << " heatmaps) in "
+            << format_fixed(seconds, 1) << " s\n";
   return 0;
 }
 

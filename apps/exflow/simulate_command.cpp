@@ -81,12 +81,6 @@ const OptionTable<SimulateArgs>& simulate_options() {
   return table;
 }
 
-std::string fixed(double v, int digits) {
-  char text[64];
-  std::snprintf(text, sizeof text, "%.*f", digits, v);
-  return text;
-}
-
 nlohmann::json collective_json(const CollectiveTime& c) {
   return {{"bytes", c.bytes}, {"busiest_gpu_bytes", c.busiest_bytes}, {"seconds", c.seconds}};
 }
@@ -196,9 +190,9 @@ int run_simulate(const SimulateArgs& args) {
     out << "note      the preset has " << preset->layers << " layers x " << preset->experts
         << " experts, top-" << preset->k << "; the trace's shape is used\n";
   }
-  out << "network   " << fixed(so.network.intra_gbps, 0) << " Gbit/s within a node, "
-      << fixed(so.network.inter_gbps, 0) << " Gbit/s across nodes, "
-      << fixed(so.network.latency_us, 1) << " us per collective; " << so.tokens_per_step
+  out << "network   " << format_fixed(so.network.intra_gbps, 0) << " Gbit/s within a node, "
+      << format_fixed(so.network.inter_gbps, 0) << " Gbit/s across nodes, "
+      << format_fixed(so.network.latency_us, 1) << " us per collective; " << so.tokens_per_step
       << " tokens per decode step\n\n";
   char line[256];
   std::snprintf(line, sizeof line, "%-18s %12s %12s %12s %12s %12s %12s %8s\n", "per decode step",
@@ -220,7 +214,7 @@ int run_simulate(const SimulateArgs& args) {
     out << (l < 10 ? "    " : l < 100 ? "   " : "  ") << l;
     for (const ConfigurationResult& r : results) {
       const auto i = static_cast<std::size_t>(l);
-      const std::string v = fixed((r.dispatch[i].seconds + r.combine[i].seconds) * 1e3, 4);
+      const std::string v = format_fixed((r.dispatch[i].seconds + r.combine[i].seconds) * 1e3, 4);
       out << std::string(r.name.size() + 2 > v.size() ? r.name.size() + 2 - v.size() : 1, ' ') << v;
     }
     out << "\n";

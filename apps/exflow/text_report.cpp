@@ -94,6 +94,12 @@ std::string describe(const Topology& t) {
          " within a node, " + fmt("%g", t.inter_cost()) + " across nodes)";
 }
 
+std::string format_fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
 std::string format_seconds(double seconds) {
   return fmt(seconds < 10 ? "%.3f s" : "%.1f s", seconds);
 }

@@ -28,6 +28,9 @@ std::string describe(const Topology& topology);
 // "0.042 s", "12.3 s".
 std::string format_seconds(double seconds);
 
+// v with `digits` decimals ("%.*f").
+std::string format_fixed(double v, int digits);
+
 // A table comparing metrics column by column; the last column is the reference and a
 // "change" column gives the first column's relative change against it. `baseline` (empty or
 // one per column) adds the same placements' costs under the two-all-to-all baseline scheme.
