@@ -10,6 +10,7 @@
 #include <set>
 
 #include "exflow/affinity.hpp"
+#include "exflow/evaluate.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/solve.hpp"
 #include "exflow/topology.hpp"
@@ -675,6 +676,30 @@ TEST(Cli, SimulateReportsThreeConfigurationsFromTheEvaluator) {
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_NE(text.out.find("exflow/vanilla"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("the trace's shape is used"), std::string::npos) << text.out;
+}
+
+TEST(Cli, SeqLenDealsBaselineOwnersBySequence) {
+  // eval's baseline with --seq-len is the evaluator's with sequence_length (exflow-run's
+  // baseline owners), and differs from dealing single tokens.
+  const CliRun r = exflow({"eval", kExampleTrace, kExampleSolved, "--gpus-per-node", "4",
+                           "--seq-len", "64", "--json", "--quiet"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["options"]["seq_len"], 64);
+  const Trace trace = Trace::open(kExampleTrace);
+  const Topology topo(1, 4);
+  EvalOptions o;
+  o.scheme = Scheme::kBaseline;
+  o.sequence_length = 64;
+  const Metrics by_sequence =
+      evaluate(trace, read_placement_csv(kExampleSolved, 26, 64, 4), topo, o);
+  EXPECT_EQ(j["baseline"]["cost"].get<double>(), by_sequence.cost);
+  o.sequence_length = 1;
+  const Metrics by_token = evaluate(trace, read_placement_csv(kExampleSolved, 26, 64, 4), topo, o);
+  EXPECT_NE(by_sequence.cost, by_token.cost);
+  expect_one_line_error(exflow({"eval", kExampleTrace, kExampleSolved, "--gpus-per-node", "4",
+                                "--seq-len", "0", "--quiet"}),
+                        2, "--seq-len");
 }
 
 TEST(Cli, SimulateBadUsage) {

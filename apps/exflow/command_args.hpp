@@ -29,6 +29,12 @@ struct TopologyArgs {
   double inter_cost = 2.0;
 };
 
+// The baseline scheme's owners: sequences of seq_len consecutive trace tokens dealt round-robin
+// to the GPUs (EvalOptions::sequence_length; 1 deals single tokens).
+struct BaselineArgs {
+  std::int64_t seq_len = 1;
+};
+
 template <class Args>
 void add_trace_rows(OptionTable<Args>& t) {
   t.push_back(option<Args>(&TraceArgs::trace, "TRACE",
@@ -65,6 +71,15 @@ void add_topology_rows(OptionTable<Args>& t) {
   t.push_back(option<Args>(&TopologyArgs::inter_cost, "--inter-cost",
                            "hop cost between GPUs of different nodes")
                   .check(CLI::NonNegativeNumber));
+}
+
+template <class Args>
+void add_baseline_rows(OptionTable<Args>& t) {
+  t.push_back(option<Args>(&BaselineArgs::seq_len, "--seq-len",
+                           "baseline owners: sequences of this many consecutive trace tokens "
+                           "dealt round-robin to the GPUs, as data-parallel attention keeps a "
+                           "sequence on one GPU (1: tokens dealt round-robin)")
+                  .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
 }
 
 Trace open_trace(const TraceArgs& a);

@@ -74,12 +74,12 @@ namespace {
 
 struct ProfileArgs : TraceArgs {};
 
-struct EvalArgs : TraceArgs, TopologyArgs {
+struct EvalArgs : TraceArgs, TopologyArgs, BaselineArgs {
   std::string placement;
   bool unbalanced = false;
 };
 
-struct SolveArgs : TraceArgs, TopologyArgs {
+struct SolveArgs : TraceArgs, TopologyArgs, BaselineArgs {
   std::string affinity_counts;
   int affinity_k = 1;
   std::string expert_loads;
@@ -124,6 +124,7 @@ const OptionTable<EvalArgs>& eval_options() {
     t.push_back(
         option<EvalArgs>(&EvalArgs::unbalanced, "--unbalanced",
                          "accept placements without exactly E/G experts per GPU per layer"));
+    add_baseline_rows(t);
     add_output_rows(t);
     return t;
   }();
@@ -207,6 +208,7 @@ const OptionTable<SolveArgs>& solve_options() {
     t.push_back(option<SolveArgs>(&SolveArgs::eplb, "--eplb",
                                   "also write DeepSeek EPLB's phy2log/log2phy/logcnt JSON here")
                     .shown_default("none"));
+    add_baseline_rows(t);
     add_output_rows(t);
     t.push_back(option<SolveArgs>(&SolveArgs::verbose, "--verbose",
                                   "print the solver's progress lines on stderr"));
@@ -251,9 +253,10 @@ struct Scored {
 };
 
 Scored score(const Trace& trace, const Placement& placement, const Placement& vanilla,
-             const Topology& topology, int threads, Progress* progress) {
+             const Topology& topology, int threads, std::int64_t seq_len, Progress* progress) {
   EvalOptions eo;
   eo.threads = threads;
+  eo.sequence_length = seq_len;
   eo.progress = progress;
   Scored s;
   s.coherent = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
@@ -278,7 +281,7 @@ int run_eval(const EvalArgs& args) {
       read_placement_file(args.placement, trace.layers(), trace.experts(), topology.gpus());
   validate(placement, topology, args.unbalanced ? Balance::kNone : Balance::kExact, args.placement);
   Placement vanilla = vanilla_placement(trace.layers(), trace.experts(), topology);
-  Scored m = score(trace, placement, vanilla, topology, args.threads, &bar);
+  Scored m = score(trace, placement, vanilla, topology, args.threads, args.seq_len, &bar);
   if (args.json) {
     nlohmann::json j = scored_json(m);
     j["placement"] = args.placement;
@@ -491,7 +494,7 @@ int run_solve(const SolveArgs& args) {
   const bool graph_bound = trace.k() == 1 && args.redundant == 0;
   r = refine(trace, topology, options, std::move(r));
   Placement vanilla = vanilla_placement(trace.layers(), trace.experts(), topology);
-  Scored m = score(trace, r.placement, vanilla, topology, args.threads, &bar);
+  Scored m = score(trace, r.placement, vanilla, topology, args.threads, args.seq_len, &bar);
   const Metrics& solved = m.coherent[0];
   std::string name = seed_solution_filename(topology.gpus_per_node(), topology.nodes(), solved.cost,
                                             solved.cintra, solved.cinter);

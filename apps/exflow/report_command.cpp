@@ -22,7 +22,7 @@
 namespace exflow::cli {
 namespace {
 
-struct ReportArgs : TraceArgs, TopologyArgs, SimulationArgs {
+struct ReportArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs {
   std::vector<std::string> placements;
   std::string output;
   int convergence_points = 5;
@@ -61,6 +61,7 @@ const OptionTable<ReportArgs>& report_options() {
                                    "experts per heatmap axis: all, or the most loaded ones")
                     .check(CLI::Range(2, 1024)));
     add_simulation_rows(t, std::string(kDefaultModel) + "'s sizes");
+    add_baseline_rows(t);
     t.push_back(option<ReportArgs>(&ReportArgs::quiet, "--quiet", "no progress bar on stderr"));
     return t;
   }();
@@ -107,7 +108,7 @@ int run_report(const ReportArgs& args) {
     sim_args.model = kDefaultModel;
   }
   std::string preset;
-  SimulationOptions so = simulation_options_of(sim_args, topology, &preset);
+  SimulationOptions so = simulation_options_of(sim_args, args, topology, &preset);
   so.threads = args.threads;
   const int L = trace.layers();
   const int E = trace.experts();

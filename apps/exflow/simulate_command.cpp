@@ -15,7 +15,7 @@
 namespace exflow::cli {
 namespace {
 
-struct SimulateArgs : TraceArgs, TopologyArgs, SimulationArgs {
+struct SimulateArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs {
   std::string placement;
   bool matrices = false;
   bool unbalanced = false;
@@ -35,8 +35,8 @@ std::string preset_names() {
   return names;
 }
 
-SimulationOptions simulation_options_of(const SimulationArgs& args, const Topology& topology,
-                                        std::string* preset_used) {
+SimulationOptions simulation_options_of(const SimulationArgs& args, const BaselineArgs& baseline,
+                                        const Topology& topology, std::string* preset_used) {
   std::optional<ModelPreset> preset;
   if (!args.model.empty()) preset = find_model_preset(args.model);
   if (preset_used) *preset_used = preset ? preset->name : "";
@@ -51,7 +51,7 @@ SimulationOptions simulation_options_of(const SimulationArgs& args, const Topolo
   }
   so.tokens_per_step =
       args.tokens_per_step > 0 ? args.tokens_per_step : std::int64_t{128} * topology.gpus();
-  so.sequence_length = args.seq_len;
+  so.sequence_length = baseline.seq_len;
   so.network = Network{args.intra_gbps, args.inter_gbps, args.latency_us};
   return so;
 }
@@ -72,6 +72,7 @@ const OptionTable<SimulateArgs>& simulate_options() {
         option<SimulateArgs>(&SimulateArgs::unbalanced, "--unbalanced",
                              "accept a placement without exactly E/G experts per GPU per layer"));
     add_simulation_rows(t, "");
+    add_baseline_rows(t);
     t.push_back(option<SimulateArgs>(&SimulateArgs::matrices, "--matrices",
                                      "with --json, add every layer's GPU x GPU byte matrices over "
                                      "the whole trace (L x 2 x G x G numbers)"));
@@ -106,7 +107,7 @@ int run_simulate(const SimulateArgs& args) {
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
   std::string preset_name;
-  SimulationOptions so = simulation_options_of(args, topology, &preset_name);
+  SimulationOptions so = simulation_options_of(args, args, topology, &preset_name);
   std::optional<ModelPreset> preset;
   if (!preset_name.empty()) preset = find_model_preset(preset_name);
   so.matrices = args.matrices;

@@ -21,7 +21,6 @@ struct SimulationArgs {
   double inter_gbps = Network{}.inter_gbps;
   double latency_us = Network{}.latency_us;
   std::int64_t tokens_per_step = 0;  // 0: 128 per GPU
-  std::int64_t seq_len = 1;
 };
 
 // "mixtral-8x7b, ..., olmoe-1b-7b"
@@ -61,18 +60,13 @@ void add_simulation_rows(OptionTable<Args>& t, const std::string& default_model)
                            "tokens of one decode step over all GPUs")
                   .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
                   .shown_default("128 x GPUs"));
-  t.push_back(option<Args>(&SimulationArgs::seq_len, "--seq-len",
-                           "baseline owners: sequences of this many consecutive trace "
-                           "tokens dealt round-robin to GPUs (1: tokens dealt "
-                           "round-robin)")
-                  .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
 }
 
 // The simulator's options from the arguments: the preset's sizes unless given explicitly;
 // `preset_used` receives the preset's name (empty without --model). Throws UsageError when the
 // sizes are missing.
-SimulationOptions simulation_options_of(const SimulationArgs& args, const Topology& topology,
-                                        std::string* preset_used);
+SimulationOptions simulation_options_of(const SimulationArgs& args, const BaselineArgs& baseline,
+                                        const Topology& topology, std::string* preset_used);
 
 Subcommand add_simulate_command(CLI::App& app);
 std::string simulate_markdown();
