@@ -122,6 +122,18 @@ json common_json(const RunArgs& args, const Setup& s) {
   return j;
 }
 
+// The keys every mode reports about its run.
+json outcome_json(std::size_t steps, std::int64_t expert_rows, std::uint64_t checksum,
+                  double final_rms, double seconds, double setup_seconds, double rate) {
+  return {{"steps", steps},
+          {"expert_rows", expert_rows},
+          {"checksum", rt::checksum_hex(checksum)},
+          {"final_rms", final_rms},
+          {"seconds", seconds},
+          {"setup_seconds", setup_seconds},
+          {"tokens_per_second", rate}};
+}
+
 std::string header_text(const Setup& s) {
   std::ostringstream out;
   const int prefill = s.workload.prefill_positions();
@@ -152,14 +164,9 @@ int run_reference_mode(const RunArgs& args) {
   const double rate = r.seconds > 0 ? static_cast<double>(r.tokens) / r.seconds : 0.0;
   if (args.json) {
     json j = common_json(args, s);
-    j["steps"] = r.steps;
-    j["expert_rows"] = r.expert_rows;
+    j.update(outcome_json(r.steps, r.expert_rows, r.checksum, r.final_rms, r.seconds,
+                          r.setup_seconds, rate));
     j["hosted_experts"] = r.hosted_experts;
-    j["checksum"] = rt::checksum_hex(r.checksum);
-    j["final_rms"] = r.final_rms;
-    j["seconds"] = r.seconds;
-    j["setup_seconds"] = r.setup_seconds;
-    j["tokens_per_second"] = rate;
     j["placement"] =
         placement_gpus ? json{{"path", args.placement}, {"gpus", *placement_gpus}} : json(nullptr);
     j["options"] = options_json(run_options(), args);
@@ -298,13 +305,8 @@ void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::Para
     j["ranks"] = G;
     j["nodes"] = p.topology.nodes();
     j["gpus_per_node"] = p.topology.gpus_per_node();
-    j["steps"] = r.steps.size();
-    j["expert_rows"] = r.expert_rows;
-    j["checksum"] = rt::checksum_hex(r.checksum);
-    j["final_rms"] = r.final_rms;
-    j["seconds"] = r.seconds;
-    j["setup_seconds"] = r.setup_seconds;
-    j["tokens_per_second"] = rate;
+    j.update(outcome_json(r.steps.size(), r.expert_rows, r.checksum, r.final_rms, r.seconds,
+                          r.setup_seconds, rate));
     j["alltoall_bytes"] = r.total_alltoall_bytes();
     j["allgather_bytes"] = r.total_allgather_bytes();
     j["alltoall_messages"] = sum(r.alltoall_messages);

@@ -288,6 +288,8 @@ class KvCache {
 std::uint64_t checksum(std::span<const float> values);
 // 16 lowercase hex digits.
 std::string checksum_hex(std::uint64_t value);
+// sqrt(mean(v²)) accumulated in double; 0 for no values.
+double root_mean_square(std::span<const float> values);
 
 struct ReferenceResult {
   std::vector<float> final_hidden;  // [tokens, H], token order: the residual after the last layer

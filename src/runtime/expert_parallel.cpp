@@ -536,11 +536,7 @@ void Engine::gather_outputs() {
     next[g] += H_;
   }
   result_.checksum = checksum(result_.final_hidden);
-  double ss = 0;
-  for (float v : result_.final_hidden) ss += static_cast<double>(v) * v;
-  result_.final_rms = result_.final_hidden.empty()
-                          ? 0.0
-                          : std::sqrt(ss / static_cast<double>(result_.final_hidden.size()));
+  result_.final_rms = root_mean_square(result_.final_hidden);
 }
 
 ParallelResult Engine::run(double setup_seconds) {

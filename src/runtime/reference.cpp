@@ -42,6 +42,12 @@ std::string checksum_hex(std::uint64_t value) {
   return text;
 }
 
+double root_mean_square(std::span<const float> values) {
+  double ss = 0;
+  for (float v : values) ss += static_cast<double>(v) * v;
+  return values.empty() ? 0.0 : std::sqrt(ss / static_cast<double>(values.size()));
+}
+
 ReferenceResult run_reference(const Trace& trace, const ModelConfig& config,
                               const Workload& workload) {
   const std::vector<std::int32_t> routes = workload_routes(trace, config, workload);
@@ -142,11 +148,7 @@ ReferenceResult run_reference(const Trace& trace, const ModelConfig& config,
   result.seconds = since(start);
   result.expert_rows = result.tokens * L * K;
   result.checksum = checksum(result.final_hidden);
-  double ss = 0;
-  for (float v : result.final_hidden) ss += static_cast<double>(v) * v;
-  result.final_rms = result.final_hidden.empty()
-                         ? 0.0
-                         : std::sqrt(ss / static_cast<double>(result.final_hidden.size()));
+  result.final_rms = root_mean_square(result.final_hidden);
   return result;
 }
 
