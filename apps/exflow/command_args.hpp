@@ -2,9 +2,11 @@
 // option-table rows, and the readers built from them.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "commands.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
@@ -80,6 +82,17 @@ void add_baseline_rows(OptionTable<Args>& t) {
                            "dealt round-robin to the GPUs, as data-parallel attention keeps a "
                            "sequence on one GPU (1: tokens dealt round-robin)")
                   .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
+}
+
+// Registers a subcommand whose arguments `Args` are filled by `table` and run by `runner`; the
+// returned object owns the arguments.
+template <class Args>
+Subcommand add_subcommand(CLI::App& app, const char* name, const char* summary,
+                          const OptionTable<Args>& table, int (*runner)(const Args&)) {
+  auto args = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(name, summary);
+  register_options(*sub, table, *args);
+  return Subcommand{sub, [args, runner] { return runner(*args); }};
 }
 
 Trace open_trace(const TraceArgs& a);

@@ -549,21 +549,12 @@ int run_solve(const SolveArgs& args) {
   return 0;
 }
 
-template <class Args>
-Subcommand add(CLI::App& app, const char* name, const char* summary, const OptionTable<Args>& table,
-               int (*runner)(const Args&)) {
-  auto args = std::make_shared<Args>();
-  CLI::App* sub = app.add_subcommand(name, summary);
-  register_options(*sub, table, *args);
-  return Subcommand{sub, [args, runner] { return runner(*args); }};
-}
-
 }  // namespace
 
 std::vector<Subcommand> add_subcommands(CLI::App& app) {
-  return {add(app, "profile", kProfileSummary, profile_options(), &run_profile),
-          add(app, "eval", kEvalSummary, eval_options(), &run_eval),
-          add(app, "solve", kSolveSummary, solve_options(), &run_solve),
+  return {add_subcommand(app, "profile", kProfileSummary, profile_options(), &run_profile),
+          add_subcommand(app, "eval", kEvalSummary, eval_options(), &run_eval),
+          add_subcommand(app, "solve", kSolveSummary, solve_options(), &run_solve),
           add_convert_command(app),
           add_simulate_command(app),
           add_report_command(app)};

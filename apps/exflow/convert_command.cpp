@@ -4,8 +4,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "command_args.hpp"
 #include "exflow/formats.hpp"
-#include "options.hpp"
 
 namespace exflow::cli {
 namespace {
@@ -67,10 +67,7 @@ int run_convert(const ConvertArgs& args) {
 }  // namespace
 
 Subcommand add_convert_command(CLI::App& app) {
-  auto args = std::make_shared<ConvertArgs>();
-  CLI::App* sub = app.add_subcommand("convert", kConvertSummary);
-  register_options(*sub, convert_options(), *args);
-  return Subcommand{sub, [args] { return run_convert(*args); }};
+  return add_subcommand(app, "convert", kConvertSummary, convert_options(), &run_convert);
 }
 
 std::string convert_markdown() {

@@ -227,10 +227,7 @@ int run_simulate(const SimulateArgs& args) {
 }  // namespace
 
 Subcommand add_simulate_command(CLI::App& app) {
-  auto args = std::make_shared<SimulateArgs>();
-  CLI::App* sub = app.add_subcommand("simulate", kSimulateSummary);
-  register_options(*sub, simulate_options(), *args);
-  return Subcommand{sub, [args] { return run_simulate(*args); }};
+  return add_subcommand(app, "simulate", kSimulateSummary, simulate_options(), &run_simulate);
 }
 
 std::string simulate_markdown() {
