@@ -803,7 +803,7 @@ TEST(Cli, ReportBadUsage) {
   const std::string trace = small_affine_trace(dir);
   expect_one_line_error(
       exflow({"report", trace, "--gpus-per-node", "3", "-o", dir.file("r.html"), "--quiet"}), 2,
-      "3");
+      "the expert count must be divisible by the GPU count");
   expect_one_line_error(exflow({"report", trace, "--gpus-per-node", "2", "--nodes", "2", "--model",
                                 "gpt", "-o", dir.file("r.html"), "--quiet"}),
                         2, "unknown model preset 'gpt'");

@@ -70,12 +70,14 @@ const OptionTable<ReportArgs>& report_options() {
 
 // exflow solve's defaults: the graph solver, then the token-level refinement under the load
 // limit `auto`.
-Placement solve_defaults(const Trace& trace, const Topology& topology, int threads) {
+// `graph` is the trace's.
+Placement solve_defaults(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
+                         int threads) {
   SolveOptions options;
   options.threads = threads;
   options.starts = trace.k() > 1 ? 2 : 8;
   options.max_load = parse_load_limit("auto");
-  SolveResult r = solve(AffinityGraph::from_trace(trace, threads), topology, options);
+  SolveResult r = solve(graph, topology, options);
   return refine(trace, topology, options, std::move(r)).placement;
 }
 
@@ -113,6 +115,7 @@ int run_report(const ReportArgs& args) {
   const int L = trace.layers();
   const int E = trace.experts();
   const Placement vanilla = vanilla_placement(L, E, topology);
+  const AffinityGraph graph = AffinityGraph::from_trace(trace, args.threads, &bar);
 
   std::vector<std::pair<std::string, Placement>> placements;
   for (const std::string& path : args.placements) {
@@ -122,30 +125,33 @@ int run_report(const ReportArgs& args) {
   }
   std::optional<Placement> solved_full;
   if (placements.empty()) {
-    solved_full = solve_defaults(trace, topology, args.threads);
+    solved_full = solve_defaults(trace, graph, topology, args.threads);
     placements.emplace_back("solved", *solved_full);
   }
 
-  EvalOptions eo;
-  eo.threads = args.threads;
-  eo.progress = &bar;
-  std::vector<const Placement*> all = {&vanilla};
-  for (const auto& [name, p] : placements) all.push_back(&p);
-  const std::vector<Metrics> metrics = evaluate_all(trace, all, topology, eo);
+  // Simulation: baseline/vanilla, exflow/vanilla, exflow/<each placement>. Its evaluator passes
+  // also give the context-coherent metrics of vanilla and every placement.
+  std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
+                                        {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
+  for (const auto& [name, p] : placements) {
+    configs.push_back({"exflow/" + name, Scheme::kContextCoherent, &p});
+  }
+  const std::vector<ConfigurationResult> simulated = simulate(trace, topology, configs, so);
 
   ReportData d;
   d.title = "exflow report: " + std::filesystem::path(trace.source()).filename().string();
   d.facts.emplace_back("trace", describe(trace));
   d.facts.emplace_back("topology", describe(topology));
-  for (std::size_t i = 0; i < all.size(); ++i) {
+  const Metrics& vanilla_metrics = simulated[1].metrics;
+  for (std::size_t i = 0; i <= placements.size(); ++i) {
     const std::string name = i == 0 ? "vanilla" : placements[i - 1].first;
-    const Metrics& m = metrics[i];
+    const Metrics& m = simulated[1 + i].metrics;
     std::string line = "cost " + format_fixed(m.cost, 3) + " per token, " +
                        format_fixed(100 * m.local_fraction, 2) +
                        "% of moves stay on their GPU, worst layer load " +
                        format_fixed(m.load_ratio_max, 3) + "x mean";
-    if (i > 0 && metrics[0].cost > 0) {
-      line += ", " + format_fixed(100 * (metrics[0].cost - m.cost) / metrics[0].cost, 2) +
+    if (i > 0 && vanilla_metrics.cost > 0) {
+      line += ", " + format_fixed(100 * (vanilla_metrics.cost - m.cost) / vanilla_metrics.cost, 2) +
               "% below vanilla";
     }
     d.facts.emplace_back(name, line);
@@ -153,13 +159,7 @@ int run_report(const ReportArgs& args) {
     d.loads.push_back({name, L, topology.gpus(), m.gpu_load});
   }
 
-  // Simulation: baseline/vanilla, exflow/vanilla, exflow/<each placement>.
-  std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
-                                        {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
-  for (const auto& [name, p] : placements) {
-    configs.push_back({"exflow/" + name, Scheme::kContextCoherent, &p});
-  }
-  for (const ConfigurationResult& r : simulate(trace, topology, configs, so)) {
+  for (const ConfigurationResult& r : simulated) {
     d.simulation.push_back(
         {r.name, r.alltoall_seconds_per_step * 1e3, r.allgather_seconds_per_step * 1e3, r.speedup});
   }
@@ -183,24 +183,28 @@ int run_report(const ReportArgs& args) {
     if (sizes.empty() || sizes.back() != trace.tokens()) sizes.push_back(trace.tokens());
     std::vector<Placement> solved;
     for (std::int64_t n : sizes) {
-      if (n == trace.tokens() && solved_full) {
-        solved.push_back(*solved_full);
+      if (n == trace.tokens()) {
+        solved.push_back(solved_full ? *solved_full
+                                     : solve_defaults(trace, graph, topology, args.threads));
       } else {
-        solved.push_back(
-            solve_defaults(n == trace.tokens() ? trace : trace.prefix(n), topology, args.threads));
+        const Trace head = trace.prefix(n);
+        solved.push_back(solve_defaults(head, AffinityGraph::from_trace(head, args.threads),
+                                        topology, args.threads));
       }
     }
     std::vector<const Placement*> ptrs;
     for (const Placement& p : solved) ptrs.push_back(&p);
+    EvalOptions eo;
+    eo.threads = args.threads;
+    eo.progress = &bar;
     const std::vector<Metrics> scored = evaluate_all(trace, ptrs, topology, eo);
     for (std::size_t i = 0; i < sizes.size(); ++i)
       d.convergence.push_back({sizes[i], scored[i].cost});
-    d.vanilla_cost = metrics[0].cost;
+    d.vanilla_cost = vanilla_metrics.cost;
   }
 
   // Affinity heatmaps.
   // Rows of experts with few tokens are left empty: one token makes a probability of 1.
-  const AffinityGraph graph = AffinityGraph::from_trace(trace, args.threads, &bar);
   const std::int64_t min_row = std::max<std::int64_t>(
       kMinHeatmapRowTokens, trace.tokens() * trace.k() / E / kSparseRowFraction);
   for (int l = 0; l + 1 < L; ++l) {
@@ -239,10 +243,7 @@ int run_report(const ReportArgs& args) {
 }  // namespace
 
 Subcommand add_report_command(CLI::App& app) {
-  auto args = std::make_shared<ReportArgs>();
-  CLI::App* sub = app.add_subcommand("report", kReportSummary);
-  register_options(*sub, report_options(), *args);
-  return Subcommand{sub, [args] { return run_report(*args); }};
+  return add_subcommand(app, "report", kReportSummary, report_options(), &run_report);
 }
 
 std::string report_markdown() {
