@@ -9,22 +9,17 @@
 # Extra arguments are passed to the benchmark binary.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${BUILD_DIR:-$root/build}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 repetitions=${REPETITIONS:-3}
 
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEXFLOW_BUILD_BENCH=ON >/dev/null
-cmake --build "$build" -j"$(nproc)" --target trace_throughput >/dev/null
+bench_build trace_throughput
 bin=$build/bin/trace_throughput
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 export EXFLOW_BENCH_TRACE=${EXFLOW_BENCH_TRACE:-$work/trace.npy}
 
 # The row to keep: the median over the repetitions, or the only run.
 if ((repetitions > 1)); then row='/real_time_median"'; else row='/real_time"'; fi
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+machine
 echo "trace:   $EXFLOW_BENCH_TRACE"
 # Write (or check) the trace once, outside the measured processes.
 "$bin" --benchmark_list_tests=true "$@" >/dev/null 2>"$work/log" || { cat "$work/log"; exit 1; }

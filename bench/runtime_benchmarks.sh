@@ -10,22 +10,18 @@
 #               other counts run the two vanilla rows only
 #   ARGS        extra exflow-run options (default: the defaults, batch 8 x seq-len 64, H 256)
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${BUILD_DIR:-$root/build}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ranks=${RANKS:-4}
 read -r -a extra <<<"${ARGS:-}"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j"$(nproc)" --target exflow_run_cli >/dev/null
+bench_build exflow_run_cli
 run=$build/bin/exflow-run
 trace=$root/examples/esft-intent-top6.npy
 solved=$root/examples/esft-intent-top6.solved-1x4.csv
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 # As root, mpirun needs these; containers may forbid Open MPI's cross-memory attach.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); $ranks ranks"
+echo "$(machine); $ranks ranks"
 echo
 
 "$run" --trace "$trace" --mode reference --json "${extra[@]}" >"$work/reference.json"

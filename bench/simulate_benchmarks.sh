@@ -10,18 +10,14 @@
 #   GPUS        GPU counts (default "8 16 64 256")
 #   SOLVE_ARGS  extra `exflow solve` options (default: --time-limit 10 --token-time-limit 20)
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${BUILD_DIR:-$root/build}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 tokens=${TOKENS:-10000}
 read -r -a gpu_counts <<<"${GPUS:-8 16 64 256}"
 read -r -a solve_args <<<"${SOLVE_ARGS:---time-limit 10 --token-time-limit 20}"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j"$(nproc)" --target exflow_cli synthetic_trace >/dev/null
+bench_build exflow_cli synthetic_trace
 exflow=$build/bin/exflow
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'); $tokens tokens per trace"
+echo "$(machine); $tokens tokens per trace"
 echo
 echo "| preset | GPUs | baseline/vanilla ms | exflow/vanilla ms (all-to-all + all-gather) | exflow/solved ms (all-to-all + all-gather) | speedup exflow/vanilla | speedup exflow/solved | solve s |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"

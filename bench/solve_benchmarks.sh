@@ -8,14 +8,10 @@
 #   SHARED      directory with the ESFT traces (default: ../shared/data; rows skipped if absent)
 #   QUICK=1     skip the DeepSeek-scale rows
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${BUILD_DIR:-$root/build}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 shared=${SHARED:-$root/../shared/data}
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j"$(nproc)" --target exflow_cli synthetic_trace >/dev/null
+bench_build exflow_cli synthetic_trace
 exflow=$build/bin/exflow
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 "$build/bin/synthetic_trace" "$work/mixtral.npy" --tokens 50000 --layers 32 --experts 8 --seed 1 \
   --planted "$work/mixtral-planted.csv" --gpus 8
@@ -25,7 +21,7 @@ if [[ -z "${QUICK:-}" ]]; then
     --planted "$work/deepseek-planted.csv" --gpus 64
 fi
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+machine
 echo
 echo "| instance | GPUs | method | cost | vanilla | lower bound | gap | optimal | solve s | process s | peak RSS MiB |"
 echo "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"

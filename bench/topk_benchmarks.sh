@@ -8,16 +8,12 @@
 #   SHARED      directory with the ESFT traces (default: ../shared/data; rows skipped if absent)
 #   QUICK=1     skip the Pareto table and the DeepSeek-scale row
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=${BUILD_DIR:-$root/build}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 shared=${SHARED:-$root/../shared/data}
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j"$(nproc)" --target exflow_cli synthetic_trace >/dev/null
+bench_build exflow_cli synthetic_trace
 exflow=$build/bin/exflow
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+machine
 echo
 
 # run LABEL TRACE P N [extra solve args...]: one table row from the solve's JSON.
