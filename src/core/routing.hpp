@@ -1,0 +1,209 @@
+// The routing rulebook: every rule that says where a token goes, in one place. The evaluator
+// (src/core/evaluate.cpp), the token search (src/solve/token_*.cpp), the graph local search's
+// hop costs (src/solve/local_search.cpp), exflow-run's route plan (src/runtime/route_plan.cpp)
+// and, through the evaluator, the simulator call these functions; none of them restates a rule.
+//
+// The rules (docs/cost-model.md has the maths):
+//
+//   hop cost     d(a, b): 0 on one GPU, Topology::intra_cost() within a node,
+//                Topology::inter_cost() across nodes (HopTable caches it by hop class).
+//   owner        baseline (standard) scheme: token t lives on GPU floor(t / S) mod G, S the
+//                sequence length (1: tokens dealt round-robin).
+//   copy choice  a token on GPU `at` uses the copy of an expert on `at` if there is one, else
+//                the copy with the lowest hop cost from `at`, ties to the lowest GPU id.
+//   start        context-coherent scheme, layer 0: the token starts on the lowest-id copy of
+//                its column-0 expert.
+//   H_l          the distinct GPUs of the copies a token uses at layer l, in order of first
+//                appearance over its columns (column 0 first), each with the number of its
+//                columns it serves.
+//   home         context-coherent h_l: the GPU of H_l serving most of the token's columns;
+//                ties go to column 0's GPU if it is among the most, else to the lowest id.
+//   transfers    context-coherent layer l: dispatch h_{l-1} -> g for every g in H_l but
+//                h_{l-1} (none at layer 0), then combine g -> h_l for every g in H_l but h_l.
+//                Baseline: dispatch owner -> g and combine g -> owner for every g in H_l but
+//                the owner.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "exflow/topology.hpp"
+
+namespace exflow {
+
+class Placement;
+
+namespace routing {
+
+// Hop classes as array indices: 0 local, 1 within a node, 2 across nodes.
+inline constexpr int kLocal = static_cast<int>(Hop::kLocal);
+inline constexpr int kIntra = static_cast<int>(Hop::kIntraNode);
+inline constexpr int kInter = static_cast<int>(Hop::kInterNode);
+
+// Transfer phases.
+inline constexpr int kDispatch = 0;
+inline constexpr int kCombine = 1;
+
+// The topology's hop classes and costs, built once: node_of [G], cost by class [3].
+class HopTable {
+ public:
+  explicit HopTable(const Topology& topology);
+
+  int gpus() const { return static_cast<int>(node_of_.size()); }
+  int node_of(int gpu) const { return node_of_[static_cast<std::size_t>(gpu)]; }
+  // kLocal, kIntra or kInter.
+  int hop(int a, int b) const { return (a != b) + (node_of(a) != node_of(b)); }
+  double cost_of_hop(int hop_class) const { return cost_[static_cast<std::size_t>(hop_class)]; }
+  double cost(int a, int b) const { return cost_of_hop(hop(a, b)); }
+
+ private:
+  std::vector<int> node_of_;
+  std::array<double, 3> cost_{};
+};
+
+// Baseline owner of token t (sequence_length >= 1).
+inline int owner(std::int64_t token, std::int64_t sequence_length, int gpus) {
+  return static_cast<int>((token / sequence_length) % gpus);
+}
+
+// Copy choice. `primary` is one copy, `others` the rest, in any order.
+inline int choose_copy(int primary, std::span<const int> others, int at, const HopTable& hops) {
+  if (others.empty() || primary == at) return primary;
+  int best = primary;
+  double best_cost = hops.cost(at, primary);
+  for (int g : others) {
+    if (g == at) return g;
+    const double c = hops.cost(at, g);
+    if (c < best_cost || (c == best_cost && g < best)) {
+      best = g;
+      best_cost = c;
+    }
+  }
+  return best;
+}
+// The same for all copies in one list (non-empty).
+inline int choose_copy(std::span<const int> copies, int at, const HopTable& hops) {
+  return choose_copy(copies.front(), copies.subspan(1), at, hops);
+}
+
+// Layer-0 start of the context-coherent scheme, from the copies of the token's column-0 expert
+// (`primary` and `others` as for choose_copy): the lowest GPU id.
+inline int start_gpu(int primary, std::span<const int> others) {
+  int lowest = primary;
+  for (int g : others) lowest = g < lowest ? g : lowest;
+  return lowest;
+}
+
+// Every copy of every (layer, expert) of a placement, ascending GPU ids: CSR over l * E + e.
+class CopyTable {
+ public:
+  explicit CopyTable(const Placement& placement);
+
+  std::span<const int> copies(int layer, int expert) const {
+    const std::size_t i = static_cast<std::size_t>(layer) * static_cast<std::size_t>(experts_) +
+                          static_cast<std::size_t>(expert);
+    return {gpu_.data() + start_[i], start_[i + 1] - start_[i]};
+  }
+  int choose(int layer, int expert, int at, const HopTable& hops) const {
+    return choose_copy(copies(layer, expert), at, hops);
+  }
+  int start(int expert_at_layer0) const {
+    const std::span<const int> c = copies(0, expert_at_layer0);
+    return start_gpu(c.front(), c.subspan(1));
+  }
+
+ private:
+  int experts_;
+  std::vector<std::size_t> start_;  // [L * E + 1]
+  std::vector<int> gpu_;
+};
+
+// H_l of one token: the distinct GPUs of its chosen copies with multiplicities. Holds scratch
+// for k columns; reuse one per thread.
+class TokenGpus {
+ public:
+  explicit TokenGpus(int k) : gpu_(static_cast<std::size_t>(k)), count_(gpu_.size()) {}
+
+  void clear() { size_ = 0; }
+  void add(int g) {
+    int j = 0;
+    while (j < size_ && gpu_[static_cast<std::size_t>(j)] != g) ++j;
+    if (j == size_) {
+      gpu_[static_cast<std::size_t>(j)] = g;
+      count_[static_cast<std::size_t>(j)] = 0;
+      ++size_;
+    }
+    ++count_[static_cast<std::size_t>(j)];
+  }
+  int size() const { return size_; }
+  int gpu(int j) const { return gpu_[static_cast<std::size_t>(j)]; }
+  int count(int j) const { return count_[static_cast<std::size_t>(j)]; }
+  bool contains(int g) const {
+    for (int j = 0; j < size_; ++j) {
+      if (gpu_[static_cast<std::size_t>(j)] == g) return true;
+    }
+    return false;
+  }
+
+  // The home h_l (the set must hold column 0's GPU first, as add() in column order gives).
+  int home() const {
+    int most = 0;
+    for (int j = 0; j < size_; ++j) most = std::max(most, count(j));
+    if (count(0) == most) return gpu(0);
+    int h = std::numeric_limits<int>::max();
+    for (int j = 1; j < size_; ++j) {
+      if (count(j) == most) h = std::min(h, gpu(j));
+    }
+    return h;
+  }
+
+ private:
+  std::vector<int> gpu_;
+  std::vector<int> count_;
+  int size_ = 0;
+};
+
+// The transfers of one token at one layer, as visit(phase, src, dst) calls with src != dst.
+// Context-coherent: `from` is h_{l-1}, or -1 at layer 0 (no dispatch). Returns whether no
+// dispatch was needed (every GPU of H_l is `from`).
+template <class Visit>
+bool coherent_transfers(const TokenGpus& h, int from, int home, Visit&& visit) {
+  bool local = true;
+  for (int j = 0; j < h.size(); ++j) {
+    const int g = h.gpu(j);
+    if (from >= 0 && g != from) {
+      local = false;
+      visit(kDispatch, from, g);
+    }
+    if (g != home) visit(kCombine, g, home);
+  }
+  return local;
+}
+
+// Baseline: dispatch from the owner to every other GPU of H_l and combine back. Returns whether
+// the token stayed on its owner.
+template <class Visit>
+bool baseline_transfers(const TokenGpus& h, int owner_gpu, Visit&& visit) {
+  bool local = true;
+  for (int j = 0; j < h.size(); ++j) {
+    if (h.gpu(j) == owner_gpu) continue;
+    local = false;
+    visit(kDispatch, owner_gpu, h.gpu(j));
+    visit(kCombine, h.gpu(j), owner_gpu);
+  }
+  return local;
+}
+
+// The hop cost of a token's transfers at one layer of the context-coherent scheme.
+inline double coherent_layer_cost(const TokenGpus& h, int from, int home, const HopTable& hops) {
+  double cost = 0;
+  coherent_transfers(h, from, home, [&](int, int src, int dst) { cost += hops.cost(src, dst); });
+  return cost;
+}
+
+}  // namespace routing
+}  // namespace exflow
