@@ -17,13 +17,13 @@
 #include <optional>
 #include <string>
 
-#include "../apps/exflow/text_report.hpp"
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
 #include "exflow/formats.hpp"
+#include "exflow/json.hpp"
 #include "exflow/placement.hpp"
-#include "exflow/solve.hpp"
+#include "exflow/plan.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 
@@ -99,23 +99,6 @@ Trace trace_from(const py::object& ids, std::optional<int> experts, std::optiona
   return Trace::from_buffer(b, options);
 }
 
-// The metric keys of `exflow eval --json`: the placement, its baseline, vanilla and vanilla's
-// baseline.
-nlohmann::json scored(const Trace& trace, const Placement& placement, const Topology& topology,
-                      int threads) {
-  const Placement vanilla = vanilla_placement_any(trace.layers(), trace.experts(), topology);
-  EvalOptions eo;
-  eo.threads = threads;
-  std::vector<Metrics> coherent = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
-  eo.scheme = Scheme::kBaseline;
-  std::vector<Metrics> baseline = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
-  nlohmann::json j = cli::metrics_json(coherent[0]);
-  j["baseline"] = cli::metrics_json(baseline[0]);
-  j["vanilla"] = cli::metrics_json(coherent[1]);
-  j["vanilla"]["baseline"] = cli::metrics_json(baseline[1]);
-  return j;
-}
-
 py::dict profile_ids(const py::object& ids, std::optional<int> experts, std::optional<int> topk,
                      int threads) {
   Trace trace = trace_from(ids, experts, topk, threads);
@@ -123,41 +106,81 @@ py::dict profile_ids(const py::object& ids, std::optional<int> experts, std::opt
   {
     py::gil_scoped_release release;
     AffinityGraph graph = AffinityGraph::from_trace(trace, threads);
-    j = cli::trace_json(trace);
-    j.update(cli::profile_json(exflow::profile(graph)));
+    j = trace;
+    j.update(nlohmann::json(exflow::profile(graph)));
   }
   return json_to_python(j);
 }
 
+// A Python keyword value as the text the options table parses, refusing values of the wrong
+// type (bool is not a number here, nor a number a bool).
+std::string option_text(const PlanOptionSpec& spec, const py::handle& value) {
+  const bool is_bool = py::isinstance<py::bool_>(value);
+  const bool is_int = py::isinstance<py::int_>(value) && !is_bool;
+  const bool is_float = py::isinstance<py::float_>(value);
+  auto refuse = [&](const char* expected) {
+    throw py::type_error("solve(): " + spec.name + " must be " + expected + ", got " +
+                         py::str(py::type::of(value).attr("__name__")).cast<std::string>());
+  };
+  switch (spec.type) {
+    case OptionType::kInt:
+      if (!is_int) refuse("an int");
+      return py::str(value).cast<std::string>();
+    case OptionType::kFloat:
+      if (!is_int && !is_float) refuse("a number");
+      return py::repr(py::float_(value)).cast<std::string>();
+    case OptionType::kBool:
+      if (!is_bool) refuse("a bool");
+      return value.cast<bool>() ? "true" : "false";
+    case OptionType::kText:
+      if (py::isinstance<py::str>(value)) return value.cast<std::string>();
+      if (!is_int && !is_float) refuse("a str");
+      return py::repr(py::float_(value)).cast<std::string>();
+  }
+  return {};
+}
+
+PlanOptions plan_options_from(const py::kwargs& keywords, int threads) {
+  PlanOptions options;
+  options.threads = threads;
+  for (const auto& [key, value] : keywords) {
+    const std::string name = py::str(key).cast<std::string>();
+    const PlanOptionSpec* spec = nullptr;
+    for (const PlanOptionSpec& s : plan_option_specs()) {
+      if (s.name == name) spec = &s;
+    }
+    if (spec == nullptr) {
+      throw py::type_error("solve() got an unexpected keyword argument '" + name + "'");
+    }
+    spec->set(options, option_text(*spec, value));
+  }
+  return options;
+}
+
+nlohmann::json optional_json(std::optional<double> v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
 PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
-                      const std::string& method, std::optional<int> experts,
-                      std::optional<int> topk, const std::string& max_load_ratio, int redundant,
-                      double time_limit, double token_time_limit, std::uint64_t seed, int starts,
-                      std::int64_t sample_tokens, int threads, double intra_cost,
-                      double inter_cost) {
+                      std::optional<int> experts, std::optional<int> topk, int threads,
+                      double intra_cost, double inter_cost, const py::kwargs& keywords) {
+  const PlanOptions options = plan_options_from(keywords, threads);
   Trace trace = trace_from(ids, experts, topk, threads);
   const Topology topology(nodes, gpus_per_node, intra_cost, inter_cost);
-  SolveOptions options;
-  options.method = parse_method(method);
-  options.max_load = parse_load_limit(max_load_ratio);
-  options.redundant = redundant;
-  options.time_limit = time_limit;
-  options.refine_time_limit = token_time_limit;
-  options.seed = seed;
-  options.starts = starts > 0 ? starts : (trace.k() > 1 ? 2 : 8);
-  options.sample_tokens = sample_tokens;
-  options.threads = threads;
-  std::optional<SolveResult> r;
+  std::optional<PlanResult> r;
   nlohmann::json j;
   {
     py::gil_scoped_release release;
-    r.emplace(solve(AffinityGraph::from_trace(trace, threads), topology, options));
-    r.emplace(refine(trace, topology, options, std::move(*r)));
-    j = scored(trace, r->placement, topology, threads);
+    r.emplace(plan(trace, topology, options));
+    j = *r->metrics;
     j["method"] = to_string(r->method);
+    j["status"] = to_string(r->status);
     j["optimal"] = r->optimal;
+    j["lower_bound"] = optional_json(r->lower_bound);
+    j["gap"] = optional_json(r->gap);
     j["seconds"] = r->seconds;
     j["layers_over_load_limit"] = r->layers_over_load_limit;
+    j["options"] = plan_options_json(options);
   }
   PyPlacement p{r->placement, gpus_per_node, nodes, {}};
   p.metrics = json_to_python(j);
@@ -167,7 +190,7 @@ PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
 py::dict evaluate_ids(const py::object& ids, const PyPlacement& placement,
                       std::optional<int> gpus_per_node, std::optional<int> nodes,
                       std::optional<int> experts, std::optional<int> topk, int threads,
-                      double intra_cost, double inter_cost) {
+                      double intra_cost, double inter_cost, std::int64_t seq_len) {
   Trace trace = trace_from(ids, experts, topk, threads);
   const int n = nodes.value_or(placement.nodes);
   const int p = gpus_per_node.value_or(placement.placement.gpus() / std::max(1, n));
@@ -179,12 +202,30 @@ py::dict evaluate_ids(const py::object& ids, const PyPlacement& placement,
                      " experts, the ids " + std::to_string(trace.layers()) + " x " +
                      std::to_string(trace.experts()));
   }
+  EvalOptions eo;
+  eo.threads = threads;
+  eo.sequence_length = seq_len;
   nlohmann::json j;
   {
     py::gil_scoped_release release;
-    j = scored(trace, placement.placement, topology, threads);
+    j = compare_with_vanilla(trace, placement.placement, topology, eo);
   }
   return json_to_python(j);
+}
+
+// The docstring of solve(), its keywords from the options table.
+std::string solve_doc() {
+  std::string doc =
+      "solve(ids, *, gpus_per_node=8, nodes=1, experts=None, topk=None, threads=0, "
+      "intra_cost=1.0, inter_cost=2.0, **options)\n\n"
+      "A placement for the ids, as exflow solve computes it (exflow::plan), with .metrics.\n\n"
+      "options (exflow solve's flags, as keywords):\n";
+  for (const PlanOptionSpec& s : plan_option_specs()) {
+    doc += "  " + s.name + " (default " +
+           (s.shown_default.empty() ? s.value(PlanOptions{}) : s.shown_default) + "): " + s.help +
+           "\n";
+  }
+  return doc;
 }
 
 py::array_t<std::int32_t> to_array(const std::vector<int>& values, std::vector<py::ssize_t> shape) {
@@ -268,7 +309,7 @@ PYBIND11_MODULE(exflow, m) {
       .def_readwrite(
           "metrics", &PyPlacement::metrics,
           "metrics of the solve that made it, on its ids (the keys of exflow eval --json, plus "
-          "method, optimal, seconds, layers_over_load_limit)")
+          "method, status, optimal, lower_bound, gap, seconds, layers_over_load_limit, options)")
       .def(
           "to_csv",
           [](const PyPlacement& p, const std::string& path) {
@@ -303,27 +344,27 @@ PYBIND11_MODULE(exflow, m) {
       "read_placement",
       [](const std::string& path, int layers, int experts, int gpus_per_node, int nodes) {
         const Topology topology(nodes, gpus_per_node);
-        Placement p = read_placement_csv(path, layers, experts, topology.gpus());
+        Placement p = read_placement_file(path, layers, experts, topology.gpus());
         return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
       },
       py::arg("path"), py::arg("layers"), py::arg("experts"), py::arg("gpus_per_node"),
-      py::arg("nodes") = 1, "read a placement CSV (Expert,Node)");
+      py::arg("nodes") = 1,
+      "read a placement file: the CSV (Expert,Node), SGLang's expert-location JSON or EPLB's "
+      "maps JSON");
 
   m.def("profile", &profile_ids, py::arg("ids"), py::kw_only(), py::arg("experts") = py::none(),
         py::arg("topk") = py::none(), py::arg("threads") = 0,
         "inter-layer affinity and load skew of the ids (the keys of exflow profile --json)");
 
   m.def("solve", &solve_ids, py::arg("ids"), py::kw_only(), py::arg("gpus_per_node") = 8,
-        py::arg("nodes") = 1, py::arg("method") = "auto", py::arg("experts") = py::none(),
-        py::arg("topk") = py::none(), py::arg("max_load_ratio") = "auto", py::arg("redundant") = 0,
-        py::arg("time_limit") = 0.0, py::arg("token_time_limit") = 0.0, py::arg("seed") = 1,
-        py::arg("starts") = 0, py::arg("sample_tokens") = 0, py::arg("threads") = 0,
-        py::arg("intra_cost") = 1.0, py::arg("inter_cost") = 2.0,
-        "a placement for the ids, as exflow solve computes it, with .metrics");
+        py::arg("nodes") = 1, py::arg("experts") = py::none(), py::arg("topk") = py::none(),
+        py::arg("threads") = 0, py::arg("intra_cost") = 1.0, py::arg("inter_cost") = 2.0,
+        solve_doc().c_str());
 
   m.def("evaluate", &evaluate_ids, py::arg("ids"), py::arg("placement"), py::kw_only(),
         py::arg("gpus_per_node") = py::none(), py::arg("nodes") = py::none(),
         py::arg("experts") = py::none(), py::arg("topk") = py::none(), py::arg("threads") = 0,
         py::arg("intra_cost") = 1.0, py::arg("inter_cost") = 2.0,
+        py::arg("seq_len") = PlanOptions{}.seq_len,
         "the metrics of a placement on the ids (the keys of exflow eval --json)");
 }

@@ -7,7 +7,10 @@
 #include <string>
 
 #include "commands.hpp"
+#include "exflow/formats.hpp"
+#include "exflow/json.hpp"
 #include "exflow/placement.hpp"
+#include "exflow/plan.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 #include "options.hpp"
@@ -34,7 +37,7 @@ struct TopologyArgs {
 // The baseline scheme's owners: sequences of seq_len consecutive trace tokens dealt round-robin
 // to the GPUs (EvalOptions::sequence_length; 1 deals single tokens).
 struct BaselineArgs {
-  std::int64_t seq_len = 1;
+  std::int64_t seq_len = PlanOptions{}.seq_len;
 };
 
 template <class Args>
@@ -75,13 +78,52 @@ void add_topology_rows(OptionTable<Args>& t) {
                   .check(CLI::NonNegativeNumber));
 }
 
+// A row for one PlanOptions field, from the library's options table: Args has a PlanOptions
+// member `plan` that the parsed value goes into, through the table's own check.
+template <class Args>
+OptionRow<Args> plan_option_row(const PlanOptionSpec& spec) {
+  OptionRow<Args> row;
+  row.name = option_flag(spec.name);
+  row.help = spec.help;
+  row.default_text = spec.shown_default;
+  const PlanOptionSpec* s = &spec;  // the table is static
+  row.bind = [s, flag = row.name](CLI::App& app, Args& args) -> CLI::Option* {
+    PlanOptions* plan = &args.plan;
+    if (s->type == OptionType::kBool) {
+      return app.add_flag_callback(flag, [s, plan] { s->set(*plan, "true"); });
+    }
+    CLI::Option* o = app.add_option_function<std::string>(
+        flag, [s, plan](const std::string& v) { s->set(*plan, v); });
+    o->type_name(s->type == OptionType::kInt     ? "INT"
+                 : s->type == OptionType::kFloat ? "FLOAT"
+                                                 : "TEXT");
+    o->default_str(s->value(PlanOptions{}));
+    return o;
+  };
+  row.value = [s](const Args& args) { return option_value_json(*s, args.plan); };
+  return row;
+}
+
+// --seq-len for the commands that score without planning, with the table's help and check.
 template <class Args>
 void add_baseline_rows(OptionTable<Args>& t) {
-  t.push_back(option<Args>(&BaselineArgs::seq_len, "--seq-len",
-                           "baseline owners: sequences of this many consecutive trace tokens "
-                           "dealt round-robin to the GPUs, as data-parallel attention keeps a "
-                           "sequence on one GPU (1: tokens dealt round-robin)")
-                  .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40)));
+  const PlanOptionSpec* s = &plan_option_spec("seq_len");
+  OptionRow<Args> row;
+  row.name = option_flag(s->name);
+  row.help = s->help;
+  row.bind = [s, flag = row.name](CLI::App& app, Args& args) -> CLI::Option* {
+    std::int64_t* seq_len = &args.seq_len;
+    CLI::Option* o = app.add_option_function<std::string>(flag, [s, seq_len](const std::string& v) {
+      PlanOptions parsed;
+      s->set(parsed, v);
+      *seq_len = parsed.seq_len;
+    });
+    o->type_name("INT");
+    o->default_str(s->value(PlanOptions{}));
+    return o;
+  };
+  row.value = [](const Args& args) { return nlohmann::json(args.seq_len); };
+  t.push_back(std::move(row));
 }
 
 // Registers a subcommand whose arguments `Args` are filled by `table` and run by `runner`; the
@@ -98,8 +140,4 @@ Subcommand add_subcommand(CLI::App& app, const char* name, const char* summary,
 Trace open_trace(const TraceArgs& a);
 Topology make_topology(const TopologyArgs& a);
 void print_json(const nlohmann::json& j);
-// A placement file in any format exflow reads: by extension, .json holds SGLang's expert
-// location (physical_to_logical_map) or EPLB's maps (phy2log), anything else the CSV.
-Placement read_placement_file(const std::string& path, int layers, int experts, int gpus);
-
 }  // namespace exflow::cli

@@ -7,6 +7,7 @@
 #include <new>
 
 #include "commands.hpp"
+#include "options.hpp"
 #include "exflow/error.hpp"
 
 int main(int argc, char** argv) {
@@ -17,14 +18,13 @@ int main(int argc, char** argv) {
   markdown->group("");
 
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::cerr << "exflow: error: " << e.what() << " (see --help)\n";
-    return 2;
-  }
-
-  try {
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      if (e.get_exit_code() == 0) return app.exit(e);  // --help
+      std::cerr << "exflow: error: " << e.what() << " (see --help)\n";
+      return 2;
+    }
     if (markdown->parsed()) {
       std::cout << exflow::cli::cli_markdown();
       return 0;
@@ -33,10 +33,10 @@ int main(int argc, char** argv) {
       if (sub.app->parsed()) return sub.run();
     }
   } catch (const exflow::UsageError& e) {
-    std::cerr << "exflow: error: " << e.what() << "\n";
+    std::cerr << "exflow: error: " << exflow::cli::message_with_flags(e) << "\n";
     return 2;
   } catch (const exflow::Error& e) {
-    std::cerr << "exflow: error: " << e.what() << "\n";
+    std::cerr << "exflow: error: " << exflow::cli::message_with_flags(e) << "\n";
     return 1;
   } catch (const std::bad_alloc&) {
     std::cerr << "exflow: error: out of memory\n";

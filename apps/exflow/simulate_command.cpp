@@ -132,7 +132,7 @@ int run_simulate(const SimulateArgs& args) {
       (preset->layers == L && preset->experts == trace.experts() && preset->k == trace.k());
 
   if (args.json) {
-    nlohmann::json j = trace_json(trace);
+    nlohmann::json j = nlohmann::json(trace);
     j["gpus"] = G;
     j["nodes"] = topology.nodes();
     j["gpus_per_node"] = topology.gpus_per_node();

@@ -23,65 +23,6 @@ std::string pad_right(const std::string& s, std::size_t width) {
 
 }  // namespace
 
-nlohmann::json trace_json(const Trace& trace) {
-  return {{"path", trace.source()},
-          {"tokens", trace.tokens()},
-          {"layers", trace.layers()},
-          {"experts", trace.experts()},
-          {"k", trace.k()}};
-}
-
-nlohmann::json topology_json(const Topology& topology) {
-  return {{"nodes", topology.nodes()},
-          {"gpus_per_node", topology.gpus_per_node()},
-          {"gpus", topology.gpus()},
-          {"intra_cost", topology.intra_cost()},
-          {"inter_cost", topology.inter_cost()}};
-}
-
-nlohmann::json metrics_json(const Metrics& m) {
-  return {{"scheme", to_string(m.scheme)},
-          {"cost", m.cost},
-          {"cintra", m.cintra},
-          {"cinter", m.cinter},
-          {"intra", m.intra},
-          {"inter", m.inter},
-          {"intra_transfers", m.intra_transfers},
-          {"inter_transfers", m.inter_transfers},
-          {"local_fraction", m.local_fraction},
-          {"load_ratio_max", m.load_ratio_max},
-          {"load_ratio_mean", m.load_ratio_mean},
-          {"replicas", m.replicas},
-          {"replica_assignments", m.replica_assignments},
-          {"replica_share", m.replica_share},
-          {"per_layer",
-           {{"local_fraction", m.local_fraction_per_layer},
-            {"cost", m.cost_per_layer},
-            {"load_ratio", m.load_ratio_per_layer}}}};
-}
-
-nlohmann::json profile_json(const AffinityProfile& p) {
-  nlohmann::json pairs = nlohmann::json::array();
-  for (std::size_t l = 0; l < p.pairs.size(); ++l) {
-    pairs.push_back({{"layer", l},
-                     {"top_successor_share", p.pairs[l].top_successor_share},
-                     {"mutual_information_bits", p.pairs[l].mutual_information_bits}});
-  }
-  nlohmann::json loads = nlohmann::json::array();
-  for (std::size_t l = 0; l < p.loads.size(); ++l) {
-    loads.push_back({{"layer", l},
-                     {"max_over_mean", p.loads[l].max_over_mean},
-                     {"cv", p.loads[l].cv},
-                     {"max", p.loads[l].max},
-                     {"min", p.loads[l].min}});
-  }
-  return {{"uniform_share", p.uniform_share},
-          {"mean_top_successor_share", p.mean_top_successor_share},
-          {"mean_mutual_information_bits", p.mean_mutual_information_bits},
-          {"layer_pairs", pairs},
-          {"expert_load", loads}};
-}
-
 std::string describe(const Trace& trace) {
   return trace.source() + ": " + std::to_string(trace.tokens()) + " tokens x " +
          std::to_string(trace.layers()) + " layers, " + std::to_string(trace.experts()) +
@@ -166,9 +107,12 @@ std::string compare_metrics(const std::vector<std::string>& names,
   return out;
 }
 
-std::string solve_summary(const SolveResult& r, const Metrics& solved, const Metrics& vanilla,
-                          const Metrics& vanilla_baseline, std::optional<double> lower_bound,
-                          double seconds, std::int64_t tokens_used, std::int64_t tokens) {
+std::string solve_summary(const PlanResult& r, double seconds, std::int64_t tokens) {
+  const Metrics& solved = r.metrics->placement;
+  const Metrics& vanilla = r.metrics->vanilla;
+  const Metrics& vanilla_baseline = r.metrics->vanilla_baseline;
+  const std::optional<double>& lower_bound = r.lower_bound;
+  const std::int64_t tokens_used = r.tokens_used;
   auto fewer = [](double a, double b) {
     return b > 0 ? fmt("%.1f%%", 100.0 * (b - a) / b) : std::string("n/a");
   };

@@ -9,12 +9,21 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace exflow {
 
+// A message names options by their PlanOptions field names ("use method fast"); `options` lists
+// the names it uses, so that a front end can show them its own way (the CLI as --method).
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& message, std::vector<std::string> options = {})
+      : std::runtime_error(message), options_(std::move(options)) {}
+  const std::vector<std::string>& options() const { return options_; }
+
+ private:
+  std::vector<std::string> options_;
 };
 
 // The content of an input (trace, placement, count tensor) is malformed or out of range.

@@ -29,6 +29,11 @@ namespace exflow {
 // layer the same number of slots.
 void write_sglang_expert_location(const std::string& path, const Placement& placement);
 
+// A placement file in any format exflow reads, by extension: .json holds SGLang's expert location
+// (physical_to_logical_map) or EPLB's maps (phy2log), anything else the original tool's CSV.
+// Throws InputError if its layers or experts differ from `layers` and `experts`.
+Placement read_placement_file(const std::string& path, int layers, int experts, int gpus);
+
 // `gpus`: the EP size G. `experts`: E, or 0 for the largest id in the file + 1. Every layer must
 // have the same number of slots, a multiple of G; every expert 0..E-1 at least one slot per
 // layer; no GPU two slots of one expert. An expert's first slot becomes its gpu_of entry,

@@ -5,8 +5,8 @@
 //
 // Redundant experts: an expert may have replicas, further copies on other GPUs (as DeepSeek's
 // EPLB adds for load). Copies are interchangeable; gpu_of holds the copy on the lowest GPU id
-// (add_replica keeps it so, which makes equal placements compare equal) and replicas() the
-// others. In the CSV a replica is one more row with the same Expert and another Node.
+// and replicas() the others, sorted. Every mutator (set, add_replica, clear_replicas) keeps
+// that form, so placements with the same copies compare equal. In the CSV a replica is one more row with the same Expert and another Node.
 #pragma once
 
 #include <compare>
@@ -37,8 +37,15 @@ class Placement {
   int gpu(int layer, int expert) const {
     return gpu_of_[static_cast<std::size_t>(layer) * experts_ + expert];
   }
+  // Moves the copy of (layer, expert) that gpu_of names to `gpu`; an expert without replicas
+  // simply goes there. With replicas the copies are re-ordered so that gpu_of stays the lowest;
+  // throws UsageError if `gpu` already holds another copy of the expert.
   void set(int layer, int expert, int gpu) {
-    gpu_of_[static_cast<std::size_t>(layer) * experts_ + expert] = gpu;
+    if (replicas_.empty()) {
+      gpu_of_[static_cast<std::size_t>(layer) * experts_ + expert] = gpu;
+    } else {
+      move_primary(layer, expert, gpu);
+    }
   }
   const std::vector<int>& gpu_of() const { return gpu_of_; }  // [layers, experts]
 
@@ -53,9 +60,13 @@ class Placement {
   // Copies of layer l's experts on each GPU: [gpus].
   std::vector<int> slots_per_gpu(int layer) const;
 
+  // Equal when the shapes and every expert's set of copies are equal (the representation is
+  // canonical: gpu_of the lowest copy, replicas sorted).
   bool operator==(const Placement&) const = default;
 
  private:
+  void move_primary(int layer, int expert, int gpu);
+
   int layers_;
   int experts_;
   int gpus_;

@@ -35,6 +35,11 @@ class AffinityGraph;
 class Topology;
 class Trace;
 
+// Independent starts of fast and bcd: kDefaultStarts, or kDefaultStartsTopK for top-k traces
+// (whose token search refines the graph solver's answer).
+inline constexpr int kDefaultStarts = 8;
+inline constexpr int kDefaultStartsTopK = 2;
+
 enum class Method { kAuto, kExact, kIlp, kFast, kBcd, kVanilla };
 
 // A limit on every layer's token load: the token-expert assignments the busiest GPU serves
@@ -62,7 +67,7 @@ struct SolveOptions {
   double time_limit = 0;               // seconds for the whole solve; 0 = the method's default
   std::uint64_t seed = 1;              // fast, bcd: all randomness derives from it
   int threads = 0;                     // 0 = hardware concurrency
-  int starts = 8;                      // fast, bcd: independent starts
+  int starts = kDefaultStarts;         // fast, bcd: independent starts
   int min_experts_per_gpu = -1;        // -1: exactly E/G per GPU per layer; else a lower limit
   const Placement* initial = nullptr;  // fast, ilp: a placement to start from
   bool bipart = false;  // recursive bisection of the GPU set (the original tool's "bipart")
@@ -73,6 +78,13 @@ struct SolveOptions {
   int redundant = 0;               // replica slots per GPU per layer
   std::int64_t sample_tokens = 0;  // tokens the token search holds; 0: as many as fit 16M ids
   double refine_time_limit = 0;    // seconds for the token search; 0: until it converges
+};
+
+// Why a search ended.
+enum class StopReason {
+  kConverged,   // ran to its end
+  kTimeLimit,   // a time limit stopped it; the best found is kept
+  kWorkBudget,  // the token search's deterministic work budget stopped it
 };
 
 struct SolveResult {
@@ -87,6 +99,7 @@ struct SolveResult {
   std::string detail;              // e.g. "CBC: stopped at the time limit"
   std::vector<std::string> steps;  // bipart / incremental: one line per step
   int layers_over_load_limit = 0;  // refine(): layers the load limit could not be kept on
+  StopReason stop = StopReason::kConverged;
 };
 
 // Solves on the affinity graph. Throws UsageError for inconsistent options (E not divisible

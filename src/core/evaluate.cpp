@@ -3,13 +3,16 @@
 // One pass over the trace, split into contiguous token ranges, one per worker. Each worker
 // counts, per layer, the transfers by hop class and the tokens that needed none, plus the
 // token-expert assignments each GPU serves; integer counts merged in worker order make the
-// result independent of the thread count. Top-1 context-coherent traces take a streamlined
-// path (one table look-up and one hop class per token and layer); top-k and the baseline
-// scheme walk each token's expert set.
+// result independent of the thread count. Every routing rule comes from the rulebook
+// (src/core/routing.hpp). Top-1 context-coherent traces without replicas take a streamlined
+// path, the rulebook's rules with one copy per expert and one expert per token (H_l is one GPU,
+// which is the home; one move when it changes); top-k, replicas and the baseline scheme walk
+// each token's expert set through the rulebook.
 #include "exflow/evaluate.hpp"
 
 #include <algorithm>
 
+#include "core/routing.hpp"
 #include "exflow/error.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
@@ -37,9 +40,9 @@ struct Counts {
         gpu_traffic(options.gpu_traffic ? static_cast<std::size_t>(layers) * 2 * gpus * 4 : 0, 0) {}
 };
 
-constexpr int kLocal = static_cast<int>(Hop::kLocal);
-constexpr int kIntra = static_cast<int>(Hop::kIntraNode);
-constexpr int kInter = static_cast<int>(Hop::kInterNode);
+using routing::kInter;
+using routing::kIntra;
+using routing::kLocal;
 
 class BlockEvaluator {
  public:
@@ -50,28 +53,9 @@ class BlockEvaluator {
         traffic_(options.traffic),
         gpu_traffic_(options.gpu_traffic),
         experts_(placement.experts()),
-        gpus_(topology.gpus()) {
-    node_of_.resize(static_cast<std::size_t>(gpus_));
-    for (int g = 0; g < gpus_; ++g) node_of_[static_cast<std::size_t>(g)] = topology.node_of(g);
-    hop_cost_ = {0.0, topology.intra_cost(), topology.inter_cost()};
-    // Copies of every (layer, expert), ascending GPU ids: CSR over l * E + e.
-    const std::size_t n = placement.gpu_of().size();
-    copy_start_.assign(n + 1, 0);
-    for (const Replica& r : placement.replicas()) {
-      ++copy_start_[static_cast<std::size_t>(r.layer) * experts_ + r.expert + 1];
-    }
-    for (std::size_t i = 0; i < n; ++i) copy_start_[i + 1] += copy_start_[i] + 1;
-    copy_gpu_.resize(copy_start_[n]);
-    std::vector<std::size_t> fill(copy_start_.begin(), copy_start_.end() - 1);
-    for (std::size_t i = 0; i < n; ++i) copy_gpu_[fill[i]++] = placement.gpu_of()[i];
-    for (const Replica& r : placement.replicas()) {
-      copy_gpu_[fill[static_cast<std::size_t>(r.layer) * experts_ + r.expert]++] = r.gpu;
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      std::sort(copy_gpu_.begin() + static_cast<std::ptrdiff_t>(copy_start_[i]),
-                copy_gpu_.begin() + static_cast<std::ptrdiff_t>(copy_start_[i + 1]));
-    }
-  }
+        gpus_(topology.gpus()),
+        hops_(topology),
+        copies_(placement) {}
 
   void operator()(const TraceBlock& block, Counts& counts) {
     if (block.k == 1 && scheme_ == Scheme::kContextCoherent && !placement_.has_replicas() &&
@@ -83,12 +67,9 @@ class BlockEvaluator {
   }
 
  private:
-  int owner(std::int64_t token) const {
-    return static_cast<int>((token / sequence_length_) % gpus_);
-  }
   // One transfer src -> dst (src != dst) at layer l in `phase` (0 dispatch, 1 combine).
   void count(Counts& counts, int l, int phase, int src, int dst) const {
-    const int h = hop(src, dst);
+    const int h = hops_.hop(src, dst);
     ++counts.transfers[static_cast<std::size_t>(l) * 3 + static_cast<std::size_t>(h)];
     if (gpu_traffic_) {
       const std::size_t base = (static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) *
@@ -105,34 +86,9 @@ class BlockEvaluator {
                        static_cast<std::size_t>(dst)];
     }
   }
-  int hop(int a, int b) const {
-    return (a != b) +
-           (node_of_[static_cast<std::size_t>(a)] != node_of_[static_cast<std::size_t>(b)]);
-  }
   const int* layer_map(int l) const {
     return placement_.gpu_of().data() + static_cast<std::size_t>(l) * experts_;
   }
-  // The copy of expert e of layer l a token on GPU `at` uses: the one on `at`, else the
-  // nearest (lowest hop cost), ties to the lowest GPU id.
-  int nearest_copy(int l, int e, int at) const {
-    const std::size_t i = static_cast<std::size_t>(l) * experts_ + e;
-    const std::size_t b = copy_start_[i];
-    const std::size_t end = copy_start_[i + 1];
-    int best = copy_gpu_[b];
-    if (end - b == 1 || best == at) return best;
-    double best_cost = hop_cost_[static_cast<std::size_t>(hop(at, best))];
-    for (std::size_t j = b + 1; j < end; ++j) {
-      const int g = copy_gpu_[j];
-      if (g == at) return g;
-      const double c = hop_cost_[static_cast<std::size_t>(hop(at, g))];
-      if (c < best_cost) {
-        best = g;
-        best_cost = c;
-      }
-    }
-    return best;
-  }
-
   void top1_coherent(const TraceBlock& block, Counts& counts) {
     const std::int64_t n = block.tokens;
     prev_.resize(static_cast<std::size_t>(n));
@@ -143,7 +99,7 @@ class BlockEvaluator {
       if (l == 0) {
         for (std::int64_t i = 0; i < n; ++i) {
           ++load[ids[i]];
-          prev_[static_cast<std::size_t>(i)] = gpu_of[ids[i]];
+          prev_[static_cast<std::size_t>(i)] = copies_.start(ids[i]);
         }
         continue;
       }
@@ -157,7 +113,7 @@ class BlockEvaluator {
         const auto from = static_cast<std::size_t>(prev_[static_cast<std::size_t>(i)]);
         const auto to = static_cast<std::size_t>(gpu_of[ids[i]]);
         moved += from != to;
-        crossed += node_of_[from] != node_of_[to];
+        crossed += hops_.node_of(static_cast<int>(from)) != hops_.node_of(static_cast<int>(to));
         prev_[static_cast<std::size_t>(i)] = static_cast<int>(to);
       }
       std::int64_t* transfers = counts.transfers.data() + static_cast<std::size_t>(l) * 3;
@@ -171,76 +127,34 @@ class BlockEvaluator {
     const std::int64_t n = block.tokens;
     const int k = block.k;
     prev_.resize(static_cast<std::size_t>(n));
-    std::vector<int> gpus(static_cast<std::size_t>(k));
-    std::vector<int> distinct(static_cast<std::size_t>(k));
-    std::vector<int> multiplicity(static_cast<std::size_t>(k));
+    routing::TokenGpus h(k);
     for (int l = 0; l < block.layers; ++l) {
       const int* gpu_of = layer_map(l);
       std::int64_t* load = counts.gpu_load.data() + static_cast<std::size_t>(l) * gpus_;
       std::int64_t* transfers = counts.transfers.data() + static_cast<std::size_t>(l) * 3;
       for (std::int64_t i = 0; i < n; ++i) {
         // Where the token is when it picks its experts' copies: its owner (baseline), its home
-        // at the previous layer, or at layer 0 the first copy of its column-0 expert.
-        const int at = scheme_ == Scheme::kBaseline ? owner(block.first_token + i)
-                                                    : (l > 0 ? prev_[static_cast<std::size_t>(i)]
-                                                             : gpu_of[block.column(0, 0)[i]]);
-        // H_l: distinct GPUs of the token's experts, with how many experts each holds.
-        int m = 0;
+        // at the previous layer, or at layer 0 its start.
+        const int at = scheme_ == Scheme::kBaseline
+                           ? routing::owner(block.first_token + i, sequence_length_, gpus_)
+                           : (l > 0 ? prev_[static_cast<std::size_t>(i)]
+                                    : copies_.start(block.column(0, 0)[i]));
+        h.clear();
         for (int c = 0; c < k; ++c) {
           const std::int32_t e = block.column(l, c)[i];
-          int g = nearest_copy(l, e, at);
+          const int g = copies_.choose(l, e, at, hops_);
           ++load[g];
           counts.replica_assignments += g != gpu_of[e];
-          int j = 0;
-          while (j < m && distinct[static_cast<std::size_t>(j)] != g) ++j;
-          if (j == m) {
-            distinct[static_cast<std::size_t>(m)] = g;
-            multiplicity[static_cast<std::size_t>(m)] = 0;
-            ++m;
-          }
-          ++multiplicity[static_cast<std::size_t>(j)];
+          h.add(g);
         }
+        auto visit = [&](int phase, int src, int dst) { count(counts, l, phase, src, dst); };
         if (scheme_ == Scheme::kBaseline) {
-          bool local = true;
-          for (int j = 0; j < m; ++j) {
-            int g = distinct[static_cast<std::size_t>(j)];
-            if (g == at) continue;
-            local = false;
-            count(counts, l, 0, at, g);  // dispatch from the owner
-            count(counts, l, 1, g, at);  // and combine back
-          }
-          transfers[kLocal] += local ? 1 : 0;
+          transfers[kLocal] += routing::baseline_transfers(h, at, visit) ? 1 : 0;
           continue;
         }
-        // Home: the GPU holding most of the token's experts; ties go to the GPU of column 0
-        // (distinct[0]) if it is among them, else to the lowest GPU id.
-        int best = 0;
-        for (int j = 0; j < m; ++j)
-          best = std::max(best, multiplicity[static_cast<std::size_t>(j)]);
-        int home = distinct[0];
-        if (multiplicity[0] != best) {
-          home = gpus_;
-          for (int j = 1; j < m; ++j) {
-            if (multiplicity[static_cast<std::size_t>(j)] == best) {
-              home = std::min(home, distinct[static_cast<std::size_t>(j)]);
-            }
-          }
-        }
-        if (l > 0) {
-          const int from = prev_[static_cast<std::size_t>(i)];
-          bool local = true;
-          for (int j = 0; j < m; ++j) {
-            int g = distinct[static_cast<std::size_t>(j)];
-            if (g == from) continue;
-            local = false;
-            count(counts, l, 0, from, g);  // dispatch from the previous home
-          }
-          transfers[kLocal] += local ? 1 : 0;
-        }
-        for (int j = 0; j < m; ++j) {
-          int g = distinct[static_cast<std::size_t>(j)];
-          if (g != home) count(counts, l, 1, g, home);  // combine into the home
-        }
+        const int home = h.home();
+        const bool local = routing::coherent_transfers(h, l > 0 ? at : -1, home, visit);
+        if (l > 0) transfers[kLocal] += local ? 1 : 0;
         prev_[static_cast<std::size_t>(i)] = home;
       }
     }
@@ -253,10 +167,8 @@ class BlockEvaluator {
   bool gpu_traffic_;
   int experts_;
   int gpus_;
-  std::vector<int> node_of_;
-  std::vector<double> hop_cost_;         // [3] by hop class
-  std::vector<std::size_t> copy_start_;  // [L * E + 1]
-  std::vector<int> copy_gpu_;
+  routing::HopTable hops_;
+  routing::CopyTable copies_;
   std::vector<int> prev_;  // per token of the block: its GPU (home) at the previous layer
 };
 

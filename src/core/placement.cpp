@@ -49,6 +49,33 @@ void Placement::add_replica(int layer, int expert, int gpu) {
   replicas_.insert(std::upper_bound(replicas_.begin(), replicas_.end(), r), r);
 }
 
+void Placement::move_primary(int layer, int expert, int gpu) {
+  int& primary = gpu_of_[static_cast<std::size_t>(layer) * experts_ + expert];
+  if (gpu == primary) return;
+  auto first = std::lower_bound(replicas_.begin(), replicas_.end(), Replica{layer, expert, -1});
+  auto last = first;
+  while (last != replicas_.end() && last->layer == layer && last->expert == expert) ++last;
+  if (first == last) {
+    primary = gpu;
+    return;
+  }
+  for (auto it = first; it != last; ++it) {
+    if (it->gpu == gpu) {
+      throw UsageError("layer " + std::to_string(layer) + " expert " + std::to_string(expert) +
+                       " already has a copy on GPU " + std::to_string(gpu));
+    }
+  }
+  // The copies are now the replicas' GPUs and `gpu`: the lowest becomes gpu_of, the rest stay
+  // sorted in the replica list.
+  std::vector<int> gpus{gpu};
+  for (auto it = first; it != last; ++it) gpus.push_back(it->gpu);
+  std::sort(gpus.begin(), gpus.end());
+  primary = gpus.front();
+  for (auto it = first; it != last; ++it) {
+    it->gpu = gpus[static_cast<std::size_t>(it - first) + 1];
+  }
+}
+
 std::vector<int> Placement::copies(int layer, int expert) const {
   std::vector<int> out{gpu(layer, expert)};
   auto it = std::lower_bound(replicas_.begin(), replicas_.end(), Replica{layer, expert, -1});

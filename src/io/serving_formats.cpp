@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -528,6 +530,25 @@ AffinityGraph read_affinity_counts(const std::string& path, int k) {
   for (std::int64_t& c : loads) c /= k;
   const std::int64_t tokens = totals[0] / (static_cast<std::int64_t>(k) * k);
   return AffinityGraph(L, E, tokens, std::move(a.values), std::move(loads));
+}
+
+Placement read_placement_file(const std::string& path, int layers, int experts, int gpus) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext != ".json" && ext != ".JSON") return read_placement_csv(path, layers, experts, gpus);
+  std::string text = [&] {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw IoError(path + ": cannot open placement");
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }();
+  Placement p = text.find("\"physical_to_logical_map\"") != std::string::npos
+                    ? read_sglang_expert_location(path, gpus, experts)
+                    : read_eplb_maps(path, gpus);
+  if (p.layers() != layers || p.experts() != experts) {
+    throw InputError(path + ": placement has " + std::to_string(p.layers()) + " layers x " +
+                     std::to_string(p.experts()) + " experts, the trace " + std::to_string(layers) +
+                     " x " + std::to_string(experts));
+  }
+  return p;
 }
 
 }  // namespace exflow

@@ -167,8 +167,9 @@ std::string exact_refusal(const Instance& in) {
 SolveResult solve_exact(const Instance& in, const SolveOptions& options) {
   std::string why = exact_refusal(in);
   if (!why.empty())
-    throw UsageError("exact: " + why +
-                     "; use --method fast (or --method ilp for a CBC bound on smaller models)");
+    throw UsageError(
+        "exact: " + why + "; use method fast (or method ilp for a CBC bound on smaller models)",
+        {"method"});
   const Topology& topo = in.topology;
   const AffinityGraph& g = in.graph;
   const int L = g.layers();

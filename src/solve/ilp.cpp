@@ -443,7 +443,8 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
     // the placement; the two-level linearisation is then wrong.
     throw UsageError("ilp needs inter_cost >= intra_cost (got intra " +
                      std::to_string(topo.intra_cost()) + ", inter " +
-                     std::to_string(topo.inter_cost()) + "); use --method fast");
+                         std::to_string(topo.inter_cost()) + "); use method fast",
+                     {"method"});
   }
   if (instance.min_per_gpu < 0 || instance.min_per_gpu > instance.max_per_gpu ||
       static_cast<std::int64_t>(instance.min_per_gpu) * gpus > experts ||
@@ -469,7 +470,8 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
                      " columns and " + std::to_string(rows) + " rows (" +
                      std::to_string(pairs.size()) + " expert pairs with traffic, " +
                      std::to_string(gpus) + " GPUs), more than the " + std::to_string(kMaxSize) +
-                     " CBC is allowed here; use --method fast");
+                         " CBC is allowed here; use method fast",
+                     {"method"});
   }
   const double seconds = options.time_limit > 0 ? options.time_limit : kDefaultSeconds;
   const double lp_seconds = std::pow(static_cast<double>(rows) / kRowsPerSqrtSecond, 2);
@@ -478,8 +480,9 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
                      std::to_string(pairs.size()) + " expert pairs with traffic, " +
                      std::to_string(gpus) + " GPUs); CBC's first LP relaxation alone takes about " +
                      format_seconds(std::ceil(lp_seconds)) +
-                     " at that size and its time limit cannot interrupt it, beyond --time-limit " +
-                     format_seconds(seconds) + "; raise --time-limit or use --method fast");
+                         " at that size and its time limit cannot interrupt it, beyond time_limit " +
+                         format_seconds(seconds) + "; raise time_limit or use method fast",
+                     {"time_limit", "method"});
   }
   if (options.initial != nullptr) {
     const Placement& init = *options.initial;
@@ -534,7 +537,8 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
   if (Cbc_isProvenInfeasible(model.get()) || solution == nullptr ||
       !ilp.placement_from(solution, placement)) {
     throw Error("ilp: CBC found no placement within " + format_seconds(seconds) +
-                "; give it a longer --time-limit or use --method fast");
+                    "; give it a longer time_limit or use method fast",
+                {"time_limit", "method"});
   }
   const std::string why = balance_violation(placement, instance);
   if (!why.empty()) throw Error("ilp: CBC returned a placement that breaks the balance: " + why);
@@ -562,6 +566,7 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
   } else {
     const double gap =
         result.objective > 0 ? (result.objective - *result.lower_bound) / result.objective : 0.0;
+    if (Cbc_isSecondsLimitReached(model.get())) result.stop = StopReason::kTimeLimit;
     result.detail = std::string("CBC: ") +
                     (Cbc_isSecondsLimitReached(model.get()) ? "time limit reached"
                                                             : "stopped before proving optimality") +

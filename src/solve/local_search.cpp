@@ -23,6 +23,7 @@
 #include <numeric>
 #include <thread>
 
+#include "core/routing.hpp"
 #include "core/splitmix64.hpp"
 #include "exflow/error.hpp"
 #include "solve/alignment.hpp"
@@ -56,6 +57,7 @@ class Model {
         c1(in.topology.intra_cost()),
         c2(in.topology.inter_cost()),
         min_per_gpu(in.min_per_gpu),
+        hops(in.topology),
         tokens(static_cast<double>(std::max<std::int64_t>(1, in.graph.tokens()))) {
     for (int l = 0; l + 1 < L; ++l) {
       PairEdges p;
@@ -86,11 +88,12 @@ class Model {
     }
   }
 
-  double hop(int a, int b) const { return a == b ? 0.0 : (a / P == b / P ? c1 : c2); }
+  double hop(int a, int b) const { return hops.cost(a, b); }
 
   const int L, E, G, P;
   const double c1, c2;
   const int min_per_gpu;
+  const routing::HopTable hops;
   const double tokens;
   std::vector<PairEdges> pairs;  // [L - 1]
 };
@@ -620,7 +623,9 @@ SolveResult solve_bcd(const Instance& in, const SolveOptions& options) {
   char buf[128];
   std::snprintf(buf, sizeof buf, "block-coordinate descent, best of %d random starts%s", starts,
                 timed_out ? " (stopped at the time limit)" : "");
-  return finish(m, best, Method::kBcd, buf);
+  SolveResult r = finish(m, best, Method::kBcd, buf);
+  if (timed_out) r.stop = StopReason::kTimeLimit;
+  return r;
 }
 
 SolveResult solve_fast(const Instance& in, const SolveOptions& options) {
@@ -716,7 +721,9 @@ SolveResult solve_fast(const Instance& in, const SolveOptions& options) {
   char buf[200];
   std::snprintf(buf, sizeof buf, "local search: %d starts, best after %ld perturbation rounds%s",
                 starts, best.iterations, timed_out ? " (stopped at the time limit)" : "");
-  return finish(m, best, Method::kFast, buf);
+  SolveResult r = finish(m, best, Method::kFast, buf);
+  if (timed_out) r.stop = StopReason::kTimeLimit;
+  return r;
 }
 
 }  // namespace exflow::solvers

@@ -28,9 +28,10 @@ LoadLimit parse_load_limit(const std::string& text) {
   if (text.empty() || parsed.ec != std::errc() || parsed.ptr != text.data() + text.size() ||
       !std::isfinite(ratio) || ratio < 1.0) {
     throw UsageError(
-        "--max-load-ratio must be 'auto', 'none' or a number >= 1 (the busiest "
+        "max_load_ratio must be 'auto', 'none' or a number >= 1 (the busiest "
         "GPU's load over the mean), got '" +
-        text + "'");
+            text + "'",
+        {"max_load_ratio"});
   }
   limit.kind = LoadLimit::Kind::kRatio;
   limit.ratio = ratio;
@@ -77,12 +78,14 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
       vanilla ? options.redundant > 0 || k > 1
               : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || options.redundant > 0;
   if (!needed) return result;
-  if (options.redundant < 0) throw UsageError("--redundant must be >= 0");
+  if (options.redundant < 0) throw UsageError("redundant must be >= 0", {"redundant"});
   if (options.redundant > 0 &&
       options.redundant * topology.gpus() > trace.experts() * (topology.gpus() - 1)) {
-    throw UsageError(std::to_string(options.redundant) + " replicas per GPU need more copies " +
-                     "than " + std::to_string(trace.experts()) + " experts can have on " +
-                     std::to_string(topology.gpus()) + " GPUs");
+    throw UsageError("redundant " + std::to_string(options.redundant) +
+                         " (replicas per GPU) needs more copies than " +
+                         std::to_string(trace.experts()) + " experts can have on " +
+                         std::to_string(topology.gpus()) + " GPUs",
+                     {"redundant"});
   }
   const auto start = std::chrono::steady_clock::now();
   const int L = trace.layers();

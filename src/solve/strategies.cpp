@@ -95,12 +95,15 @@ SolveResult solve_bipart(const AffinityGraph& graph, const Topology& topology,
                          const SolveOptions& options) {
   if (!power_of_two(topology.nodes()) || !power_of_two(topology.gpus_per_node())) {
     throw UsageError(
-        "--bipart halves the GPU set down to single GPUs: it needs power-of-two node "
+        "bipart halves the GPU set down to single GPUs: it needs power-of-two node "
         "and GPU-per-node counts (got " +
-        std::to_string(topology.nodes()) + " x " + std::to_string(topology.gpus_per_node()) + ")");
+            std::to_string(topology.nodes()) + " x " + std::to_string(topology.gpus_per_node()) +
+            ")",
+        {"bipart"});
   }
   if (options.min_experts_per_gpu >= 0) {
-    throw UsageError("--bipart splits experts evenly; it does not take --min-experts-per-gpu");
+    throw UsageError("bipart splits experts evenly; it does not take min_experts_per_gpu",
+                     {"bipart", "min_experts_per_gpu"});
   }
   topology.experts_per_gpu(graph.experts());
   std::vector<std::vector<int>> all(static_cast<std::size_t>(graph.layers()),
@@ -118,7 +121,7 @@ SolveResult solve_bipart(const AffinityGraph& graph, const Topology& topology,
 SolveResult solve_incremental(const Trace& trace, const Topology& topology,
                               const SolveOptions& options, std::int64_t step,
                               std::int64_t* tokens_used, int threads) {
-  if (step < 1) throw UsageError("--incremental needs a positive token count");
+  if (step < 1) throw UsageError("incremental needs a positive token count", {"incremental"});
   std::optional<Placement> previous;
   std::vector<std::string> steps;
   std::int64_t tokens = std::min(step, trace.tokens());

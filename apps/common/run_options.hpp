@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "../exflow/options.hpp"
+#include "options.hpp"
 
 namespace exflow::cli {
 

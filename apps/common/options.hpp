@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "exflow/error.hpp"
+
 namespace exflow::cli {
 
 template <class Args>
@@ -44,6 +46,10 @@ using OptionTable = std::vector<OptionRow<Args>>;
 
 // The JSON key of an option: "--gpus-per-node" -> "gpus_per_node", "TRACE" -> "trace".
 std::string option_key(const std::string& name);
+
+// An error's message with the options it names (Error::options(), PlanOptions field names such
+// as max_load_ratio) written as this program's flags (--max-load-ratio).
+std::string message_with_flags(const Error& error);
 
 // A valued option (or positional, when name does not start with '-') bound to a member.
 template <class Args, class T, class Owner>

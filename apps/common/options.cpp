@@ -1,0 +1,45 @@
+#include "options.hpp"
+
+#include <cctype>
+
+#include "exflow/plan.hpp"
+
+namespace exflow::cli {
+
+std::string option_key(const std::string& name) {
+  std::string key;
+  for (char c : name) {
+    if (c == '-') {
+      if (!key.empty()) key += '_';
+    } else {
+      key += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+  }
+  return key;
+}
+
+std::string message_with_flags(const Error& error) {
+  std::string message = error.what();
+  auto word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-';
+  };
+  for (const std::string& name : error.options()) {
+    const std::string flag = option_flag(name);
+    std::string out;
+    std::size_t from = 0;
+    for (std::size_t at = message.find(name); at != std::string::npos;
+         at = message.find(name, at + name.size())) {
+      const std::size_t end = at + name.size();
+      if ((at > 0 && word_char(message[at - 1])) ||
+          (end < message.size() && word_char(message[end]))) {
+        continue;
+      }
+      out += message.substr(from, at - from) + flag;
+      from = end;
+    }
+    message = out + message.substr(from);
+  }
+  return message;
+}
+
+}  // namespace exflow::cli

@@ -1,0 +1,98 @@
+// JSON forms of the library's results (include/exflow/json.hpp).
+#include "exflow/json.hpp"
+
+#include <string>
+
+namespace exflow {
+
+void to_json(nlohmann::json& j, const Trace& trace) {
+  j = {{"path", trace.source()},
+       {"tokens", trace.tokens()},
+       {"layers", trace.layers()},
+       {"experts", trace.experts()},
+       {"k", trace.k()}};
+}
+
+void to_json(nlohmann::json& j, const Topology& topology) {
+  j = {{"nodes", topology.nodes()},
+       {"gpus_per_node", topology.gpus_per_node()},
+       {"gpus", topology.gpus()},
+       {"intra_cost", topology.intra_cost()},
+       {"inter_cost", topology.inter_cost()}};
+}
+
+void to_json(nlohmann::json& j, const Metrics& m) {
+  j = {{"scheme", to_string(m.scheme)},
+       {"cost", m.cost},
+       {"cintra", m.cintra},
+       {"cinter", m.cinter},
+       {"intra", m.intra},
+       {"inter", m.inter},
+       {"intra_transfers", m.intra_transfers},
+       {"inter_transfers", m.inter_transfers},
+       {"local_fraction", m.local_fraction},
+       {"load_ratio_max", m.load_ratio_max},
+       {"load_ratio_mean", m.load_ratio_mean},
+       {"replicas", m.replicas},
+       {"replica_assignments", m.replica_assignments},
+       {"replica_share", m.replica_share},
+       {"per_layer",
+        {{"local_fraction", m.local_fraction_per_layer},
+         {"cost", m.cost_per_layer},
+         {"load_ratio", m.load_ratio_per_layer}}}};
+}
+
+void to_json(nlohmann::json& j, const Comparison& c) {
+  j = c.placement;
+  j["baseline"] = c.placement_baseline;
+  j["vanilla"] = c.vanilla;
+  j["vanilla"]["baseline"] = c.vanilla_baseline;
+}
+
+void to_json(nlohmann::json& j, const AffinityProfile& p) {
+  nlohmann::json pairs = nlohmann::json::array();
+  for (std::size_t l = 0; l < p.pairs.size(); ++l) {
+    pairs.push_back({{"layer", l},
+                     {"top_successor_share", p.pairs[l].top_successor_share},
+                     {"mutual_information_bits", p.pairs[l].mutual_information_bits}});
+  }
+  nlohmann::json loads = nlohmann::json::array();
+  for (std::size_t l = 0; l < p.loads.size(); ++l) {
+    loads.push_back({{"layer", l},
+                     {"max_over_mean", p.loads[l].max_over_mean},
+                     {"cv", p.loads[l].cv},
+                     {"max", p.loads[l].max},
+                     {"min", p.loads[l].min}});
+  }
+  j = {{"uniform_share", p.uniform_share},
+       {"mean_top_successor_share", p.mean_top_successor_share},
+       {"mean_mutual_information_bits", p.mean_mutual_information_bits},
+       {"layer_pairs", pairs},
+       {"expert_load", loads}};
+}
+
+nlohmann::json option_value_json(const PlanOptionSpec& spec, const PlanOptions& options) {
+  const std::string text = spec.value(options);
+  switch (spec.type) {
+    case OptionType::kInt:
+      if (!text.empty() && text[0] == '-') return std::stoll(text);
+      return std::stoull(text);
+    case OptionType::kFloat:
+      return std::stod(text);
+    case OptionType::kBool:
+      return text == "true";
+    case OptionType::kText:
+      return text;
+  }
+  return text;
+}
+
+nlohmann::json plan_options_json(const PlanOptions& options) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const PlanOptionSpec& spec : plan_option_specs()) {
+    j[spec.name] = option_value_json(spec, options);
+  }
+  return j;
+}
+
+}  // namespace exflow

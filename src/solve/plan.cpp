@@ -1,0 +1,210 @@
+// The planning pipeline behind exflow::plan (include/exflow/plan.hpp): one sequence of steps for
+// every front end.
+//
+// Trace input: solve on the affinity graph (the whole trace, or growing prefixes with
+// `incremental`), refine on the tokens (top-k, load limit, replicas), score the result and
+// vanilla under both schemes. The graph solvers' lower bound is on the pairwise objective,
+// which is the evaluator's cost only for top-1 traces without replicas; a placement solved on a
+// prefix is bounded by the bound of the whole trace's graph.
+#include "exflow/plan.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "exflow/affinity.hpp"
+#include "exflow/error.hpp"
+#include "exflow/formats.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+
+namespace exflow {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+SolveOptions solve_options_of(const PlanOptions& o, int k) {
+  SolveOptions s;
+  s.method = o.method;
+  s.time_limit = o.time_limit;
+  s.seed = o.seed;
+  s.threads = o.threads;
+  s.starts = o.starts > 0 ? o.starts : default_starts(k);
+  s.min_experts_per_gpu = o.min_experts_per_gpu;
+  s.bipart = o.bipart;
+  s.log = o.log;
+  s.max_load = o.max_load_ratio;
+  s.redundant = o.redundant;
+  s.sample_tokens = o.sample_tokens;
+  s.refine_time_limit = o.token_time_limit;
+  return s;
+}
+
+PlanStatus status_of(const SolveResult& r, bool optimal) {
+  if (r.layers_over_load_limit > 0) return PlanStatus::kLoadLimitNotMet;
+  if (r.stop == StopReason::kTimeLimit) return PlanStatus::kTimeLimit;
+  if (r.stop == StopReason::kWorkBudget) return PlanStatus::kWorkBudget;
+  return optimal ? PlanStatus::kOptimal : PlanStatus::kConverged;
+}
+
+void take_solver_result(PlanResult& out, SolveResult& r) {
+  out.placement = std::move(r.placement);
+  out.method = r.method;
+  out.objective = r.objective;
+  out.detail = std::move(r.detail);
+  out.steps = std::move(r.steps);
+  out.layers_over_load_limit = r.layers_over_load_limit;
+  out.solve_seconds = r.seconds;
+}
+
+std::optional<double> gap_of(double value, std::optional<double> bound) {
+  if (!bound) return std::nullopt;
+  return value > 0 ? (value - *bound) / value : 0.0;
+}
+
+// Per-layer busiest GPU over the mean for expert loads, a replicated expert's load split evenly
+// over its copies: [L].
+std::vector<double> load_ratios(const ExpertLoads& loads, const Placement& p, int gpus) {
+  std::vector<double> out;
+  for (int l = 0; l < loads.layers; ++l) {
+    std::vector<double> gpu(static_cast<std::size_t>(gpus), 0.0);
+    double total = 0;
+    for (int e = 0; e < loads.experts; ++e) {
+      const std::vector<int> copies = p.copies(l, e);
+      const double share = static_cast<double>(loads.count(l, e)) / copies.size();
+      for (int g : copies) gpu[static_cast<std::size_t>(g)] += share;
+      total += static_cast<double>(loads.count(l, e));
+    }
+    out.push_back(total > 0 ? *std::max_element(gpu.begin(), gpu.end()) / (total / gpus) : 1.0);
+  }
+  return out;
+}
+
+}  // namespace
+
+const char* to_string(PlanStatus status) {
+  switch (status) {
+    case PlanStatus::kOptimal:
+      return "optimal";
+    case PlanStatus::kConverged:
+      return "converged";
+    case PlanStatus::kTimeLimit:
+      return "time limit";
+    case PlanStatus::kWorkBudget:
+      return "work budget";
+    case PlanStatus::kLoadLimitNotMet:
+      return "load limit not met";
+  }
+  return "?";
+}
+
+int default_starts(int k) {
+  return k > 1 ? kDefaultStartsTopK : kDefaultStarts;
+}
+
+Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
+                                const Topology& topology, const EvalOptions& options) {
+  const Placement vanilla = vanilla_placement_any(trace.layers(), trace.experts(), topology);
+  EvalOptions eo = options;
+  eo.scheme = Scheme::kContextCoherent;
+  std::vector<Metrics> coherent = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
+  eo.scheme = Scheme::kBaseline;
+  std::vector<Metrics> baseline = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
+  return Comparison{std::move(coherent[0]), std::move(baseline[0]), std::move(coherent[1]),
+                    std::move(baseline[1])};
+}
+
+PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
+  const auto start = Clock::now();
+  SolveOptions solve_options = solve_options_of(options, trace.k());
+  if (options.method == Method::kVanilla && !options.bipart &&
+      options.max_load_ratio.kind == LoadLimit::Kind::kRatio) {
+    throw UsageError("method vanilla keeps the contiguous placement: max_load_ratio " +
+                         to_string(options.max_load_ratio) + " cannot apply",
+                     {"method", "max_load_ratio"});
+  }
+  std::int64_t tokens_used = trace.tokens();
+  SolveResult r =
+      options.incremental > 0
+          ? solve_incremental(trace, topology, solve_options, options.incremental, &tokens_used,
+                              options.threads)
+          : solve(AffinityGraph::from_trace(trace, options.threads, options.progress), topology,
+                  solve_options);
+  const bool graph_bound = trace.k() == 1 && options.redundant == 0;
+  r = refine(trace, topology, solve_options, std::move(r));
+  if (tokens_used < trace.tokens() && graph_bound) {
+    r.optimal = false;
+    r.lower_bound =
+        objective_lower_bound(AffinityGraph::from_trace(trace, options.threads, options.progress),
+                              topology, options.min_experts_per_gpu);
+  }
+
+  PlanResult out(Placement(trace.layers(), trace.experts(), topology.gpus()),
+                 vanilla_placement_any(trace.layers(), trace.experts(), topology));
+  const bool optimal = r.optimal && graph_bound;
+  const std::optional<double> solver_bound = r.lower_bound;
+  out.status = status_of(r, optimal);
+  take_solver_result(out, r);
+  out.optimal = optimal;
+  out.tokens_used = tokens_used;
+  EvalOptions eo;
+  eo.threads = options.threads;
+  eo.sequence_length = options.seq_len;
+  eo.progress = options.progress;
+  out.metrics = compare_with_vanilla(trace, out.placement, topology, eo);
+  const double cost = out.metrics->placement.cost;
+  if (graph_bound && solver_bound) out.lower_bound = std::min(*solver_bound, cost);
+  out.gap = gap_of(cost, out.lower_bound);
+  out.seconds = seconds_since(start);
+  return out;
+}
+
+PlanResult plan(const AffinityGraph& graph, const Topology& topology, const PlanOptions& options) {
+  const auto start = Clock::now();
+  if (options.redundant > 0 || options.max_load_ratio.kind != LoadLimit::Kind::kAuto ||
+      options.incremental > 0) {
+    throw UsageError("redundant, max_load_ratio and incremental need a trace, not affinity counts",
+                     {"redundant", "max_load_ratio", "incremental"});
+  }
+  SolveOptions solve_options = solve_options_of(options, 1);
+  solve_options.max_load = LoadLimit{};
+  SolveResult r = solve(graph, topology, solve_options);
+  PlanResult out(Placement(graph.layers(), graph.experts(), topology.gpus()),
+                 vanilla_placement_any(graph.layers(), graph.experts(), topology));
+  out.status = status_of(r, r.optimal);
+  out.optimal = r.optimal;
+  out.lower_bound = r.lower_bound;
+  take_solver_result(out, r);
+  out.vanilla_objective = graph_objective(graph, out.vanilla, topology);
+  out.gap = gap_of(out.objective, out.lower_bound);
+  out.tokens_used = graph.tokens();
+  out.seconds = seconds_since(start);
+  return out;
+}
+
+PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOptions& options) {
+  const auto start = Clock::now();
+  if (options.max_load_ratio.kind != LoadLimit::Kind::kAuto || options.method != Method::kAuto ||
+      options.incremental > 0 || options.bipart || options.min_experts_per_gpu >= 0) {
+    throw UsageError(
+        "expert loads are balanced by load alone: max_load_ratio, method, incremental, bipart "
+        "and min_experts_per_gpu need a trace",
+        {"max_load_ratio", "method", "incremental", "bipart", "min_experts_per_gpu"});
+  }
+  PlanResult out(
+      balance_loads(loads.counts, loads.layers, loads.experts, topology, options.redundant),
+      vanilla_placement_any(loads.layers, loads.experts, topology));
+  out.detail = "balanced by load alone";
+  out.load_ratio_per_layer = load_ratios(loads, out.placement, topology.gpus());
+  out.vanilla_load_ratio_per_layer = load_ratios(loads, out.vanilla, topology.gpus());
+  out.objective =
+      *std::max_element(out.load_ratio_per_layer.begin(), out.load_ratio_per_layer.end());
+  out.seconds = seconds_since(start);
+  out.solve_seconds = out.seconds;
+  return out;
+}
+
+}  // namespace exflow

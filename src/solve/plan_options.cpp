@@ -1,0 +1,205 @@
+// The options table of exflow::plan (include/exflow/plan.hpp): one row per PlanOptions field a
+// user sets, with the one help text, default and check that the CLI, Python and docs/cli.md
+// share.
+#include <charconv>
+#include <cstdio>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "exflow/error.hpp"
+#include "exflow/plan.hpp"
+
+namespace exflow {
+namespace {
+
+// A short, printable excerpt of a user's value for an error message.
+std::string quoted(std::string_view text) {
+  std::string out = "'";
+  for (char c : text.substr(0, 40)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    }
+  }
+  return out + (text.size() > 40 ? "...'" : "'");
+}
+
+[[noreturn]] void refuse(const std::string& name, const std::string& what, std::string_view text) {
+  throw UsageError(name + " must be " + what + ", got " + quoted(text), {name});
+}
+
+template <class Int>
+Int parse_integer(const std::string& name, std::string_view text, Int lo, Int hi) {
+  Int v{};
+  const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
+  const std::string range =
+      "an integer from " + std::to_string(lo) +
+      (hi == std::numeric_limits<Int>::max() ? std::string(" up") : " to " + std::to_string(hi));
+  if (text.empty() || r.ec != std::errc() || r.ptr != text.data() + text.size() || v < lo ||
+      v > hi) {
+    refuse(name, range, text);
+  }
+  return v;
+}
+
+double parse_seconds(const std::string& name, std::string_view text) {
+  double v = 0;
+  const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || r.ec != std::errc() || r.ptr != text.data() + text.size() ||
+      !std::isfinite(v) || v < 0) {
+    refuse(name, "a finite number of seconds >= 0", text);
+  }
+  return v;
+}
+
+bool parse_bool(const std::string& name, std::string_view text) {
+  if (text == "true" || text == "1") return true;
+  if (text == "false" || text == "0") return false;
+  refuse(name, "true or false", text);
+}
+
+std::string number_text(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+// Rows for the field types.
+template <class Int>
+PlanOptionSpec integer_row(const char* name, Int PlanOptions::*field, Int lo, Int hi,
+                           std::string help, std::string shown_default = {}) {
+  PlanOptionSpec s;
+  s.name = name;
+  s.type = OptionType::kInt;
+  s.help = std::move(help);
+  s.shown_default = std::move(shown_default);
+  const std::string n = name;
+  s.set = [n, field, lo, hi](PlanOptions& o, std::string_view t) {
+    o.*field = parse_integer<Int>(n, t, lo, hi);
+  };
+  s.value = [field](const PlanOptions& o) { return std::to_string(o.*field); };
+  return s;
+}
+
+PlanOptionSpec seconds_row(const char* name, double PlanOptions::*field, std::string help) {
+  PlanOptionSpec s;
+  s.name = name;
+  s.type = OptionType::kFloat;
+  s.help = std::move(help);
+  const std::string n = name;
+  s.set = [n, field](PlanOptions& o, std::string_view t) { o.*field = parse_seconds(n, t); };
+  s.value = [field](const PlanOptions& o) { return number_text(o.*field); };
+  return s;
+}
+
+PlanOptionSpec flag_row(const char* name, bool PlanOptions::*field, std::string help) {
+  PlanOptionSpec s;
+  s.name = name;
+  s.type = OptionType::kBool;
+  s.help = std::move(help);
+  const std::string n = name;
+  s.set = [n, field](PlanOptions& o, std::string_view t) { o.*field = parse_bool(n, t); };
+  s.value = [field](const PlanOptions& o) { return std::string(o.*field ? "true" : "false"); };
+  return s;
+}
+
+std::vector<PlanOptionSpec> make_specs() {
+  constexpr auto kMax64 = std::numeric_limits<std::int64_t>::max();
+  std::vector<PlanOptionSpec> t;
+  {
+    PlanOptionSpec s;
+    s.name = "method";
+    s.type = OptionType::kText;
+    s.help =
+        "auto (exact where it applies, else fast), exact (proven optimum), ilp (COIN-OR CBC), "
+        "fast (local search), bcd (block descent baseline), vanilla (contiguous)";
+    s.set = [](PlanOptions& o, std::string_view text) {
+      for (Method m : {Method::kAuto, Method::kExact, Method::kIlp, Method::kFast, Method::kBcd,
+                       Method::kVanilla}) {
+        if (text == to_string(m)) {
+          o.method = m;
+          return;
+        }
+      }
+      refuse("method", "one of auto, exact, ilp, fast, bcd, vanilla", text);
+    };
+    s.value = [](const PlanOptions& o) { return std::string(to_string(o.method)); };
+    t.push_back(std::move(s));
+  }
+  {
+    PlanOptionSpec s;
+    s.name = "max_load_ratio";
+    s.type = OptionType::kText;
+    s.help =
+        "per-layer limit on the busiest GPU's token load over the mean: auto (never worse than "
+        "vanilla on that layer), none, or a number >= 1";
+    s.set = [](PlanOptions& o, std::string_view text) {
+      o.max_load_ratio = parse_load_limit(std::string(text));
+    };
+    s.value = [](const PlanOptions& o) { return to_string(o.max_load_ratio); };
+    t.push_back(std::move(s));
+  }
+  t.push_back(integer_row("redundant", &PlanOptions::redundant, 0, 1 << 16,
+                          "spare expert slots per GPU per layer, filled with replicas of the "
+                          "experts tokens ask for (tokens use the nearest copy)"));
+  t.push_back(seconds_row("time_limit", &PlanOptions::time_limit,
+                          "seconds the graph solver may use (0: fast and bcd run their fixed "
+                          "budget, ilp 60 s)"));
+  t.push_back(seconds_row("token_time_limit", &PlanOptions::token_time_limit,
+                          "seconds for the token-level search that handles top-k, load limits "
+                          "and replicas (0: until it converges)"));
+  t.push_back(integer_row<std::int64_t>(
+      "sample_tokens", &PlanOptions::sample_tokens, 0, kMax64,
+      "tokens the token-level search holds, evenly spaced over the trace", "all, up to 16M ids"));
+  t.push_back(integer_row<std::uint64_t>("seed", &PlanOptions::seed, 0,
+                                         std::numeric_limits<std::uint64_t>::max(),
+                                         "seed of fast and bcd (deterministic)"));
+  t.push_back(integer_row("starts", &PlanOptions::starts, 1, 4096,
+                          "independent starts of fast and bcd",
+                          "8; 2 for top-k traces, which the token search refines"));
+  t.push_back(integer_row("min_experts_per_gpu", &PlanOptions::min_experts_per_gpu, 0, 1 << 16,
+                          "relaxed balance: at least M experts of every layer per GPU (the "
+                          "original tool's hard_limit)",
+                          "E/G exactly"));
+  t.push_back(integer_row<std::int64_t>("incremental", &PlanOptions::incremental, 0, kMax64,
+                                        "solve on the first N tokens, add N more from the "
+                                        "previous answer, until the placement is steady",
+                                        "off"));
+  t.push_back(flag_row("bipart", &PlanOptions::bipart,
+                       "recursive bisection of the GPU set (nodes first)"));
+  t.push_back(integer_row<std::int64_t>(
+      "seq_len", &PlanOptions::seq_len, 1, std::int64_t{1} << 40,
+      "baseline owners: sequences of this many consecutive trace tokens dealt round-robin to the "
+      "GPUs, as data-parallel attention keeps a sequence on one GPU (1: tokens dealt "
+      "round-robin)"));
+  return t;
+}
+
+}  // namespace
+
+const std::vector<PlanOptionSpec>& plan_option_specs() {
+  static const std::vector<PlanOptionSpec> specs = make_specs();
+  return specs;
+}
+
+const PlanOptionSpec& plan_option_spec(std::string_view name) {
+  std::string names;
+  for (const PlanOptionSpec& s : plan_option_specs()) {
+    if (s.name == name) return s;
+    names += (names.empty() ? "" : ", ") + s.name;
+  }
+  throw UsageError("unknown option " + quoted(name) + " (options: " + names + ")");
+}
+
+std::string option_flag(std::string_view name) {
+  std::string flag = "--";
+  for (char c : name) flag += c == '_' ? '-' : c;
+  return flag;
+}
+
+}  // namespace exflow
