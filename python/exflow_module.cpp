@@ -13,6 +13,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <charconv>
 #include <memory>
 #include <optional>
 #include <string>
@@ -112,6 +113,12 @@ py::dict profile_ids(const py::object& ids, std::optional<int> experts, std::opt
   return json_to_python(j);
 }
 
+std::string number_text(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
 // A Python keyword value as the text the options table parses, refusing values of the wrong
 // type (bool is not a number here, nor a number a bool).
 std::string option_text(const PlanOptionSpec& spec, const py::handle& value) {
@@ -128,14 +135,14 @@ std::string option_text(const PlanOptionSpec& spec, const py::handle& value) {
       return py::str(value).cast<std::string>();
     case OptionType::kFloat:
       if (!is_int && !is_float) refuse("a number");
-      return py::repr(py::float_(value)).cast<std::string>();
+      return number_text(value.cast<double>());
     case OptionType::kBool:
       if (!is_bool) refuse("a bool");
       return value.cast<bool>() ? "true" : "false";
     case OptionType::kText:
       if (py::isinstance<py::str>(value)) return value.cast<std::string>();
       if (!is_int && !is_float) refuse("a str");
-      return py::repr(py::float_(value)).cast<std::string>();
+      return number_text(value.cast<double>());
   }
   return {};
 }

@@ -77,6 +77,36 @@ TEST(Placement, ValidateNamesLayerAndGpu) {
   EXPECT_NE(msg.find("layer 0 expert 3 is on GPU 5"), std::string::npos) << msg;
 }
 
+TEST(Placement, SetKeepsTheLowestCopyInGpuOfAndEqualityComparesCopies) {
+  // Expert 0 of layer 0 on GPU 0 with a replica on 1; moving the gpu_of copy to GPU 2 leaves
+  // copies {1, 2}: gpu_of becomes 1, the replica 2.
+  Placement p(1, 4, 3);
+  p.add_replica(0, 0, 1);
+  p.set(0, 0, 2);
+  EXPECT_EQ(p.gpu(0, 0), 1);
+  EXPECT_EQ(p.copies(0, 0), (std::vector<int>{1, 2}));
+  ASSERT_EQ(p.replicas().size(), 1u);
+  EXPECT_EQ(p.replicas()[0], (Replica{0, 0, 2}));
+  // The same copies built the other way round compare equal.
+  Placement q(1, 4, 3);
+  q.set(0, 0, 2);
+  q.add_replica(0, 0, 1);
+  EXPECT_EQ(p, q);
+  // A GPU that already holds a copy is refused, and the placement is unchanged.
+  EXPECT_THROW(p.set(0, 0, 1), UsageError);
+  EXPECT_EQ(p, q);
+  // Moving the lowest copy below the others keeps the order too; other experts are untouched.
+  p.add_replica(0, 3, 2);
+  p.set(0, 3, 1);
+  EXPECT_EQ(p.copies(0, 3), (std::vector<int>{1, 2}));
+  EXPECT_EQ(p.gpu(0, 3), 1);
+  EXPECT_EQ(p.copies(0, 0), (std::vector<int>{1, 2}));
+  for (int e = 0; e < 4; ++e) {
+    const std::vector<int> c = p.copies(0, e);
+    EXPECT_EQ(p.gpu(0, e), c.front()) << "expert " << e;
+  }
+}
+
 TEST(PlacementCsv, RoundTripIsExactAndAtomic) {
   TempDir dir;
   Topology t(2, 2);

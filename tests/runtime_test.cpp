@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numbers>
+#include <numeric>
 #include <optional>
 #include <random>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "core/splitmix64.hpp"
 #include "exflow/error.hpp"
+#include "exflow/evaluate.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/route_plan.hpp"
 #include "exflow/topology.hpp"
@@ -489,6 +491,87 @@ TEST(RoutePlan, FollowsTheCostModelsRules) {
   EXPECT_THROW(
       plan_routes(routes, c, w, vanilla_placement(3, 4, topo), topo, ParallelMode::kExflow),
       InputError);
+}
+
+// The transfers the engines make from a route plan, counted from the plan alone: [L, 2, G, G]
+// as the evaluator's Metrics::traffic. Exflow: from layer 1 on the attention GPU dispatches to
+// every other GPU serving the token, and every GPU serving it but the home sends its outputs to
+// the home. Baseline: the owner dispatches to every other serving GPU, which sends back.
+std::vector<std::int64_t> plan_traffic(const RoutePlan& plan) {
+  const std::size_t G = static_cast<std::size_t>(plan.gpus);
+  std::vector<std::int64_t> traffic(static_cast<std::size_t>(plan.layers) * 2 * G * G, 0);
+  auto add = [&](int l, int phase, int src, int dst) {
+    ++traffic[((static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) * G +
+               static_cast<std::size_t>(src)) *
+                  G +
+              static_cast<std::size_t>(dst)];
+  };
+  for (std::int64_t t = 0; t < plan.tokens; ++t) {
+    for (int l = 0; l < plan.layers; ++l) {
+      std::vector<int> serving;
+      for (int c = 0; c < plan.k; ++c) serving.push_back(plan.gpu(t, l, c));
+      std::sort(serving.begin(), serving.end());
+      serving.erase(std::unique(serving.begin(), serving.end()), serving.end());
+      const int attention = plan.attention_gpu(t, l);
+      const int home = plan.home_gpu(t, l);
+      for (int g : serving) {
+        if (attention != kEveryGpu && g != attention) add(l, 0, attention, g);
+        if (g != home) add(l, 1, g, home);
+      }
+    }
+  }
+  return traffic;
+}
+
+TEST(RoutePlan, TrafficEqualsTheEvaluatorsOnRandomPlacements) {
+  // Random placements with replicas on 2 nodes x 2 GPUs, top-1 to top-3, tokens dealt singly or
+  // by sequences, hop costs that make the copy choice depend on the node.
+  const Topology topo(2, 2, 1.0, 3.0);
+  for (int k = 1; k <= 3; ++k) {
+    for (int seq_len : {1, 3}) {
+      for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+        ModelConfig c = small_config();
+        c.layers = 3;
+        c.experts = 8;
+        c.k = k;
+        Workload w;
+        w.batch = 4;
+        w.seq_len = seq_len * 5;
+        const Trace trace = random_trace(w.tokens(), c.layers, k, c.experts, seed * 31 + k);
+        SplitMix64 rng(seed);
+        Placement p(c.layers, c.experts, topo.gpus());
+        for (int l = 0; l < c.layers; ++l) {
+          std::vector<int> order(static_cast<std::size_t>(c.experts));
+          std::iota(order.begin(), order.end(), 0);
+          for (int i = c.experts - 1; i > 0; --i) {
+            std::swap(order[static_cast<std::size_t>(i)],
+                      order[static_cast<std::size_t>(rng.below(i + 1))]);
+          }
+          const int per_gpu = c.experts / topo.gpus();
+          for (int i = 0; i < c.experts; ++i) p.set(l, order[static_cast<std::size_t>(i)], i / per_gpu);
+        }
+        for (int r = 0; r < 6; ++r) {
+          const int l = rng.below(c.layers);
+          const int e = rng.below(c.experts);
+          const int g = rng.below(topo.gpus());
+          const std::vector<int> copies = p.copies(l, e);
+          if (std::find(copies.begin(), copies.end(), g) == copies.end()) p.add_replica(l, e, g);
+        }
+        const std::vector<std::int32_t> routes = workload_routes(trace, c, w);
+        EvalOptions eo;
+        eo.traffic = true;
+        eo.sequence_length = w.seq_len;
+        for (ParallelMode mode : {ParallelMode::kExflow, ParallelMode::kBaseline}) {
+          eo.scheme =
+              mode == ParallelMode::kExflow ? Scheme::kContextCoherent : Scheme::kBaseline;
+          const Metrics m = evaluate(trace, p, topo, eo);
+          const RoutePlan plan = plan_routes(routes, c, w, p, topo, mode);
+          EXPECT_EQ(plan_traffic(plan), m.traffic)
+              << to_string(mode) << " k=" << k << " seq_len=" << w.seq_len << " seed=" << seed;
+        }
+      }
+    }
+  }
 }
 
 TEST(RuntimeWorkload, KvCacheRowsOfASequenceAreContiguous) {

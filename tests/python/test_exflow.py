@@ -149,6 +149,41 @@ class Inputs(unittest.TestCase):
         with self.assertRaises(TypeError):
             exflow.solve(self.ids, gpus_per_node=4, no_such_option=1)
 
+    def test_options_come_from_the_clis_table_with_its_checks(self):
+        # The keywords are exflow solve's planning flags; the echo is the CLI's.
+        p = exflow.solve(self.ids, gpus_per_node=4, method="fast", starts=1, seed=5, seq_len=4,
+                         max_load_ratio=1.5, time_limit=0)
+        self.assertEqual(p.metrics["status"], "converged")
+        opts = p.metrics["options"]
+        self.assertEqual((opts["method"], opts["starts"], opts["seed"], opts["seq_len"]), ("fast", 1, 5, 4))
+        self.assertEqual(opts["max_load_ratio"], "1.5")
+        with tempfile.TemporaryDirectory() as d:
+            np.save(os.path.join(d, "ids.npy"), self.ids)
+            cli = cli_json("solve", os.path.join(d, "ids.npy"), "--gpus-per-node", "4", "--method", "fast",
+                           "--starts", "1", "--seed", "5", "--seq-len", "4", "--max-load-ratio", "1.5",
+                           "--out-dir", d)
+        self.assertEqual(p.metrics["cost"], cli["cost"])
+        self.assertEqual(p.metrics["baseline"]["cost"], cli["baseline"]["cost"])
+        self.assertEqual(p.metrics["status"], cli["status"])
+        for key, value in opts.items():
+            self.assertEqual(cli["options"][key], value, key)
+        # Wrong types are TypeErrors naming the keyword; bad values ValueErrors naming it.
+        for bad in ({"redundant": 1.5}, {"bipart": 1}, {"time_limit": "1"}, {"starts": True},
+                    {"method": 3}):
+            with self.assertRaisesRegex(TypeError, list(bad)[0]):
+                exflow.solve(self.ids, gpus_per_node=4, **bad)
+        for bad in ({"time_limit": float("nan")}, {"time_limit": -1}, {"starts": -1}, {"starts": 0},
+                    {"redundant": -1}, {"sample_tokens": -5}, {"method": "best"}, {"seq_len": 0}):
+            with self.assertRaisesRegex(ValueError, list(bad)[0]):
+                exflow.solve(self.ids, gpus_per_node=4, **bad)
+
+    def test_read_placement_reads_every_format_the_cli_reads(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "loc.json")
+            self.placement.to_sglang(path)
+            again = exflow.read_placement(path, 26, 64, 4)
+        np.testing.assert_array_equal(again.gpu_of, self.placement.gpu_of)
+
     def test_profile_has_the_clis_keys(self):
         with tempfile.TemporaryDirectory() as d:
             np.save(os.path.join(d, "ids.npy"), self.ids)
