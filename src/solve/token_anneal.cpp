@@ -1,0 +1,156 @@
+// Step 1b of the token search: simulated annealing of each layer's grouping.
+//
+// For layer l with the homes of layer l-1 fixed, minimises sum over tokens of
+// 2 |H_t| - [h_{l-1}(t) in H_t] (the layer's cost without the home's own tie-breaks) over
+// swaps, from per-token GPU counts, so that a swap costs O(1) per token it touches. Keeps the
+// best grouping seen; layers in order, so each sees its predecessor's new homes.
+#include <algorithm>
+#include <cmath>
+
+#include "core/splitmix64.hpp"
+#include "solve/token_moves.hpp"
+
+namespace exflow::solvers::token_moves {
+
+namespace {
+
+// 100 E (E/G) swaps per layer, fewer where that would touch over 2e9 tokens in all.
+std::int64_t default_anneal_swaps(const TokenState& state) {
+  const int E = state.experts();
+  const double per_swap = 2.0 * static_cast<double>(state.tokens()) * state.k() / E;
+  const double cap = 2e9 / state.layers() / std::max(1.0, per_swap);
+  const double full = 100.0 * E * std::max(1, E / state.gpus());
+  return std::max<std::int64_t>(1000, static_cast<std::int64_t>(std::min(full, cap)));
+}
+
+// Anneals layer l's grouping and leaves the best one seen in the state.
+void anneal_layer(TokenState& state, int l, std::int64_t swaps, SplitMix64& rng,
+                  std::vector<std::int32_t>& cnt, std::vector<std::int32_t>& stamp) {
+  const int E = state.experts();
+  const int G = state.gpus();
+  const int k = state.k();
+  const std::int64_t T = state.tokens();
+  // cnt [T, G]: how many of token t's columns the GPU serves.
+  std::fill(cnt.begin(), cnt.end(), 0);
+  for (std::int64_t t = 0; t < T; ++t) {
+    for (int c = 0; c < k; ++c)
+      ++cnt[static_cast<std::size_t>(t) * G + state.primary(l, state.sample().id(l, t, c))];
+  }
+  const int* prev = l > 0 ? state.homes(l - 1).data() : nullptr;
+  std::vector<std::int64_t> gpu_load(static_cast<std::size_t>(G), 0);
+  const std::int64_t* eload = state.expert_loads(l).data();
+  for (int e = 0; e < E; ++e) gpu_load[static_cast<std::size_t>(state.primary(l, e))] += eload[e];
+  const std::int64_t cap = state.cap(l);
+  std::int32_t stamp_id = 0;
+  // Cost change of moving one copy of an expert from ga to gb for token t (the token's
+  // counts before the move).
+  auto token_delta = [&](std::int64_t t, int ga, int gb) {
+    const std::int32_t* ct = cnt.data() + static_cast<std::size_t>(t) * G;
+    int d = 0;
+    if (ct[ga] == 1) d -= 2 - (prev != nullptr && prev[t] == ga ? 1 : 0);
+    if (ct[gb] == 0) d += 2 - (prev != nullptr && prev[t] == gb ? 1 : 0);
+    return d;
+  };
+  auto swap_delta = [&](int a, int b, int ga, int gb) {
+    ++stamp_id;
+    const std::span<const std::int32_t> ta = state.tokens_of(l, a);
+    const std::span<const std::int32_t> tb = state.tokens_of(l, b);
+    for (std::int32_t t : tb) stamp[static_cast<std::size_t>(t)] = stamp_id;
+    int d = 0;
+    for (std::int32_t t : ta) {
+      if (stamp[static_cast<std::size_t>(t)] == stamp_id)
+        stamp[static_cast<std::size_t>(t)] = -2;
+      else
+        d += token_delta(t, ga, gb);
+    }
+    for (std::int32_t t : tb) {
+      if (stamp[static_cast<std::size_t>(t)] == stamp_id) d += token_delta(t, gb, ga);
+    }
+    return d;
+  };
+  auto apply = [&](int a, int b, int ga, int gb) {
+    for (std::int32_t t : state.tokens_of(l, a)) {
+      std::int32_t* ct = cnt.data() + static_cast<std::size_t>(t) * G;
+      --ct[ga];
+      ++ct[gb];
+    }
+    for (std::int32_t t : state.tokens_of(l, b)) {
+      std::int32_t* ct = cnt.data() + static_cast<std::size_t>(t) * G;
+      --ct[gb];
+      ++ct[ga];
+    }
+    gpu_load[static_cast<std::size_t>(ga)] += eload[b] - eload[a];
+    gpu_load[static_cast<std::size_t>(gb)] += eload[a] - eload[b];
+    state.swap_primaries(l, a, b);
+  };
+  // Temperature: proportional to the tokens per expert (the scale of a swap's delta), from
+  // 0.2 of it down to 0.001 geometrically (tuned on the ESFT traces).
+  const double per_expert = static_cast<double>(T) * k / E;
+  const double t0 = 0.2 * per_expert;
+  const double t1 = 0.001 * per_expert;
+  std::int64_t current = 0, best = 0;
+  std::vector<int> best_primary(state.primaries(l).begin(), state.primaries(l).end());
+  for (std::int64_t it = 0; it < swaps; ++it) {
+    const double temp =
+        t0 * std::pow(t1 / t0, static_cast<double>(it) / static_cast<double>(swaps));
+    const int a = rng.below(E);
+    const int b = rng.below(E);
+    const int ga = state.primary(l, a);
+    const int gb = state.primary(l, b);
+    if (ga == gb) continue;
+    if (cap != kNoLoadLimit) {
+      const std::int64_t d = eload[b] - eload[a];
+      if (gpu_load[static_cast<std::size_t>(ga)] + d > cap ||
+          gpu_load[static_cast<std::size_t>(gb)] - d > cap)
+        continue;
+    }
+    const int d = swap_delta(a, b, ga, gb);
+    if (d > 0) {
+      const double u = static_cast<double>(rng.next() >> 11) * 0x1.0p-53;
+      if (u >= std::exp(-d / temp)) continue;
+    }
+    apply(a, b, ga, gb);
+    current += d;
+    if (current < best) {
+      best = current;
+      std::copy(state.primaries(l).begin(), state.primaries(l).end(), best_primary.begin());
+    }
+  }
+  state.assign_layer(l, best_primary);
+}
+
+}  // namespace
+
+void anneal_layers(TokenState& state, const SearchControl& control) {
+  std::vector<int> before;  // [L, E]
+  for (int l = 0; l < state.layers(); ++l) {
+    const std::span<const int> layer = state.primaries(l);
+    before.insert(before.end(), layer.begin(), layer.end());
+  }
+  const double before_total = state.total();
+  SplitMix64 rng(control.options().seed ^ 0x5eedULL);
+  const std::int64_t swaps = control.options().anneal_swaps > 0 ? control.options().anneal_swaps
+                                                                : default_anneal_swaps(state);
+  std::vector<std::int32_t> cnt(static_cast<std::size_t>(state.tokens()) * state.gpus());
+  std::vector<std::int32_t> stamp(static_cast<std::size_t>(state.tokens()), -1);
+  for (int l = 0; l < state.layers() && !control.out_of_time(state); ++l) {
+    anneal_layer(state, l, swaps, rng, cnt, stamp);
+    // This layer's homes, for the next layer's annealing.
+    state.rehome_layer(l);
+  }
+  state.rebuild();
+  control.log("token search: annealed layer groupings, cost " +
+              format_cost(state.total() / static_cast<double>(state.tokens())));
+  if (state.total() >= before_total) {
+    // The annealing's objective counts GPUs, not hops: on several nodes it can lose.
+    const std::size_t E = static_cast<std::size_t>(state.experts());
+    for (int l = 0; l < state.layers(); ++l) {
+      state.assign_layer(l,
+                         std::span<const int>(before).subspan(static_cast<std::size_t>(l) * E, E));
+    }
+    state.rebuild();
+    control.log("token search: kept the groupings from before the annealing");
+  }
+}
+
+}  // namespace exflow::solvers::token_moves

@@ -1,0 +1,164 @@
+// Step 1 of the token search, load repair: on each layer over its load limit, apply the swap
+// (busiest GPU vs the least loaded) that most reduces the excess, cheapest first; if swaps
+// stall, rebalance the layer by load alone (largest-first, or vanilla if that is better). With
+// replicas, their slots are re-aimed first.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include "exflow/error.hpp"
+#include "solve/load_balance.hpp"
+#include "solve/token_moves.hpp"
+
+namespace exflow::solvers::token_moves {
+
+namespace {
+
+double mean_load(const TokenState& state) {
+  return static_cast<double>(state.tokens()) * state.k() / state.gpus();
+}
+
+// The better of the vanilla layout and the load balancer's, by busiest-GPU load; the
+// assignment goes to `out` if given.
+std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>* out = nullptr) {
+  const int E = state.experts();
+  const int G = state.gpus();
+  const std::int64_t* load = state.expert_loads(l).data();
+  const int per_gpu = E / G;
+  std::vector<int> vanilla(static_cast<std::size_t>(E));
+  for (int e = 0; e < E; ++e)
+    vanilla[static_cast<std::size_t>(e)] = std::min(e / std::max(1, per_gpu), G - 1);
+  std::vector<int> balanced = E % G == 0 ? balance_layer(load, E, G, per_gpu) : vanilla;
+  const std::int64_t mv = max_gpu_load(load, vanilla.data(), E, G);
+  const std::int64_t mb = max_gpu_load(load, balanced.data(), E, G);
+  if (out != nullptr) *out = mb <= mv ? balanced : vanilla;
+  return std::min(mv, mb);
+}
+
+// Re-aims replica slots of layer l at the experts that most reduce its load excess.
+void repair_replica_slots(TokenState& state, int l) {
+  std::vector<std::int64_t> demand;
+  for (int round = 0; round < 4; ++round) {
+    state.clear_dload();
+    if (state.excess(l) == 0) return;
+    replica_demand(state, l, demand);
+    bool improved = false;
+    for (int g = 0; g < state.gpus(); ++g) {
+      for (std::size_t i = 0; i < state.slots(l, g).size(); ++i) {
+        state.clear_dload();
+        const std::int64_t now = state.excess(l);
+        if (now == 0) return;
+        // Fewest excess first, then the cheapest.
+        const SlotChoice best =
+            best_slot_expert(state, l, g, i, slot_candidates(state, l, g, demand, 32),
+                             [&](const SlotChoice& c, const SlotChoice& b) {
+                               return c.excess < (b.expert < 0 ? now : b.excess) ||
+                                      (b.expert >= 0 && c.excess == b.excess && c.delta < b.delta);
+                             });
+        if (best.expert < 0) continue;
+        aim_slot(state, l, g, i, best.expert);
+        improved = true;
+      }
+    }
+    if (!improved) return;
+  }
+}
+
+}  // namespace
+
+void check_limits_reachable(const TokenState& state, const SearchControl& control) {
+  if (control.options().max_load.empty()) return;
+  double worst_ratio = 0;
+  int worst_layer = -1;
+  for (int l = 0; l < state.layers(); ++l) {
+    const std::int64_t best = best_balanced_max(state, l);
+    const double ratio = static_cast<double>(best) / mean_load(state);
+    if (best > state.cap(l) && (worst_layer < 0 || ratio > worst_ratio)) {
+      worst_ratio = ratio;
+      worst_layer = l;
+    }
+  }
+  if (worst_layer >= 0) {
+    double smallest = 0;
+    for (int l = 0; l < state.layers(); ++l) {
+      smallest =
+          std::max(smallest, static_cast<double>(best_balanced_max(state, l)) / mean_load(state));
+    }
+    // Rounded up to the decimals shown, so that the ratio as printed is accepted.
+    smallest = std::ceil(smallest * 1e4) / 1e4;
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "the load limit cannot be met: on layer %d the busiest GPU serves at least "
+                  "%.4g x the mean in every placement found; the smallest ratio found feasible "
+                  "for all layers is %.4f",
+                  worst_layer, worst_ratio, smallest);
+    throw UsageError(buf);
+  }
+}
+
+void repair(TokenState& state, TokenSearchResult& result, bool allow_reset) {
+  const int E = state.experts();
+  const int G = state.gpus();
+  for (int l = 0; l < state.layers(); ++l) {
+    if (state.cap(l) == kNoLoadLimit) continue;
+    if (!allow_reset) repair_replica_slots(state, l);
+    const int steps = allow_reset ? 4 * E : 2 * std::max(1, E / G);
+    for (int step = 0; step < steps; ++step) {
+      state.clear_dload();
+      const std::int64_t now = state.excess(l);
+      if (now == 0) break;
+      int hot = 0;
+      for (int g = 1; g < G; ++g) {
+        if (state.load(l, g) > state.load(l, hot)) hot = g;
+      }
+      std::vector<int> cold(static_cast<std::size_t>(G));
+      std::iota(cold.begin(), cold.end(), 0);
+      std::stable_sort(cold.begin(), cold.end(),
+                       [&](int x, int y) { return state.load(l, x) < state.load(l, y); });
+      cold.resize(std::min<std::size_t>(cold.size(), 4));
+      int best_a = -1, best_b = -1;
+      std::int64_t best_excess = now;
+      double best_delta = 0;
+      // Copies of the member lists: trying a swap rewrites them (and restores them).
+      for (int a : std::vector<int>(state.members(l, hot))) {
+        for (int g : cold) {
+          if (g == hot) continue;
+          for (int b : std::vector<int>(state.members(l, g))) {
+            if (!state.can_swap(l, a, b)) continue;
+            const double delta = state.try_swap(l, a, b);
+            const std::int64_t x = state.excess(l);
+            if (x < best_excess || (x == best_excess && best_a >= 0 && delta < best_delta)) {
+              if (x < now) {
+                best_excess = x;
+                best_delta = delta;
+                best_a = a;
+                best_b = b;
+              }
+            }
+          }
+        }
+      }
+      state.clear_dload();
+      if (best_a < 0) break;
+      state.do_swap(l, best_a, best_b);
+    }
+    state.clear_dload();
+    if (state.excess(l) > 0 && allow_reset) {
+      std::vector<int> layout;
+      best_balanced_max(state, l, &layout);
+      state.assign_layer(l, layout);
+      state.rebuild();
+      ++result.layers_reset;
+    }
+  }
+}
+
+int layers_over_limit(TokenState& state) {
+  state.clear_dload();
+  int n = 0;
+  for (int l = 0; l < state.layers(); ++l) n += state.excess(l) > 0;
+  return n;
+}
+
+}  // namespace exflow::solvers::token_moves

@@ -1,0 +1,95 @@
+// Step 3 of the token search, swaps: for one layer, estimate from one pass over its tokens how
+// much moving each expert to each GPU would gain (where its tokens come from, their
+// co-selected experts), then evaluate the most promising swaps exactly and keep those that
+// lower the cost within every load limit.
+#include <algorithm>
+
+#include "core/routing.hpp"
+#include "solve/token_moves.hpp"
+
+namespace exflow::solvers::token_moves {
+
+void improve_layer(TokenState& state, const SearchControl& control, int l) {
+  const int E = state.experts();
+  const int G = state.gpus();
+  const int k = state.k();
+  const TokenSample& sample = state.sample();
+  // Estimated gain of moving expert a to GPU g, from one pass over the layer's tokens
+  // (without replicas a token's layer cost is about 2 |H_l| - 1 - [h_{l-1} in H_l]):
+  //   2 * (tokens of a alone on its GPU - tokens of a that do not touch g yet)
+  //   + (tokens of a arriving from g - tokens of a arriving from a's GPU).
+  // The pass adds 2 per token of a touching g and 1 per token of a arriving from g; the
+  // constant terms are folded in per a afterwards.
+  std::vector<std::int64_t> move(static_cast<std::size_t>(E) * G, 0);
+  std::vector<std::int64_t> alone(static_cast<std::size_t>(E), 0);
+  std::vector<std::int64_t> count(static_cast<std::size_t>(E), 0);
+  routing::TokenGpus gpus(k);  // H_l of the token
+  for (std::int64_t t = 0; t < state.tokens(); ++t) {
+    const std::span<const int> ch = state.choices(l, t);
+    gpus.clear();
+    for (int c = 0; c < k; ++c) gpus.add(ch[static_cast<std::size_t>(c)]);
+    for (int c = 0; c < k; ++c) {
+      const int a = sample.id(l, t, c);
+      std::int64_t* m = move.data() + static_cast<std::size_t>(a) * G;
+      ++count[static_cast<std::size_t>(a)];
+      for (int j = 0; j < gpus.size(); ++j) {
+        m[gpus.gpu(j)] += 2;
+        if (gpus.gpu(j) == ch[static_cast<std::size_t>(c)] && gpus.count(j) == 1) {
+          ++alone[static_cast<std::size_t>(a)];
+        }
+      }
+      if (l > 0) ++m[state.home(l - 1, t)];
+    }
+  }
+  for (int a = 0; a < E; ++a) {
+    std::int64_t* m = move.data() + static_cast<std::size_t>(a) * G;
+    const int ga = state.primary(l, a);
+    // m[ga] is 2 * count + arrivals from ga; the GPU it is on scores 0.
+    const std::int64_t arrive_here = m[ga] - 2 * count[static_cast<std::size_t>(a)];
+    const std::int64_t shift =
+        2 * (alone[static_cast<std::size_t>(a)] - count[static_cast<std::size_t>(a)]) - arrive_here;
+    for (int g = 0; g < G; ++g) m[g] += shift;
+    m[ga] = 0;
+  }
+  struct Candidate {
+    std::int64_t estimate;
+    int a, b;
+  };
+  std::vector<Candidate> candidates;
+  for (int a = 0; a < E; ++a) {
+    const std::int64_t* ma = move.data() + static_cast<std::size_t>(a) * G;
+    const int ga = state.primary(l, a);
+    for (int g = 0; g < G; ++g) {
+      if (g == ga) continue;
+      for (int b : state.members(l, g)) {
+        if (b < a && state.primary(l, b) != ga) {
+          const std::int64_t est = ma[g] + move[static_cast<std::size_t>(b) * G + ga];
+          if (est > 0) candidates.push_back({est, a, b});
+        }
+      }
+    }
+  }
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const Candidate& x, const Candidate& y) { return x.estimate > y.estimate; });
+  // Exact evaluation in order of estimate; an expert moved once this sweep is left alone, so
+  // the estimates of the rest stay close.
+  std::vector<char> moved(static_cast<std::size_t>(E), 0);
+  std::size_t tried = 0;
+  const std::size_t budget = static_cast<std::size_t>(4) * E;
+  for (const Candidate& c : candidates) {
+    if (tried >= budget || control.out_of_time(state)) break;
+    if (moved[static_cast<std::size_t>(c.a)] || moved[static_cast<std::size_t>(c.b)] ||
+        !state.can_swap(l, c.a, c.b)) {
+      continue;
+    }
+    ++tried;
+    const double delta = state.try_swap(l, c.a, c.b);
+    const bool ok = delta < -1e-9 && state.within_limits();
+    state.clear_dload();
+    if (!ok) continue;
+    state.do_swap(l, c.a, c.b);
+    moved[static_cast<std::size_t>(c.a)] = moved[static_cast<std::size_t>(c.b)] = 1;
+  }
+}
+
+}  // namespace exflow::solvers::token_moves
