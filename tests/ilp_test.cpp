@@ -301,7 +301,8 @@ TEST(Ilp, RefusesModelsWhoseFirstRelaxationWouldOverrunTheTimeLimit) {
     solvers::solve_ilp(Instance{graph, topo, 4, 4}, options);
     ADD_FAILURE() << "no UsageError";
   } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("--time-limit"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("raise time_limit"), std::string::npos) << e.what();
+    EXPECT_EQ(e.options(), (std::vector<std::string>{"time_limit", "method"}));
   }
 }
 

@@ -92,8 +92,11 @@ TEST(Placement, SetKeepsTheLowestCopyInGpuOfAndEqualityComparesCopies) {
   q.set(0, 0, 2);
   q.add_replica(0, 0, 1);
   EXPECT_EQ(p, q);
-  // A GPU that already holds a copy is refused, and the placement is unchanged.
-  EXPECT_THROW(p.set(0, 0, 1), UsageError);
+  // A GPU that already holds another copy is refused, and the placement is unchanged; moving
+  // the copy to where it is changes nothing.
+  EXPECT_THROW(p.set(0, 0, 2), UsageError);
+  EXPECT_EQ(p, q);
+  p.set(0, 0, 1);
   EXPECT_EQ(p, q);
   // Moving the lowest copy below the others keeps the order too; other experts are untouched.
   p.add_replica(0, 3, 2);

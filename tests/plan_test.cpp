@@ -68,8 +68,15 @@ TEST(Plan, TopKWithReplicasConvergesWithoutABound) {
   const Topology topo(1, 4);
   PlanOptions o;
   o.redundant = 1;
+  // Under the default limit (no layer busier than vanilla's) the replicas' copies cannot all be
+  // kept within it here: the status says so before anything else.
+  const PlanResult limited = plan(trace, topo, o);
+  EXPECT_GT(limited.layers_over_load_limit, 0);
+  EXPECT_EQ(limited.status, PlanStatus::kLoadLimitNotMet);
+  o.max_load_ratio = LoadLimit{};
   const PlanResult r = plan(trace, topo, o);
   EXPECT_EQ(r.status, PlanStatus::kConverged);
+  EXPECT_EQ(r.layers_over_load_limit, 0);
   EXPECT_FALSE(r.optimal);
   EXPECT_FALSE(r.lower_bound.has_value());
   EXPECT_FALSE(r.gap.has_value());

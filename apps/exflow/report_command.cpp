@@ -68,17 +68,14 @@ const OptionTable<ReportArgs>& report_options() {
   return table;
 }
 
-// exflow solve's defaults: the graph solver, then the token-level refinement under the load
-// limit `auto`.
-// `graph` is the trace's.
+// exflow solve's placement with its defaults (exflow::plan), on the trace's graph `graph`; the
+// report scores it itself.
 Placement solve_defaults(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
                          int threads) {
-  SolveOptions options;
+  PlanOptions options;
   options.threads = threads;
-  options.starts = trace.k() > 1 ? 2 : 8;
-  options.max_load = parse_load_limit("auto");
-  SolveResult r = solve(graph, topology, options);
-  return refine(trace, topology, options, std::move(r)).placement;
+  options.score = false;
+  return plan(trace, graph, topology, options).placement;
 }
 
 // The `count` most loaded experts of a layer, in id order (all when count >= E).

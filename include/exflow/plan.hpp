@@ -48,7 +48,8 @@ struct PlanOptions {
   bool bipart = false;              // recursive bisection of the GPU set
   std::int64_t seq_len = 1;         // baseline owners: sequences of this many tokens
 
-  int threads = 0;  // 0: all cores
+  int threads = 0;    // 0: all cores
+  bool score = true;  // trace input: fill PlanResult::metrics (two evaluator passes)
   std::function<void(const std::string&)> log;  // progress lines for humans, may be empty
   Progress* progress = nullptr;
 };
@@ -101,6 +102,9 @@ struct PlanResult {
 // From a trace. Throws UsageError (naming PlanOptions fields) for options that contradict each
 // other or the input, InputError for a malformed trace.
 PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options = {});
+// The same with the trace's affinity graph, AffinityGraph::from_trace(trace), already built.
+PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
+                const PlanOptions& options = {});
 // From inter-layer counts (no tokens: no metrics, no token search, no load limit or replicas).
 PlanResult plan(const AffinityGraph& graph, const Topology& topology,
                 const PlanOptions& options = {});

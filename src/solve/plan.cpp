@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
@@ -117,7 +118,10 @@ Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
                     std::move(baseline[1])};
 }
 
-PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
+namespace {
+
+PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topology& topology,
+                      const PlanOptions& options) {
   const auto start = Clock::now();
   SolveOptions solve_options = solve_options_of(options, trace.k());
   if (options.method == Method::kVanilla && !options.bipart &&
@@ -127,19 +131,21 @@ PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions&
                      {"method", "max_load_ratio"});
   }
   std::int64_t tokens_used = trace.tokens();
-  SolveResult r =
-      options.incremental > 0
-          ? solve_incremental(trace, topology, solve_options, options.incremental, &tokens_used,
-                              options.threads)
-          : solve(AffinityGraph::from_trace(trace, options.threads, options.progress), topology,
-                  solve_options);
+  std::optional<AffinityGraph> own_graph;
+  auto whole_graph = [&]() -> const AffinityGraph& {
+    if (graph != nullptr) return *graph;
+    if (!own_graph) own_graph = AffinityGraph::from_trace(trace, options.threads, options.progress);
+    return *own_graph;
+  };
+  SolveResult r = options.incremental > 0
+                      ? solve_incremental(trace, topology, solve_options, options.incremental,
+                                          &tokens_used, options.threads)
+                      : solve(whole_graph(), topology, solve_options);
   const bool graph_bound = trace.k() == 1 && options.redundant == 0;
   r = refine(trace, topology, solve_options, std::move(r));
   if (tokens_used < trace.tokens() && graph_bound) {
     r.optimal = false;
-    r.lower_bound =
-        objective_lower_bound(AffinityGraph::from_trace(trace, options.threads, options.progress),
-                              topology, options.min_experts_per_gpu);
+    r.lower_bound = objective_lower_bound(whole_graph(), topology, options.min_experts_per_gpu);
   }
 
   PlanResult out(Placement(trace.layers(), trace.experts(), topology.gpus()),
@@ -150,17 +156,35 @@ PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions&
   take_solver_result(out, r);
   out.optimal = optimal;
   out.tokens_used = tokens_used;
-  EvalOptions eo;
-  eo.threads = options.threads;
-  eo.sequence_length = options.seq_len;
-  eo.progress = options.progress;
-  out.metrics = compare_with_vanilla(trace, out.placement, topology, eo);
-  const double cost = out.metrics->placement.cost;
-  if (graph_bound && solver_bound) out.lower_bound = std::min(*solver_bound, cost);
-  out.gap = gap_of(cost, out.lower_bound);
+  if (options.score) {
+    EvalOptions eo;
+    eo.threads = options.threads;
+    eo.sequence_length = options.seq_len;
+    eo.progress = options.progress;
+    out.metrics = compare_with_vanilla(trace, out.placement, topology, eo);
+    const double cost = out.metrics->placement.cost;
+    if (graph_bound && solver_bound) out.lower_bound = std::min(*solver_bound, cost);
+    out.gap = gap_of(cost, out.lower_bound);
+  }
   out.seconds = seconds_since(start);
   return out;
 }
+
+}  // namespace
+
+PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
+  return plan_trace(trace, nullptr, topology, options);
+}
+
+PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
+                const PlanOptions& options) {
+  if (graph.layers() != trace.layers() || graph.experts() != trace.experts() ||
+      graph.tokens() != trace.tokens()) {
+    throw UsageError("plan: the affinity graph is not the trace's");
+  }
+  return plan_trace(trace, &graph, topology, options);
+}
+
 
 PlanResult plan(const AffinityGraph& graph, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();

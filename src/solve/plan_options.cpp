@@ -2,32 +2,16 @@
 // user sets, with the one help text, default and check that the CLI, Python and docs/cli.md
 // share.
 #include <charconv>
-#include <cstdio>
 #include <cmath>
 #include <limits>
 #include <string>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
 #include "exflow/plan.hpp"
 
 namespace exflow {
 namespace {
-
-// A short, printable excerpt of a user's value for an error message.
-std::string quoted(std::string_view text) {
-  std::string out = "'";
-  for (char c : text.substr(0, 40)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f) {
-      out += c;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
-    }
-  }
-  return out + (text.size() > 40 ? "...'" : "'");
-}
 
 [[noreturn]] void refuse(const std::string& name, const std::string& what, std::string_view text) {
   throw UsageError(name + " must be " + what + ", got " + quoted(text), {name});

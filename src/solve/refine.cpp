@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
 #include "exflow/solve.hpp"
 #include "exflow/topology.hpp"
@@ -29,8 +30,8 @@ LoadLimit parse_load_limit(const std::string& text) {
       !std::isfinite(ratio) || ratio < 1.0) {
     throw UsageError(
         "max_load_ratio must be 'auto', 'none' or a number >= 1 (the busiest "
-        "GPU's load over the mean), got '" +
-            text + "'",
+        "GPU's load over the mean), got " +
+            quoted(text),
         {"max_load_ratio"});
   }
   limit.kind = LoadLimit::Kind::kRatio;
@@ -143,7 +144,13 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   if (found.layers_reset > 0) {
     detail += ", " + std::to_string(found.layers_reset) + " layers rebalanced by load alone";
   }
-  if (found.stopped_by_time) detail += ", stopped by the time limit or the work budget";
+  if (found.stopped_by_time) {
+    detail += ", stopped by the time limit or the work budget";
+    if (result.stop == StopReason::kConverged) {
+      result.stop =
+          found.stopped_by_work_budget ? StopReason::kWorkBudget : StopReason::kTimeLimit;
+    }
+  }
   result.layers_over_load_limit = found.layers_over_limit;
   if (found.layers_over_limit > 0) {
     detail += "; the load limit is exceeded on " + std::to_string(found.layers_over_limit) +

@@ -32,9 +32,12 @@ class SearchControl {
   // The time limit, or the work budget: token walks by evaluations and commits, which makes
   // the stopping point, and so the result, the same on every machine.
   bool out_of_time(const TokenState& state) const {
-    if (state.walks() - walks_before_ > walk_budget_) return true;
+    if (over_work_budget(state)) return true;
     return options_.time_limit > 0 &&
            std::chrono::duration<double>(Clock::now() - started_).count() > options_.time_limit;
+  }
+  bool over_work_budget(const TokenState& state) const {
+    return state.walks() - walks_before_ > walk_budget_;
   }
   void log(const std::string& line) const {
     if (options_.log) options_.log(line);

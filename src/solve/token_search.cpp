@@ -111,6 +111,7 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
   }
   if (options.improve) token_moves::kicks(state, control, result);
   result.stopped_by_time = control.out_of_time(state);
+  result.stopped_by_work_budget = control.over_work_budget(state);
   result.token_walks = state.walks();
   result.moves = state.moves();
   result.placement = state.placement();

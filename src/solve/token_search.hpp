@@ -62,6 +62,7 @@ struct TokenSearchResult {
   int kicks = 0;         // perturbations tried
   int kicks_kept = 0;    // ... that lowered the cost
   bool stopped_by_time = false;  // by the time limit or the work budget
+  bool stopped_by_work_budget = false;  // ... and it was the work budget
   std::int64_t token_walks = 0;
 };
 
