@@ -140,8 +140,11 @@ std::string option_text(const PlanOptionSpec& spec, const py::handle& value) {
       if (!is_bool) refuse("a bool");
       return value.cast<bool>() ? "true" : "false";
     case OptionType::kText:
+      if (!py::isinstance<py::str>(value)) refuse("a str");
+      return value.cast<std::string>();
+    case OptionType::kWordOrNumber:
       if (py::isinstance<py::str>(value)) return value.cast<std::string>();
-      if (!is_int && !is_float) refuse("a str");
+      if (!is_int && !is_float) refuse("a str or a number");
       return number_text(value.cast<double>());
   }
   return {};

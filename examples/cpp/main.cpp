@@ -1,15 +1,13 @@
 // Places the experts of a tiny synthetic top-1 trace on 2 nodes x 2 GPUs with the installed
-// exflow library: the contiguous (vanilla) placement against the solver's, both scored by the
-// evaluator. Prints one line, "vanilla cost X solved cost Y", and exits 0 if the solved
-// placement is no worse.
+// exflow library, through its front door exflow::plan: the placement, vanilla's and both costs
+// from the one evaluator. Prints "vanilla cost X solved cost Y (method, status)" and the
+// placement's metrics as JSON; exits 0 if the solved placement is no worse than vanilla.
 #include <cstdint>
 #include <cstdio>
 #include <vector>
 
-#include "exflow/affinity.hpp"
-#include "exflow/evaluate.hpp"
-#include "exflow/placement.hpp"
-#include "exflow/solve.hpp"
+#include "exflow/json.hpp"
+#include "exflow/plan.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 
@@ -24,15 +22,14 @@ int main() {
   const exflow::Trace trace = exflow::Trace::from_ids(ids, kTokens, kLayers, 1, kExperts);
   const exflow::Topology topology(2, 2);  // 2 nodes of 2 GPUs; hop costs 1 and 2
 
-  const exflow::Placement vanilla = exflow::vanilla_placement(kLayers, kExperts, topology);
-  const exflow::AffinityGraph graph = exflow::AffinityGraph::from_trace(trace, 1);
-  exflow::SolveOptions options;
+  exflow::PlanOptions options;  // exflow solve's defaults
   options.threads = 1;
-  const exflow::SolveResult solved = exflow::solve(graph, topology, options);
+  const exflow::PlanResult r = exflow::plan(trace, topology, options);
 
-  const double before = exflow::evaluate(trace, vanilla, topology).cost;
-  const double after = exflow::evaluate(trace, solved.placement, topology).cost;
-  std::printf("vanilla cost %.4f solved cost %.4f (%s)\n", before, after,
-              exflow::to_string(solved.method));
+  const double before = r.metrics->vanilla.cost;
+  const double after = r.metrics->placement.cost;
+  std::printf("vanilla cost %.4f solved cost %.4f (%s, %s)\n", before, after,
+              exflow::to_string(r.method), exflow::to_string(r.status));
+  std::printf("%s\n", nlohmann::json(r.metrics->placement).dump().c_str());
   return after <= before ? 0 : 1;
 }

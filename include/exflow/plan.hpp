@@ -122,7 +122,8 @@ Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
 // Python keyword; the CLI flag is "--" + name with '-' for '_'), type, help, the default as
 // shown in docs, and a setter that parses and checks a text value.
 
-enum class OptionType { kInt, kFloat, kBool, kText };
+// kWordOrNumber: a word of the row's or a number (max_load_ratio: auto, none or a ratio).
+enum class OptionType { kInt, kFloat, kBool, kText, kWordOrNumber };
 
 struct PlanOptionSpec {
   std::string name;

@@ -82,6 +82,7 @@ nlohmann::json option_value_json(const PlanOptionSpec& spec, const PlanOptions& 
     case OptionType::kBool:
       return text == "true";
     case OptionType::kText:
+    case OptionType::kWordOrNumber:
       return text;
   }
   return text;

@@ -118,7 +118,7 @@ std::vector<PlanOptionSpec> make_specs() {
   {
     PlanOptionSpec s;
     s.name = "max_load_ratio";
-    s.type = OptionType::kText;
+    s.type = OptionType::kWordOrNumber;
     s.help =
         "per-layer limit on the busiest GPU's token load over the mean: auto (never worse than "
         "vanilla on that layer), none, or a number >= 1";

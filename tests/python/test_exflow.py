@@ -180,9 +180,10 @@ class Inputs(unittest.TestCase):
     def test_read_placement_reads_every_format_the_cli_reads(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "loc.json")
-            self.placement.to_sglang(path)
-            again = exflow.read_placement(path, 26, 64, 4)
-        np.testing.assert_array_equal(again.gpu_of, self.placement.gpu_of)
+            p = exflow.solve(self.ids, gpus_per_node=4, method="fast", starts=1)
+            p.to_sglang(path)
+            again = exflow.read_placement(path, p.layers, p.experts, 4)
+        np.testing.assert_array_equal(again.gpu_of, p.gpu_of)
 
     def test_profile_has_the_clis_keys(self):
         with tempfile.TemporaryDirectory() as d:
