@@ -19,8 +19,7 @@ namespace exflow {
 namespace {
 
 // Top-k tokens whose experts follow a fixed successor with probability `follow`.
-Trace follow_trace(int tokens, int layers, int k, int experts, unsigned seed,
-                   double follow = 0.7) {
+Trace follow_trace(int tokens, int layers, int k, int experts, unsigned seed, double follow = 0.7) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> u(0, 1);
   std::vector<std::int32_t> ids;

@@ -548,7 +548,8 @@ TEST(RoutePlan, TrafficEqualsTheEvaluatorsOnRandomPlacements) {
                       order[static_cast<std::size_t>(rng.below(i + 1))]);
           }
           const int per_gpu = c.experts / topo.gpus();
-          for (int i = 0; i < c.experts; ++i) p.set(l, order[static_cast<std::size_t>(i)], i / per_gpu);
+          for (int i = 0; i < c.experts; ++i)
+            p.set(l, order[static_cast<std::size_t>(i)], i / per_gpu);
         }
         for (int r = 0; r < 6; ++r) {
           const int l = rng.below(c.layers);
@@ -562,8 +563,7 @@ TEST(RoutePlan, TrafficEqualsTheEvaluatorsOnRandomPlacements) {
         eo.traffic = true;
         eo.sequence_length = w.seq_len;
         for (ParallelMode mode : {ParallelMode::kExflow, ParallelMode::kBaseline}) {
-          eo.scheme =
-              mode == ParallelMode::kExflow ? Scheme::kContextCoherent : Scheme::kBaseline;
+          eo.scheme = mode == ParallelMode::kExflow ? Scheme::kContextCoherent : Scheme::kBaseline;
           const Metrics m = evaluate(trace, p, topo, eo);
           const RoutePlan plan = plan_routes(routes, c, w, p, topo, mode);
           EXPECT_EQ(plan_traffic(plan), m.traffic)

@@ -332,7 +332,8 @@ int run_solve_from_counts(const SolveArgs& args) {
       "  pairwise objective per token %.4f vs vanilla %.4f: %.1f%% lower\n", r.objective,
       vanilla_objective,
       vanilla_objective > 0 ? 100.0 * (vanilla_objective - r.objective) / vanilla_objective : 0.0);
-  if (r.lower_bound) std::printf("  lower bound %.4f, gap %.2f%%\n", *r.lower_bound, 100.0 * *r.gap);
+  if (r.lower_bound)
+    std::printf("  lower bound %.4f, gap %.2f%%\n", *r.lower_bound, 100.0 * *r.gap);
   std::printf("  top-k cost, locality and load per GPU: unavailable without a trace\n");
   std::printf("  placement written to %s\n", path.c_str());
   return 0;
@@ -352,9 +353,9 @@ int run_solve(const SolveArgs& args) {
   Topology topology = make_topology(args);
   const PlanResult r = plan(trace, topology, plan_options_of(args, &bar));
   const Comparison& m = *r.metrics;
-  std::string name = seed_solution_filename(topology.gpus_per_node(), topology.nodes(),
-                                            m.placement.cost, m.placement.cintra,
-                                            m.placement.cinter);
+  std::string name =
+      seed_solution_filename(topology.gpus_per_node(), topology.nodes(), m.placement.cost,
+                             m.placement.cintra, m.placement.cinter);
   std::string path = write_outputs(args, name, r.placement);
   const double seconds = seconds_since(start);
   if (args.json) {

@@ -7,8 +7,8 @@
 #include <new>
 
 #include "commands.hpp"
-#include "options.hpp"
 #include "exflow/error.hpp"
+#include "options.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"exflow: place Mixture-of-Experts experts on GPUs from inter-layer expert affinity"};

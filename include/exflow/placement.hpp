@@ -6,7 +6,8 @@
 // Redundant experts: an expert may have replicas, further copies on other GPUs (as DeepSeek's
 // EPLB adds for load). Copies are interchangeable; gpu_of holds the copy on the lowest GPU id
 // and replicas() the others, sorted. Every mutator (set, add_replica, clear_replicas) keeps
-// that form, so placements with the same copies compare equal. In the CSV a replica is one more row with the same Expert and another Node.
+// that form, so placements with the same copies compare equal. In the CSV a replica is one more row
+// with the same Expert and another Node.
 #pragma once
 
 #include <compare>

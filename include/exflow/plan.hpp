@@ -37,16 +37,16 @@ struct ExpertLoads;
 struct PlanOptions {
   Method method = Method::kAuto;
   LoadLimit max_load_ratio{LoadLimit::Kind::kAuto, 0};
-  int redundant = 0;                // replica slots per GPU per layer
-  double time_limit = 0;            // seconds for the graph solver; 0: the method's default
-  double token_time_limit = 0;      // seconds for the token search; 0: until it converges
-  std::int64_t sample_tokens = 0;   // tokens the token search holds; 0: as many as fit 16M ids
-  std::uint64_t seed = 1;           // all randomness derives from it
-  int starts = 0;                   // starts of fast and bcd; 0: default_starts(k)
-  int min_experts_per_gpu = -1;     // -1: exactly E/G per GPU per layer
-  std::int64_t incremental = 0;     // > 0: solve on growing prefixes of this many tokens
-  bool bipart = false;              // recursive bisection of the GPU set
-  std::int64_t seq_len = 1;         // baseline owners: sequences of this many tokens
+  int redundant = 0;               // replica slots per GPU per layer
+  double time_limit = 0;           // seconds for the graph solver; 0: the method's default
+  double token_time_limit = 0;     // seconds for the token search; 0: until it converges
+  std::int64_t sample_tokens = 0;  // tokens the token search holds; 0: as many as fit 16M ids
+  std::uint64_t seed = 1;          // all randomness derives from it
+  int starts = 0;                  // starts of fast and bcd; 0: default_starts(k)
+  int min_experts_per_gpu = -1;    // -1: exactly E/G per GPU per layer
+  std::int64_t incremental = 0;    // > 0: solve on growing prefixes of this many tokens
+  bool bipart = false;             // recursive bisection of the GPU set
+  std::int64_t seq_len = 1;        // baseline owners: sequences of this many tokens
 
   int threads = 0;    // 0: all cores
   bool score = true;  // trace input: fill PlanResult::metrics (two evaluator passes)
@@ -86,17 +86,17 @@ struct PlanResult {
   // A bound on the placement's cost (trace input) or graph objective (counts input), only where
   // it holds: top-1 and no replicas.
   std::optional<double> lower_bound;
-  std::optional<double> gap;       // (cost - bound) / cost
-  std::optional<Comparison> metrics;  // trace input
-  double vanilla_objective = 0;       // counts input: vanilla's graph objective
+  std::optional<double> gap;                         // (cost - bound) / cost
+  std::optional<Comparison> metrics;                 // trace input
+  double vanilla_objective = 0;                      // counts input: vanilla's graph objective
   std::vector<double> load_ratio_per_layer;          // loads input: [L], max / mean
   std::vector<double> vanilla_load_ratio_per_layer;  // loads input: [L]
-  std::string detail;                 // what each stage did, for humans
-  std::vector<std::string> steps;     // incremental and bisection: one line per step
+  std::string detail;                                // what each stage did, for humans
+  std::vector<std::string> steps;                    // incremental and bisection: one line per step
   int layers_over_load_limit = 0;
-  std::int64_t tokens_used = 0;       // tokens profiled (< the trace's with `incremental`)
-  double seconds = 0;                 // the whole call
-  double solve_seconds = 0;           // the solvers alone
+  std::int64_t tokens_used = 0;  // tokens profiled (< the trace's with `incremental`)
+  double seconds = 0;            // the whole call
+  double solve_seconds = 0;      // the solvers alone
 };
 
 // From a trace. Throws UsageError (naming PlanOptions fields) for options that contradict each

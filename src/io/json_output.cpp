@@ -1,7 +1,7 @@
 // JSON forms of the library's results (include/exflow/json.hpp).
-#include "exflow/json.hpp"
-
 #include <string>
+
+#include "exflow/json.hpp"
 
 namespace exflow {
 

@@ -442,7 +442,7 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
     // With c2 < c1 the coefficient c2 - c1 of zn is negative and zn would rise to 1 whatever
     // the placement; the two-level linearisation is then wrong.
     throw UsageError("ilp needs inter_cost >= intra_cost (got intra " +
-                     std::to_string(topo.intra_cost()) + ", inter " +
+                         std::to_string(topo.intra_cost()) + ", inter " +
                          std::to_string(topo.inter_cost()) + "); use method fast",
                      {"method"});
   }
@@ -467,22 +467,23 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options) {
   const std::size_t cols = IlpModel::col_count(instance, pairs.size());
   if (rows > kMaxSize || cols > kMaxSize) {
     throw UsageError("ilp: the integer program would have " + std::to_string(cols) +
-                     " columns and " + std::to_string(rows) + " rows (" +
-                     std::to_string(pairs.size()) + " expert pairs with traffic, " +
-                     std::to_string(gpus) + " GPUs), more than the " + std::to_string(kMaxSize) +
-                         " CBC is allowed here; use method fast",
+                         " columns and " + std::to_string(rows) + " rows (" +
+                         std::to_string(pairs.size()) + " expert pairs with traffic, " +
+                         std::to_string(gpus) + " GPUs), more than the " +
+                         std::to_string(kMaxSize) + " CBC is allowed here; use method fast",
                      {"method"});
   }
   const double seconds = options.time_limit > 0 ? options.time_limit : kDefaultSeconds;
   const double lp_seconds = std::pow(static_cast<double>(rows) / kRowsPerSqrtSecond, 2);
   if (lp_seconds > seconds) {
-    throw UsageError("ilp: the integer program would have " + std::to_string(rows) + " rows (" +
-                     std::to_string(pairs.size()) + " expert pairs with traffic, " +
-                     std::to_string(gpus) + " GPUs); CBC's first LP relaxation alone takes about " +
-                     format_seconds(std::ceil(lp_seconds)) +
-                         " at that size and its time limit cannot interrupt it, beyond time_limit " +
-                         format_seconds(seconds) + "; raise time_limit or use method fast",
-                     {"time_limit", "method"});
+    throw UsageError(
+        "ilp: the integer program would have " + std::to_string(rows) + " rows (" +
+            std::to_string(pairs.size()) + " expert pairs with traffic, " + std::to_string(gpus) +
+            " GPUs); CBC's first LP relaxation alone takes about " +
+            format_seconds(std::ceil(lp_seconds)) +
+            " at that size and its time limit cannot interrupt it, beyond time_limit " +
+            format_seconds(seconds) + "; raise time_limit or use method fast",
+        {"time_limit", "method"});
   }
   if (options.initial != nullptr) {
     const Placement& init = *options.initial;

@@ -185,7 +185,6 @@ PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& 
   return plan_trace(trace, &graph, topology, options);
 }
 
-
 PlanResult plan(const AffinityGraph& graph, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();
   if (options.redundant > 0 || options.max_load_ratio.kind != LoadLimit::Kind::kAuto ||

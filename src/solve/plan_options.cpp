@@ -53,43 +53,41 @@ std::string number_text(double v) {
   return std::string(buf, r.ptr);
 }
 
-// Rows for the field types.
+// A row for `field` of type T: `parse(name, text)` reads a value, `print(value)` writes one.
+template <class T, class Parse, class Print>
+PlanOptionSpec field_row(const char* name, OptionType type, T PlanOptions::*field, Parse parse,
+                         Print print, std::string help, std::string shown_default = {}) {
+  PlanOptionSpec s;
+  s.name = name;
+  s.type = type;
+  s.help = std::move(help);
+  s.shown_default = std::move(shown_default);
+  s.set = [n = std::string(name), field, parse](PlanOptions& o, std::string_view t) {
+    o.*field = parse(n, t);
+  };
+  s.value = [field, print](const PlanOptions& o) { return print(o.*field); };
+  return s;
+}
+
 template <class Int>
 PlanOptionSpec integer_row(const char* name, Int PlanOptions::*field, Int lo, Int hi,
                            std::string help, std::string shown_default = {}) {
-  PlanOptionSpec s;
-  s.name = name;
-  s.type = OptionType::kInt;
-  s.help = std::move(help);
-  s.shown_default = std::move(shown_default);
-  const std::string n = name;
-  s.set = [n, field, lo, hi](PlanOptions& o, std::string_view t) {
-    o.*field = parse_integer<Int>(n, t, lo, hi);
-  };
-  s.value = [field](const PlanOptions& o) { return std::to_string(o.*field); };
-  return s;
+  return field_row(
+      name, OptionType::kInt, field,
+      [lo, hi](const std::string& n, std::string_view t) {
+        return parse_integer<Int>(n, t, lo, hi);
+      },
+      [](Int v) { return std::to_string(v); }, std::move(help), std::move(shown_default));
 }
 
 PlanOptionSpec seconds_row(const char* name, double PlanOptions::*field, std::string help) {
-  PlanOptionSpec s;
-  s.name = name;
-  s.type = OptionType::kFloat;
-  s.help = std::move(help);
-  const std::string n = name;
-  s.set = [n, field](PlanOptions& o, std::string_view t) { o.*field = parse_seconds(n, t); };
-  s.value = [field](const PlanOptions& o) { return number_text(o.*field); };
-  return s;
+  return field_row(name, OptionType::kFloat, field, parse_seconds, number_text, std::move(help));
 }
 
 PlanOptionSpec flag_row(const char* name, bool PlanOptions::*field, std::string help) {
-  PlanOptionSpec s;
-  s.name = name;
-  s.type = OptionType::kBool;
-  s.help = std::move(help);
-  const std::string n = name;
-  s.set = [n, field](PlanOptions& o, std::string_view t) { o.*field = parse_bool(n, t); };
-  s.value = [field](const PlanOptions& o) { return std::string(o.*field ? "true" : "false"); };
-  return s;
+  return field_row(
+      name, OptionType::kBool, field, parse_bool,
+      [](bool v) { return std::string(v ? "true" : "false"); }, std::move(help));
 }
 
 std::vector<PlanOptionSpec> make_specs() {
@@ -154,8 +152,8 @@ std::vector<PlanOptionSpec> make_specs() {
                                         "solve on the first N tokens, add N more from the "
                                         "previous answer, until the placement is steady",
                                         "off"));
-  t.push_back(flag_row("bipart", &PlanOptions::bipart,
-                       "recursive bisection of the GPU set (nodes first)"));
+  t.push_back(
+      flag_row("bipart", &PlanOptions::bipart, "recursive bisection of the GPU set (nodes first)"));
   t.push_back(integer_row<std::int64_t>(
       "seq_len", &PlanOptions::seq_len, 1, std::int64_t{1} << 40,
       "baseline owners: sequences of this many consecutive trace tokens dealt round-robin to the "

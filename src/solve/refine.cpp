@@ -147,8 +147,7 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   if (found.stopped_by_time) {
     detail += ", stopped by the time limit or the work budget";
     if (result.stop == StopReason::kConverged) {
-      result.stop =
-          found.stopped_by_work_budget ? StopReason::kWorkBudget : StopReason::kTimeLimit;
+      result.stop = found.stopped_by_work_budget ? StopReason::kWorkBudget : StopReason::kTimeLimit;
     }
   }
   result.layers_over_load_limit = found.layers_over_limit;

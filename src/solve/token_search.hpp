@@ -57,11 +57,11 @@ struct TokenSearchResult {
   int sweeps = 0;
   std::int64_t moves = 0;
   int layers_reset = 0;  // layers whose load could not be repaired by swaps and were rebalanced
-  int layers_over_limit = 0;  // layers still above their load limit (only possible with
-                              // replicas, whose copies the balancer cannot move)
-  int kicks = 0;         // perturbations tried
-  int kicks_kept = 0;    // ... that lowered the cost
-  bool stopped_by_time = false;  // by the time limit or the work budget
+  int layers_over_limit = 0;            // layers still above their load limit (only possible with
+                                        // replicas, whose copies the balancer cannot move)
+  int kicks = 0;                        // perturbations tried
+  int kicks_kept = 0;                   // ... that lowered the cost
+  bool stopped_by_time = false;         // by the time limit or the work budget
   bool stopped_by_work_budget = false;  // ... and it was the work budget
   std::int64_t token_walks = 0;
 };
