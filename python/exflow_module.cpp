@@ -119,6 +119,18 @@ std::string number_text(double v) {
   return std::string(buf, r.ptr);
 }
 
+// A Python int or float as a double; an int beyond double's range is a ValueError naming the
+// option.
+double as_double(const PlanOptionSpec& spec, const py::handle& value) {
+  const double v = PyFloat_AsDouble(value.ptr());
+  if (v == -1.0 && PyErr_Occurred() != nullptr) {
+    PyErr_Clear();
+    throw py::value_error(spec.name + " is out of range, got " +
+                          py::str(value).cast<std::string>().substr(0, 40));
+  }
+  return v;
+}
+
 // A Python keyword value as the text the options table parses, refusing values of the wrong
 // type (bool is not a number here, nor a number a bool).
 std::string option_text(const PlanOptionSpec& spec, const py::handle& value) {
@@ -135,7 +147,7 @@ std::string option_text(const PlanOptionSpec& spec, const py::handle& value) {
       return py::str(value).cast<std::string>();
     case OptionType::kFloat:
       if (!is_int && !is_float) refuse("a number");
-      return number_text(value.cast<double>());
+      return number_text(as_double(spec, value));
     case OptionType::kBool:
       if (!is_bool) refuse("a bool");
       return value.cast<bool>() ? "true" : "false";
@@ -145,7 +157,7 @@ std::string option_text(const PlanOptionSpec& spec, const py::handle& value) {
     case OptionType::kWordOrNumber:
       if (py::isinstance<py::str>(value)) return value.cast<std::string>();
       if (!is_int && !is_float) refuse("a str or a number");
-      return number_text(value.cast<double>());
+      return number_text(as_double(spec, value));
   }
   return {};
 }
@@ -167,10 +179,6 @@ PlanOptions plan_options_from(const py::kwargs& keywords, int threads) {
   return options;
 }
 
-nlohmann::json optional_json(std::optional<double> v) {
-  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-}
-
 PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
                       std::optional<int> experts, std::optional<int> topk, int threads,
                       double intra_cost, double inter_cost, const py::kwargs& keywords) {
@@ -182,14 +190,8 @@ PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
   {
     py::gil_scoped_release release;
     r.emplace(plan(trace, topology, options));
-    j = *r->metrics;
-    j["method"] = to_string(r->method);
-    j["status"] = to_string(r->status);
-    j["optimal"] = r->optimal;
-    j["lower_bound"] = optional_json(r->lower_bound);
-    j["gap"] = optional_json(r->gap);
+    j = *r;
     j["seconds"] = r->seconds;
-    j["layers_over_load_limit"] = r->layers_over_load_limit;
     j["options"] = plan_options_json(options);
   }
   PyPlacement p{r->placement, gpus_per_node, nodes, {}};
@@ -318,8 +320,8 @@ PYBIND11_MODULE(exflow, m) {
           "extra copies as (layer, expert, gpu) tuples")
       .def_readwrite(
           "metrics", &PyPlacement::metrics,
-          "metrics of the solve that made it, on its ids (the keys of exflow eval --json, plus "
-          "method, status, optimal, lower_bound, gap, seconds, layers_over_load_limit, options)")
+          "metrics of the solve that made it, on its ids (the keys of exflow solve --json that "
+          "do not name files, plus options)")
       .def(
           "to_csv",
           [](const PyPlacement& p, const std::string& path) {

@@ -600,5 +600,23 @@ TEST(TokenSample, CopiesAllTokensOrAnEvenlySpacedSubset) {
   }
 }
 
+TEST(TokenSearch, SaysWhetherTheWorkBudgetOrTheClockStoppedIt) {
+  const Trace trace = skewed_trace(600, 4, 2, 8, 9);
+  const Topology topo(1, 4);
+  const solvers::TokenSample sample = solvers::TokenSample::from_trace(trace, 600);
+  const Placement start = vanilla_placement(4, 8, topo);
+  solvers::TokenSearchOptions o;
+  o.anneal_swaps = 0;     // the sweeps, which the budget cuts, do all the improving
+  o.max_token_walks = 1;  // the first evaluation exhausts it
+  const solvers::TokenSearchResult budget = solvers::token_search(sample, topo, start, o);
+  EXPECT_TRUE(budget.stopped_by_time);
+  EXPECT_TRUE(budget.stopped_by_work_budget);
+  o.max_token_walks = 0;
+  const solvers::TokenSearchResult free = solvers::token_search(sample, topo, start, o);
+  EXPECT_FALSE(free.stopped_by_time);
+  EXPECT_FALSE(free.stopped_by_work_budget);
+  EXPECT_LT(free.cost, budget.cost);
+}
+
 }  // namespace
 }  // namespace exflow

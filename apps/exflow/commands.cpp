@@ -234,10 +234,6 @@ std::string write_outputs(const SolveArgs& args, const std::string& name, const 
   return path;
 }
 
-nlohmann::json optional_json(std::optional<double> v) {
-  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-}
-
 // --expert-loads: each layer balanced by its expert loads alone.
 int run_solve_from_loads(const SolveArgs& args) {
   const auto start = std::chrono::steady_clock::now();
@@ -302,26 +298,18 @@ int run_solve_from_counts(const SolveArgs& args) {
   std::string path = write_outputs(args, name, r.placement);
   const double seconds = seconds_since(start);
   if (args.json) {
-    nlohmann::json j = {{"method", to_string(r.method)},
-                        {"status", to_string(r.status)},
-                        {"objective", r.objective},
-                        {"vanilla_objective", r.vanilla_objective},
-                        {"optimal", r.optimal},
-                        {"lower_bound", optional_json(r.lower_bound)},
-                        {"gap", optional_json(r.gap)},
-                        {"cost", nullptr},
-                        {"detail", r.detail},
-                        {"seconds", seconds},
-                        {"solve_seconds", r.solve_seconds},
-                        {"placement", path},
-                        {"counts",
-                         {{"path", args.affinity_counts},
-                          {"layers", graph.layers()},
-                          {"experts", graph.experts()},
-                          {"tokens", graph.tokens()},
-                          {"k", args.affinity_k}}},
-                        {"topology", topology},
-                        {"options", options_json(solve_options(), args)}};
+    nlohmann::json j = r;
+    j["vanilla_objective"] = r.vanilla_objective;
+    j["cost"] = nullptr;
+    j["seconds"] = seconds;
+    j["placement"] = path;
+    j["counts"] = {{"path", args.affinity_counts},
+                   {"layers", graph.layers()},
+                   {"experts", graph.experts()},
+                   {"tokens", graph.tokens()},
+                   {"k", args.affinity_k}};
+    j["topology"] = topology;
+    j["options"] = options_json(solve_options(), args);
     print_json(j);
     return 0;
   }
@@ -359,21 +347,10 @@ int run_solve(const SolveArgs& args) {
   std::string path = write_outputs(args, name, r.placement);
   const double seconds = seconds_since(start);
   if (args.json) {
-    nlohmann::json j = m;
-    j["method"] = to_string(r.method);
-    j["status"] = to_string(r.status);
+    nlohmann::json j = r;
     j["bipart"] = args.plan.bipart;
-    j["optimal"] = r.optimal;
-    j["lower_bound"] = optional_json(r.lower_bound);
-    j["gap"] = optional_json(r.gap);
-    j["objective"] = r.objective;
     j["max_load_ratio"] = to_string(args.plan.max_load_ratio);
-    j["layers_over_load_limit"] = r.layers_over_load_limit;
-    j["detail"] = r.detail;
-    j["steps"] = r.steps;
-    j["tokens_used"] = r.tokens_used;
     j["seconds"] = seconds;
-    j["solve_seconds"] = r.solve_seconds;
     j["placement"] = path;
     j["trace"] = trace;
     j["topology"] = topology;

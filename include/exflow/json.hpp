@@ -24,6 +24,10 @@ void to_json(nlohmann::json& j, const Metrics& metrics);
 // The placement's context-coherent metrics with "baseline" (its baseline-scheme metrics) and
 // "vanilla" (vanilla's, with its own "baseline").
 void to_json(nlohmann::json& j, const Comparison& comparison);
+// What plan() found: the Comparison's keys when there is one (trace input), plus method, status,
+// optimal, objective, lower_bound and gap (null where no bound holds), layers_over_load_limit,
+// detail, steps, tokens_used, solve_seconds.
+void to_json(nlohmann::json& j, const PlanResult& result);
 // {uniform_share, mean_top_successor_share, mean_mutual_information_bits, layer_pairs: [...],
 //  expert_load: [...]}
 void to_json(nlohmann::json& j, const AffinityProfile& profile);

@@ -78,7 +78,7 @@ struct PlanResult {
   Placement placement;
   Placement vanilla;  // vanilla_placement_any for the same shape
   PlanStatus status = PlanStatus::kConverged;
-  Method method = Method::kVanilla;  // what produced it (auto resolved)
+  Method method = Method::kVanilla;  // trace and counts input: what produced it (auto resolved)
   bool optimal = false;
   // What the solver optimised, per token: the graph objective, or after the token search the
   // exact cost on the tokens it held. For loads input: the worst layer's load ratio.

@@ -142,13 +142,6 @@ class TokenGpus {
   int size() const { return size_; }
   int gpu(int j) const { return gpu_[static_cast<std::size_t>(j)]; }
   int count(int j) const { return count_[static_cast<std::size_t>(j)]; }
-  bool contains(int g) const {
-    for (int j = 0; j < size_; ++j) {
-      if (gpu_[static_cast<std::size_t>(j)] == g) return true;
-    }
-    return false;
-  }
-
   // The home h_l (the set must hold column 0's GPU first, as add() in column order gives).
   int home() const {
     int most = 0;

@@ -49,6 +49,22 @@ void to_json(nlohmann::json& j, const Comparison& c) {
   j["vanilla"]["baseline"] = c.vanilla_baseline;
 }
 
+void to_json(nlohmann::json& j, const PlanResult& r) {
+  j = r.metrics ? nlohmann::json(*r.metrics) : nlohmann::json::object();
+  auto optional = [](std::optional<double> v) { return v ? nlohmann::json(*v) : nullptr; };
+  j["method"] = to_string(r.method);
+  j["status"] = to_string(r.status);
+  j["optimal"] = r.optimal;
+  j["objective"] = r.objective;
+  j["lower_bound"] = optional(r.lower_bound);
+  j["gap"] = optional(r.gap);
+  j["layers_over_load_limit"] = r.layers_over_load_limit;
+  j["detail"] = r.detail;
+  j["steps"] = r.steps;
+  j["tokens_used"] = r.tokens_used;
+  j["solve_seconds"] = r.solve_seconds;
+}
+
 void to_json(nlohmann::json& j, const AffinityProfile& p) {
   nlohmann::json pairs = nlohmann::json::array();
   for (std::size_t l = 0; l < p.pairs.size(); ++l) {

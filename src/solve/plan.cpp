@@ -84,31 +84,9 @@ std::vector<double> load_ratios(const ExpertLoads& loads, const Placement& p, in
   return out;
 }
 
-}  // namespace
-
-const char* to_string(PlanStatus status) {
-  switch (status) {
-    case PlanStatus::kOptimal:
-      return "optimal";
-    case PlanStatus::kConverged:
-      return "converged";
-    case PlanStatus::kTimeLimit:
-      return "time limit";
-    case PlanStatus::kWorkBudget:
-      return "work budget";
-    case PlanStatus::kLoadLimitNotMet:
-      return "load limit not met";
-  }
-  return "?";
-}
-
-int default_starts(int k) {
-  return k > 1 ? kDefaultStartsTopK : kDefaultStarts;
-}
-
-Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
-                                const Topology& topology, const EvalOptions& options) {
-  const Placement vanilla = vanilla_placement_any(trace.layers(), trace.experts(), topology);
+// Both placements under both schemes, one evaluator pass per scheme.
+Comparison compare(const Trace& trace, const Placement& placement, const Placement& vanilla,
+                   const Topology& topology, const EvalOptions& options) {
   EvalOptions eo = options;
   eo.scheme = Scheme::kContextCoherent;
   std::vector<Metrics> coherent = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
@@ -117,8 +95,6 @@ Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
   return Comparison{std::move(coherent[0]), std::move(baseline[0]), std::move(coherent[1]),
                     std::move(baseline[1])};
 }
-
-namespace {
 
 PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topology& topology,
                       const PlanOptions& options) {
@@ -161,7 +137,7 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
     eo.threads = options.threads;
     eo.sequence_length = options.seq_len;
     eo.progress = options.progress;
-    out.metrics = compare_with_vanilla(trace, out.placement, topology, eo);
+    out.metrics = compare(trace, out.placement, out.vanilla, topology, eo);
     const double cost = out.metrics->placement.cost;
     if (graph_bound && solver_bound) out.lower_bound = std::min(*solver_bound, cost);
     out.gap = gap_of(cost, out.lower_bound);
@@ -171,6 +147,32 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
 }
 
 }  // namespace
+
+const char* to_string(PlanStatus status) {
+  switch (status) {
+    case PlanStatus::kOptimal:
+      return "optimal";
+    case PlanStatus::kConverged:
+      return "converged";
+    case PlanStatus::kTimeLimit:
+      return "time limit";
+    case PlanStatus::kWorkBudget:
+      return "work budget";
+    case PlanStatus::kLoadLimitNotMet:
+      return "load limit not met";
+  }
+  return "?";
+}
+
+int default_starts(int k) {
+  return k > 1 ? kDefaultStartsTopK : kDefaultStarts;
+}
+
+Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
+                                const Topology& topology, const EvalOptions& options) {
+  return compare(trace, placement, vanilla_placement_any(trace.layers(), trace.experts(), topology),
+                 topology, options);
+}
 
 PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
   return plan_trace(trace, nullptr, topology, options);
