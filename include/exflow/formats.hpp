@@ -1,9 +1,15 @@
 // Interchange with MoE serving stacks (SGLang, DeepSeek EPLB) and their routing logs.
 //
 // Physical slots. A serving framework with expert parallelism holds S expert copies ("physical
-// experts") per GPU, S = E/G + redundant copies per GPU, and numbers them GPU-major: GPU g owns
-// physical slots g*S ... (g+1)*S - 1. exflow lists one GPU's logical experts in ascending id
-// order within its slots. Every layer has the same number of slots G*S.
+// experts") per GPU, G*S = E + R (R redundant slots in all, so the slots, not the experts, divide
+// over the GPUs), and numbers them GPU-major: GPU g owns physical slots g*S ... (g+1)*S - 1.
+// exflow lists one GPU's logical experts in ascending id order within its slots. Every layer has
+// the same number of slots G*S. An expert may fill two slots of one GPU (upstream EPLB does).
+//
+// Decoder layers. The engines index their maps by decoder layer (SGLang: one row per
+// config.num_hidden_layers), exflow's placements by MoE layer. DecoderLayers says which decoder
+// layers are dense (no routed experts): writers add a complete row for each (the trivial map,
+// slot s -> expert s mod E), readers drop them.
 //
 // Every reader throws InputError (one line: file, where, which value) for malformed contents,
 // IoError for a file it cannot open, UsageError for inconsistent arguments; writers write
@@ -21,24 +27,50 @@
 
 namespace exflow {
 
+// The decoder layers of a model, given by its dense ones (ascending, distinct, >= 0). Empty: every
+// decoder layer is a MoE layer.
+struct DecoderLayers {
+  std::vector<int> dense;
+
+  // moe_layers + the dense layers. Throws UsageError if a dense layer is not below that.
+  int total(int moe_layers) const;
+  // The decoder layer of each MoE layer: [moe_layers], ascending.
+  std::vector<int> moe_layer_ids(int moe_layers) const;
+  bool empty() const { return dense.empty(); }
+};
+
+// `--dense-layers`: "N" (the first N decoder layers, as DeepSeek's first_k_dense_replace), a list
+// "a,b,c" of decoder layers (one layer: "a,"), or a model preset's name (deepseek-v2-lite: 1,
+// deepseek-v3: 3, the others 0). Throws UsageError naming the text.
+DecoderLayers parse_dense_layers(const std::string& text);
+
+
+// Width of EPLB's log2phy: the most copies any expert has (SGLang, deepseek-ai/EPLB), or the
+// redundant slots + 1 (vLLM's EPLB policies).
+enum class EplbPadding { kMaxCopies, kRedundantPlusOne };
+
 // ---------------------------------------------------------------------------------------------
 // SGLang --init-expert-location: {"physical_to_logical_map": [[logical id of each slot], ...]},
 // one list per layer.
 
 // Throws UsageError unless every GPU of a layer holds the same number of copies and every
 // layer the same number of slots.
-void write_sglang_expert_location(const std::string& path, const Placement& placement);
+void write_sglang_expert_location(const std::string& path, const Placement& placement,
+                                  const DecoderLayers& layers = {});
 
 // A placement file in any format exflow reads, by extension: .json holds SGLang's expert location
 // (physical_to_logical_map) or EPLB's maps (phy2log), anything else the original tool's CSV.
-// Throws InputError if its layers or experts differ from `layers` and `experts`.
-Placement read_placement_file(const std::string& path, int layers, int experts, int gpus);
+// `decoder` maps the JSON formats' rows to MoE layers. Throws InputError if its layers or experts
+// differ from `layers` and `experts`.
+Placement read_placement_file(const std::string& path, int layers, int experts, int gpus,
+                              const DecoderLayers& decoder = {});
 
 // `gpus`: the EP size G. `experts`: E, or 0 for the largest id in the file + 1. Every layer must
 // have the same number of slots, a multiple of G; every expert 0..E-1 at least one slot per
 // layer; no GPU two slots of one expert. An expert's first slot becomes its gpu_of entry,
 // further slots replicas.
-Placement read_sglang_expert_location(const std::string& path, int gpus, int experts = 0);
+Placement read_sglang_expert_location(const std::string& path, int gpus, int experts = 0,
+                                      const DecoderLayers& layers = {});
 
 // ---------------------------------------------------------------------------------------------
 // DeepSeek EPLB's maps, physical slots numbered as above:
@@ -56,21 +88,25 @@ struct EplbMaps {
 };
 
 // Throws UsageError as write_sglang_expert_location does.
-EplbMaps eplb_maps(const Placement& placement);
+EplbMaps eplb_maps(const Placement& placement, const DecoderLayers& layers = {},
+                   EplbPadding padding = EplbPadding::kMaxCopies);
 
 // The inverse: builds the placement from phy2log and checks log2phy and logcnt against it
 // (either may be left empty to skip its check; log2phy's width may be any max_replicas at least
 // the largest copy count, its valid entries in any order). experts 0: the largest id in phy2log
 // + 1. Throws InputError naming `what`, the layer and the slot or expert at fault.
 Placement placement_from_eplb_maps(const EplbMaps& maps, int gpus,
-                                   const std::string& what = "EPLB maps");
+                                   const std::string& what = "EPLB maps",
+                                   const DecoderLayers& layers = {});
 
 // JSON {"phy2log": ..., "log2phy": ..., "logcnt": ...}.
-void write_eplb_maps(const std::string& path, const Placement& placement);
+void write_eplb_maps(const std::string& path, const Placement& placement,
+                     const DecoderLayers& layers = {},
+                     EplbPadding padding = EplbPadding::kMaxCopies);
 
 // Reads phy2log (required) and checks log2phy and logcnt when present. E is the width of logcnt,
 // else of log2phy, else the largest id in phy2log + 1.
-Placement read_eplb_maps(const std::string& path, int gpus);
+Placement read_eplb_maps(const std::string& path, int gpus, const DecoderLayers& layers = {});
 
 // ---------------------------------------------------------------------------------------------
 // Per-layer expert load counts (for load-only balancing).
@@ -87,6 +123,11 @@ struct ExpertLoads {
 // A; .npy holds an integer array A. A is [layers][experts], or [steps][layers][experts] summed
 // over steps. Counts must be non-negative integers. Any other extension: UsageError.
 ExpertLoads read_expert_loads(const std::string& path);
+
+// The rows of `loads` that are MoE layers, for loads counted per decoder layer as SGLang counts
+// them. Throws InputError naming `what` unless loads has layers.total(moe layers) rows.
+ExpertLoads moe_rows(const ExpertLoads& loads, const DecoderLayers& layers,
+                     const std::string& what);
 
 // ---------------------------------------------------------------------------------------------
 // Inter-layer affinity from an integer .npy count tensor [L-1, E, E]: entry [l][i][j] counts

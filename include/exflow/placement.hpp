@@ -53,10 +53,14 @@ class Placement {
   // Adds a copy of (layer, expert) on `gpu`. If `gpu` is below the expert's gpu_of, the two
   // swap roles. Throws UsageError for an index out of range or a GPU that already holds a copy.
   void add_replica(int layer, int expert, int gpu);
+  // The same, also where `gpu` holds a copy already: serving engines' maps may give an expert two
+  // slots of one GPU (DeepSeek's EPLB does). Such a copy fills a slot; a token on that GPU uses
+  // the expert once, so routing sees the GPU once (routing::CopyTable).
+  void add_copy(int layer, int expert, int gpu);
   void clear_replicas() { replicas_.clear(); }
   const std::vector<Replica>& replicas() const { return replicas_; }  // sorted
   bool has_replicas() const { return !replicas_.empty(); }
-  // All GPUs holding a copy of (layer, expert), ascending.
+  // The GPU of every copy of (layer, expert), ascending; a GPU with two slots of it appears twice.
   std::vector<int> copies(int layer, int expert) const;
   // Copies of layer l's experts on each GPU: [gpus].
   std::vector<int> slots_per_gpu(int layer) const;
@@ -77,6 +81,12 @@ class Placement {
 
 // The stock expert-parallel placement: GPU g holds experts g*E/G ... (g+1)*E/G - 1 of every
 // layer. Throws UsageError unless E is divisible by G.
+//
+// contiguous_placement: the same for any E and G: GPU g holds experts floor(g*E/G) ...
+// floor((g+1)*E/G) - 1, so GPUs differ by at most one expert (vanilla_placement when G divides
+// E). With redundant slots whose total makes E + R divisible by G, the GPUs with fewer experts
+// are the ones with more free slots.
+Placement contiguous_placement(int layers, int experts, const Topology& topology);
 Placement vanilla_placement(int layers, int experts, const Topology& topology);
 
 // Vanilla for any divisibility: vanilla_placement when G divides E; when E divides G (more GPUs
@@ -90,9 +100,10 @@ enum class Balance {
   kNone,   // any number of experts per GPU
 };
 
-// Checks that every GPU id is in range for `topology`, the shape matches, no GPU holds two
-// copies of one expert, and (kExact) every GPU hosts E/G experts of every layer, or with
-// replicas the same number of copies of every layer: E/G + (replicas of the layer)/G. Throws
+// Checks that every GPU id is in range for `topology`, the shape matches and (kExact) every GPU
+// hosts the same number of expert copies (slots) of every layer: (E + replicas of the layer) / G,
+// which must be a whole number (the slots divide over the GPUs, the experts need not). A GPU may
+// hold two copies of one expert (add_copy). Throws
 // InputError naming the layer and GPU at fault; `what` names the placement in the message
 // (e.g. its file name).
 void validate(const Placement& placement, const Topology& topology, Balance balance,

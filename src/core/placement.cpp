@@ -43,6 +43,17 @@ void Placement::add_replica(int layer, int expert, int gpu) {
                        " already has a copy on GPU " + std::to_string(gpu));
     }
   }
+  add_copy(layer, expert, gpu);
+}
+
+void Placement::add_copy(int layer, int expert, int gpu) {
+  if (layer < 0 || layer >= layers_ || expert < 0 || expert >= experts_ || gpu < 0 ||
+      gpu >= gpus_) {
+    throw UsageError("copy of layer " + std::to_string(layer) + " expert " +
+                     std::to_string(expert) + " on GPU " + std::to_string(gpu) +
+                     " is out of range for " + std::to_string(layers_) + " layers x " +
+                     std::to_string(experts_) + " experts on " + std::to_string(gpus_) + " GPUs");
+  }
   int& primary = gpu_of_[static_cast<std::size_t>(layer) * experts_ + expert];
   if (gpu < primary) std::swap(gpu, primary);
   Replica r{layer, expert, gpu};
@@ -124,9 +135,22 @@ Placement vanilla_placement_any(int layers, int experts, const Topology& topolog
   return p;
 }
 
+Placement contiguous_placement(int layers, int experts, const Topology& topology) {
+  const std::int64_t G = topology.gpus();
+  Placement p(layers, experts, topology.gpus());
+  for (int l = 0; l < layers; ++l) {
+    for (std::int64_t g = 0; g < G; ++g) {
+      for (std::int64_t e = g * experts / G; e < (g + 1) * experts / G; ++e) {
+        p.set(l, static_cast<int>(e), static_cast<int>(g));
+      }
+    }
+  }
+  return p;
+}
+
 namespace {
 
-// Shape, GPU range and distinct copies; returns the replicas of each layer.
+// Shape and GPU range; returns the replicas of each layer.
 std::vector<int> check_copies(const Placement& placement, const Topology& topology,
                               const std::string& what) {
   if (placement.gpus() != topology.gpus()) {
@@ -144,18 +168,7 @@ std::vector<int> check_copies(const Placement& placement, const Topology& topolo
     }
   }
   std::vector<int> per_layer(static_cast<std::size_t>(placement.layers()), 0);
-  const auto& reps = placement.replicas();
-  for (std::size_t i = 0; i < reps.size(); ++i) {
-    const Replica& r = reps[i];
-    if (r.gpu == placement.gpu(r.layer, r.expert) ||
-        (i > 0 && reps[i - 1].layer == r.layer && reps[i - 1].expert == r.expert &&
-         reps[i - 1].gpu == r.gpu)) {
-      throw InputError(what + ": layer " + std::to_string(r.layer) + " expert " +
-                       std::to_string(r.expert) + " has two copies on GPU " +
-                       std::to_string(r.gpu));
-    }
-    ++per_layer[static_cast<std::size_t>(r.layer)];
-  }
+  for (const Replica& r : placement.replicas()) ++per_layer[static_cast<std::size_t>(r.layer)];
   return per_layer;
 }
 
@@ -178,19 +191,20 @@ void validate(const Placement& placement, const Topology& topology, Balance bala
     validate(placement, topology, 0, placement.experts(), what);
     return;
   }
-  const int per_gpu = topology.experts_per_gpu(placement.experts());
   std::vector<int> replicas = check_copies(placement, topology, what);
+  const int E = placement.experts();
   const int G = topology.gpus();
   for (int l = 0; l < placement.layers(); ++l) {
     const int r = replicas[static_cast<std::size_t>(l)];
-    if (r % G != 0) {
-      throw InputError(what + ": layer " + std::to_string(l) + " has " + std::to_string(r) +
-                       " replicas, which cannot fill the " + std::to_string(G) + " GPUs equally");
+    if ((E + r) % G != 0) {
+      throw InputError(what + ": layer " + std::to_string(l) + " has " + std::to_string(E) +
+                       " experts + " + std::to_string(r) + " replicas = " + std::to_string(E + r) +
+                       " slots, which cannot fill the " + std::to_string(G) + " GPUs equally");
     }
-    const int slots = per_gpu + r / G;
-    std::string need = "balanced placement needs " + std::to_string(slots) +
-                       " (E/G = " + std::to_string(placement.experts()) + "/" + std::to_string(G) +
-                       (r > 0 ? " plus " + std::to_string(r / G) + " replicas" : "") + ")";
+    const int slots = (E + r) / G;
+    std::string need = "balanced placement needs " + std::to_string(slots) + " ((E + R)/G = (" +
+                       std::to_string(E) + " + " + std::to_string(r) + ")/" + std::to_string(G) +
+                       ")";
     check_slots(placement, topology, l, slots, slots, need, what);
   }
 }

@@ -32,10 +32,19 @@ CopyTable::CopyTable(const Placement& placement) : experts_(placement.experts())
     gpu_[fill[static_cast<std::size_t>(r.layer) * static_cast<std::size_t>(experts_) +
               static_cast<std::size_t>(r.expert)]++] = r.gpu;
   }
+  // Sort each expert's copies and drop repeats (two slots of one expert on one GPU: a token there
+  // uses it once), compacting the table.
+  std::size_t out = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    std::sort(gpu_.begin() + static_cast<std::ptrdiff_t>(start_[i]),
-              gpu_.begin() + static_cast<std::ptrdiff_t>(start_[i + 1]));
+    const auto first = gpu_.begin() + static_cast<std::ptrdiff_t>(start_[i]);
+    const auto last = gpu_.begin() + static_cast<std::ptrdiff_t>(start_[i + 1]);
+    std::sort(first, last);
+    const auto end = std::unique(first, last);
+    start_[i] = out;
+    for (auto it = first; it != end; ++it) gpu_[out++] = *it;
   }
+  start_[n] = out;
+  gpu_.resize(out);
 }
 
 }  // namespace exflow::routing

@@ -98,7 +98,8 @@ inline int start_gpu(int primary, std::span<const int> others) {
   return lowest;
 }
 
-// Every copy of every (layer, expert) of a placement, ascending GPU ids: CSR over l * E + e.
+// The GPUs holding a copy of every (layer, expert) of a placement, distinct and ascending (two
+// slots of an expert on one GPU count once): CSR over l * E + e.
 class CopyTable {
  public:
   explicit CopyTable(const Placement& placement);

@@ -33,9 +33,9 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
   const long long total = static_cast<long long>(layers) * experts;
   std::vector<int> gpu_of(static_cast<std::size_t>(total), -1);
   struct ExtraRow {
-    long long expert, gpu, line;
+    long long expert, gpu;
   };
-  std::vector<ExtraRow> extra;  // rows after an expert's first: replicas
+  std::vector<ExtraRow> extra;  // rows after an expert's first: further copies
   std::string line;
   long long line_no = 0;
   long long rows = 0;
@@ -76,7 +76,7 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
     }
     int& slot = gpu_of[static_cast<std::size_t>(expert)];
     if (slot >= 0) {
-      extra.push_back({expert, gpu, line_no});
+      extra.push_back({expert, gpu});
     } else {
       slot = static_cast<int>(gpu);
       ++rows;
@@ -98,14 +98,7 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
   for (const ExtraRow& r : extra) {
     const int layer = static_cast<int>(r.expert / experts);
     const int e = static_cast<int>(r.expert % experts);
-    try {
-      placement.add_replica(layer, e, static_cast<int>(r.gpu));
-    } catch (const UsageError&) {
-      throw InputError(path + ":" + std::to_string(r.line) + ": expert " +
-                       std::to_string(r.expert) + " (layer " + std::to_string(layer) +
-                       ", expert " + std::to_string(e) + ") is placed twice on GPU " +
-                       std::to_string(r.gpu));
-    }
+    placement.add_copy(layer, e, static_cast<int>(r.gpu));
   }
   return placement;
 }
