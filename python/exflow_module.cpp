@@ -268,9 +268,8 @@ PyPlacement placement_from_phy2log(
   for (std::size_t i = 0; i < maps.phy2log.size(); ++i) {
     const std::int64_t v = phy2log.data()[i];
     if (v < 0 || v > std::numeric_limits<int>::max()) {
-      throw InputError(what + ": physical_to_logical_map layer " +
-                       std::to_string(i / maps.slots) + " slot " + std::to_string(i % maps.slots) +
-                       " is " + std::to_string(v));
+      throw InputError(what + ": physical_to_logical_map layer " + std::to_string(i / maps.slots) +
+                       " slot " + std::to_string(i % maps.slots) + " is " + std::to_string(v));
     }
     maps.phy2log[i] = static_cast<int>(v);
   }

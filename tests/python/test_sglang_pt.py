@@ -291,6 +291,7 @@ class Convert(unittest.TestCase):
             (dump, "out.csv", 2, "the output must be a .npy or .json file"),
             (os.path.join(self.d, "log.jsonl"), "out.npy", 2, "reads SGLang .pt files"),
             (os.path.join(self.d, "missing.pt"), "out.npy", 1, "cannot read"),
+            (dump, os.path.join("no-such-dir", "out.npy"), 1, "out.npy: cannot write"),
         ]
         for source, output, code, message in cases:
             out = os.path.join(self.d, output)
