@@ -128,7 +128,7 @@ def _trace(path, data):
     if not isinstance(records, (list, tuple)):
         raise ValueError(f"{path}: records must be a list, got {type(records).__name__}")
     kept = []  # (record index, ids [layers, tokens, width])
-    width = None
+    width, width_record = None, None
     for i, r in enumerate(records):
         if not isinstance(r, dict):
             raise ValueError(f"{path}: record {i} is a {type(r).__name__}, expected a dict")
@@ -141,8 +141,9 @@ def _trace(path, data):
                              f"expected [{layers}, tokens, k] (layers of last_physical_to_logical_map)")
         if width is not None and ids.shape[2] != width:
             raise ValueError(f"{path}: record {i}: topk_ids_of_layer has {ids.shape[2]} columns, "
-                             f"record {kept[0][0]} {width}")
-        width = ids.shape[2]
+                             f"record {width_record} {width}")
+        if width is None:
+            width, width_record = ids.shape[2], i
         bad = np.argwhere((ids < -1) | (ids >= slots))
         if len(bad):
             layer, t, c = bad[0]
