@@ -253,55 +253,6 @@ py::array_t<T> to_array(const std::vector<int>& values, std::vector<py::ssize_t>
 
 // A placement from SGLang's physical_to_logical_map [layers, slots] (EPLB's phy2log), checked
 // by placement_from_eplb_maps; `what` names the source in messages.
-PyPlacement placement_from_phy2log(
-    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& phy2log,
-    int gpus_per_node, int nodes, int experts, const std::string& what) {
-  if (phy2log.ndim() != 2) {
-    throw InputError(what + ": physical_to_logical_map must be [layers, slots], got " +
-                     std::to_string(phy2log.ndim()) + " dimensions");
-  }
-  const Topology topology(nodes, gpus_per_node);
-  EplbMaps maps;
-  maps.layers = static_cast<int>(phy2log.shape(0));
-  maps.slots = static_cast<int>(phy2log.shape(1));
-  maps.experts = experts;
-  maps.phy2log.resize(static_cast<std::size_t>(phy2log.size()));
-  for (std::size_t i = 0; i < maps.phy2log.size(); ++i) {
-    const std::int64_t v = phy2log.data()[i];
-    if (v < 0 || v > std::numeric_limits<int>::max()) {
-      throw InputError(what + ": physical_to_logical_map layer " + std::to_string(i / maps.slots) +
-                       " slot " + std::to_string(i % maps.slots) + " is " + std::to_string(v));
-    }
-    maps.phy2log[i] = static_cast<int>(v);
-  }
-  Placement p = placement_from_eplb_maps(maps, topology.gpus(), what);
-  return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
-}
-
-PyPlacement placement_from_array(
-    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& gpu_of,
-    int gpus_per_node, int nodes) {
-  if (gpu_of.ndim() != 2) {
-    throw InputError("gpu_of must be [layers, experts], got " + std::to_string(gpu_of.ndim()) +
-                     " dimensions");
-  }
-  const int L = static_cast<int>(gpu_of.shape(0));
-  const int E = static_cast<int>(gpu_of.shape(1));
-  const Topology topology(nodes, gpus_per_node);
-  std::vector<int> values(static_cast<std::size_t>(L) * E);
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const std::int64_t g = gpu_of.data()[i];
-    if (g < 0 || g >= topology.gpus()) {
-      throw InputError("gpu_of names GPU " + std::to_string(g) + ", outside 0.." +
-                       std::to_string(topology.gpus() - 1));
-    }
-    values[i] = static_cast<int>(g);
-  }
-  Placement p(L, E, topology.gpus(), std::move(values));
-  validate(p, topology, Balance::kNone);
-  return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
-}
-
 // dense_layers=: None (every decoder layer is MoE), a count of leading dense layers, a list of
 // dense decoder layers, or a model name ("deepseek-v3"), as the CLI's --dense-layers.
 DecoderLayers decoder_layers_of(const py::object& value) {
@@ -335,6 +286,57 @@ DecoderLayers decoder_layers_of(const py::object& value) {
   }
   throw py::type_error("dense_layers must be an int, a list of ints or a model name, got " +
                        std::string(py::str(value.get_type().attr("__name__"))));
+}
+
+PyPlacement placement_from_phy2log(
+    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& phy2log,
+    int gpus_per_node, int nodes, int experts, const std::string& what,
+    const py::object& dense_layers) {
+  if (phy2log.ndim() != 2) {
+    throw InputError(what + ": physical_to_logical_map must be [layers, slots], got " +
+                     std::to_string(phy2log.ndim()) + " dimensions");
+  }
+  const Topology topology(nodes, gpus_per_node);
+  EplbMaps maps;
+  maps.layers = static_cast<int>(phy2log.shape(0));
+  maps.slots = static_cast<int>(phy2log.shape(1));
+  maps.experts = experts;
+  maps.phy2log.resize(static_cast<std::size_t>(phy2log.size()));
+  for (std::size_t i = 0; i < maps.phy2log.size(); ++i) {
+    const std::int64_t v = phy2log.data()[i];
+    if (v < 0 || v > std::numeric_limits<int>::max()) {
+      throw InputError(what + ": physical_to_logical_map layer " + std::to_string(i / maps.slots) +
+                       " slot " + std::to_string(i % maps.slots) + " is " + std::to_string(v));
+    }
+    maps.phy2log[i] = static_cast<int>(v);
+  }
+  Placement p =
+      placement_from_eplb_maps(maps, topology.gpus(), what, decoder_layers_of(dense_layers));
+  return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
+}
+
+PyPlacement placement_from_array(
+    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& gpu_of,
+    int gpus_per_node, int nodes) {
+  if (gpu_of.ndim() != 2) {
+    throw InputError("gpu_of must be [layers, experts], got " + std::to_string(gpu_of.ndim()) +
+                     " dimensions");
+  }
+  const int L = static_cast<int>(gpu_of.shape(0));
+  const int E = static_cast<int>(gpu_of.shape(1));
+  const Topology topology(nodes, gpus_per_node);
+  std::vector<int> values(static_cast<std::size_t>(L) * E);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const std::int64_t g = gpu_of.data()[i];
+    if (g < 0 || g >= topology.gpus()) {
+      throw InputError("gpu_of names GPU " + std::to_string(g) + ", outside 0.." +
+                       std::to_string(topology.gpus() - 1));
+    }
+    values[i] = static_cast<int>(g);
+  }
+  Placement p(L, E, topology.gpus(), std::move(values));
+  validate(p, topology, Balance::kNone);
+  return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
 }
 
 }  // namespace
@@ -447,9 +449,9 @@ PYBIND11_MODULE(_native, m) {
 
   m.def("_placement_from_phy2log", &placement_from_phy2log, py::arg("phy2log"),
         py::arg("gpus_per_node"), py::arg("nodes") = 1, py::arg("experts") = 0,
-        py::arg("what") = "physical_to_logical_map",
+        py::arg("what") = "physical_to_logical_map", py::arg("dense_layers") = py::none(),
         "a placement from SGLang's physical_to_logical_map [layers, slots] (experts 0: the "
-        "largest id + 1)");
+        "largest id + 1), its dense decoder layers' rows dropped");
 
   m.def("profile", &profile_ids, py::arg("ids"), py::kw_only(), py::arg("experts") = py::none(),
         py::arg("topk") = py::none(), py::arg("threads") = 0,

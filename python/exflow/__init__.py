@@ -18,20 +18,25 @@ __all__ = [name for name in dir(_native) if not name.startswith("_")] + [
     "SglangFile", "read_sglang_dump"]
 
 
-def read_placement(path, layers, experts, gpus_per_node, nodes=1):
-    """read_placement(path, layers, experts, gpus_per_node, nodes=1) -> Placement
+def read_placement(path, layers, experts, gpus_per_node, nodes=1, *, dense_layers=None):
+    """read_placement(path, layers, experts, gpus_per_node, nodes=1, *, dense_layers=None)
+    -> Placement
 
     A placement from a file, as exflow eval reads it: the CSV (Expert,Node), SGLang's
     expert-location JSON, EPLB's maps JSON, or an SGLang init `.pt` holding
     physical_to_logical_map (needs torch). Its layers and experts must be `layers` x `experts`.
+    dense_layers: the model's dense decoder layers (None, a count, a list of layers or a model
+    name), whose rows the engines' maps hold and the placement does not.
     """
     path = _os.fspath(path)
     if not path.lower().endswith(".pt"):
-        return _native.read_placement(path, layers, experts, gpus_per_node, nodes)
+        return _native.read_placement(path, layers, experts, gpus_per_node, nodes,
+                                      dense_layers=dense_layers)
     f = read_sglang_dump(path)
     if f.kind != "physical_to_logical_map":
         raise ValueError(f"{path}: holds {f.kind}, not a physical_to_logical_map (a placement)")
-    p = _native._placement_from_phy2log(f.array, gpus_per_node, nodes, experts, path)
+    p = _native._placement_from_phy2log(f.array, gpus_per_node, nodes, experts, path,
+                                        dense_layers)
     if p.layers != layers or p.experts != experts:
         raise ValueError(f"{path}: placement has {p.layers} layers x {p.experts} experts, "
                          f"the trace {layers} x {experts}")

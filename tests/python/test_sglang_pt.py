@@ -170,6 +170,9 @@ class Read(unittest.TestCase):
         self.assertEqual(p.to_eplb()["logcnt"].sum(axis=1).tolist(), [SLOTS] * LAYERS)
         with self.assertRaisesRegex(ValueError, "placement has 4 layers x 4 experts, the trace 3 x 4"):
             exflow.read_placement(path, 3, EXPERTS, 2)
+        # Layer 0 as the dense one: the other three rows are the MoE layers.
+        moe = exflow.read_placement(path, 3, EXPERTS, 2, dense_layers=1)
+        self.assertEqual(moe.gpu_of.tolist(), p.gpu_of.tolist()[1:])
         with self.assertRaisesRegex(ValueError, "not a physical_to_logical_map"):
             exflow.read_placement(self.save(stat_dump()[0], "stat.pt"), LAYERS, EXPERTS, 2)
 
