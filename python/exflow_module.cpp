@@ -335,6 +335,13 @@ PYBIND11_MODULE(exflow, m) {
           },
           py::arg("path"), "write SGLang's --init-expert-location JSON, atomically")
       .def(
+          "to_vllm_ascend",
+          [](const PyPlacement& p, const std::string& path) {
+            write_vllm_ascend_expert_map(path, p.placement);
+          },
+          py::arg("path"),
+          "write vllm-ascend's expert map JSON (eplb_config.expert_map_path), atomically")
+      .def(
           "to_eplb",
           [](const PyPlacement& p) {
             const EplbMaps maps = eplb_maps(p.placement);

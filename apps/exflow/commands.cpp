@@ -69,6 +69,7 @@ struct SolveArgs : TraceArgs, TopologyArgs {
   std::string out_dir = "solutions";
   std::string sglang;
   std::string eplb;
+  std::string vllm_ascend;
   bool verbose = false;
 };
 
@@ -138,6 +139,17 @@ const OptionTable<SolveArgs>& solve_options() {
                     .shown_default("none"));
     t.push_back(option<SolveArgs>(&SolveArgs::eplb, "--eplb",
                                   "also write DeepSeek EPLB's phy2log/log2phy/logcnt JSON here")
+                    .shown_default("none"));
+    t.push_back(option<SolveArgs>(&SolveArgs::vllm_ascend, "--vllm-ascend",
+                                  "also write vllm-ascend's expert map JSON (eplb_config."
+                                  "expert_map_path) here")
+                    .check(CLI::Validator(
+                        [](std::string& path) -> std::string {
+                          return path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0
+                                     ? std::string()
+                                     : "expected a .json file, got " + path;
+                        },
+                        "FILE.json"))
                     .shown_default("none"));
     t.push_back(plan_option_row<SolveArgs>(plan_option_spec("seq_len")));
     add_output_rows(t);
@@ -231,6 +243,7 @@ std::string write_outputs(const SolveArgs& args, const std::string& name, const 
   write_placement_csv(path, p);
   if (!args.sglang.empty()) write_sglang_expert_location(args.sglang, p);
   if (!args.eplb.empty()) write_eplb_maps(args.eplb, p);
+  if (!args.vllm_ascend.empty()) write_vllm_ascend_expert_map(args.vllm_ascend, p);
   return path;
 }
 
