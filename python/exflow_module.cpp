@@ -9,6 +9,7 @@
 // Fortran-contiguous array in native byte order is read in place; anything else is copied once
 // into a C-contiguous array. The GIL is released while the library works. Library errors keep
 // their one-line messages: bad input or usage raises ValueError, a failed read or write OSError.
+#include <cctype>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -271,6 +272,41 @@ PyPlacement placement_from_array(
   return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
 }
 
+// dense_layers=: None (every decoder layer is MoE), a count of leading dense layers, a list of
+// dense decoder layers, or a model name ("deepseek-v3"), as the CLI's --dense-layers.
+DecoderLayers decoder_layers_of(const py::object& value) {
+  if (value.is_none()) return {};
+  if (py::isinstance<py::bool_>(value)) {
+    throw py::type_error("dense_layers must be an int, a list of ints or a model name, got bool");
+  }
+  if (py::isinstance<py::int_>(value)) {
+    return parse_dense_layers(std::to_string(value.cast<long long>()));
+  }
+  if (py::isinstance<py::str>(value)) {
+    const std::string text = value.cast<std::string>();
+    if (text.find(',') != std::string::npos || text.empty() ||
+        std::isdigit(static_cast<unsigned char>(text[0]))) {
+      throw py::value_error("dense_layers: '" + text +
+                            "' is not a model name; give a count or a list of ints");
+    }
+    return parse_dense_layers(text);
+  }
+  if (py::isinstance<py::sequence>(value)) {
+    std::string text;
+    for (const py::handle item : value.cast<py::sequence>()) {
+      if (!py::isinstance<py::int_>(item) || py::isinstance<py::bool_>(item)) {
+        throw py::type_error("dense_layers must be a list of ints, got an item of type " +
+                             std::string(py::str(item.get_type().attr("__name__"))));
+      }
+      text += std::to_string(item.cast<long long>()) + ",";
+    }
+    if (text.empty()) return {};
+    return parse_dense_layers(text);
+  }
+  throw py::type_error("dense_layers must be an int, a list of ints or a model name, got " +
+                       std::string(py::str(value.get_type().attr("__name__"))));
+}
+
 }  // namespace
 }  // namespace exflow::python
 
@@ -330,10 +366,13 @@ PYBIND11_MODULE(exflow, m) {
           py::arg("path"), "write the original tool's CSV (Expert,Node), atomically")
       .def(
           "to_sglang",
-          [](const PyPlacement& p, const std::string& path) {
-            write_sglang_expert_location(path, p.placement);
+          [](const PyPlacement& p, const std::string& path, const py::object& dense_layers) {
+            write_sglang_expert_location(path, p.placement, decoder_layers_of(dense_layers));
           },
-          py::arg("path"), "write SGLang's --init-expert-location JSON, atomically")
+          py::arg("path"), py::kw_only(), py::arg("dense_layers") = py::none(),
+          "write SGLang's --init-expert-location JSON, atomically; dense_layers: the model's "
+          "dense decoder layers (a count, a list of layers or a model name), written as "
+          "complete trivial rows")
       .def(
           "to_vllm_ascend",
           [](const PyPlacement& p, const std::string& path) {
@@ -361,13 +400,15 @@ PYBIND11_MODULE(exflow, m) {
 
   m.def(
       "read_placement",
-      [](const std::string& path, int layers, int experts, int gpus_per_node, int nodes) {
+      [](const std::string& path, int layers, int experts, int gpus_per_node, int nodes,
+         const py::object& dense_layers) {
         const Topology topology(nodes, gpus_per_node);
-        Placement p = read_placement_file(path, layers, experts, topology.gpus());
+        Placement p = read_placement_file(path, layers, experts, topology.gpus(),
+                                          decoder_layers_of(dense_layers));
         return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
       },
       py::arg("path"), py::arg("layers"), py::arg("experts"), py::arg("gpus_per_node"),
-      py::arg("nodes") = 1,
+      py::arg("nodes") = 1, py::kw_only(), py::arg("dense_layers") = py::none(),
       "read a placement file: the CSV (Expert,Node), SGLang's expert-location JSON or EPLB's "
       "maps JSON");
 

@@ -80,6 +80,43 @@ void add_topology_rows(OptionTable<Args>& t) {
 
 // A row for one PlanOptions field, from the library's options table: Args has a PlanOptions
 // member `plan` that the parsed value goes into, through the table's own check.
+// The serving engines' maps are indexed by decoder layer: --dense-layers says which are dense.
+// Reading a placement, --redundant-total (when given) says how many redundant slots it must have.
+struct PlacementFileArgs {
+  std::string dense_layers;  // parse_dense_layers' text; empty: every decoder layer is MoE
+  int redundant_total = -1;  // -1: any
+  DecoderLayers decoder() const {
+    return dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(dense_layers);
+  }
+};
+
+inline constexpr const char* kDenseLayersHelp =
+    "decoder layers without experts in the serving engines' maps (SGLang, EPLB, vllm-ascend "
+    "JSON): N (the first N), a list a,b (one layer: a,) or a model (deepseek-v2-lite, "
+    "deepseek-v3, ...)";
+
+template <class Args>
+void add_dense_layers_row(OptionTable<Args>& t) {
+  t.push_back(option<Args>(&Args::dense_layers, "--dense-layers", kDenseLayersHelp)
+                  .shown_default("none"));
+}
+
+// --dense-layers and --redundant-total of the commands that read a placement.
+template <class Args>
+void add_placement_file_rows(OptionTable<Args>& t) {
+  add_dense_layers_row(t);
+  t.push_back(option<Args>(&Args::redundant_total, "--redundant-total",
+                           "check that the placement has this many redundant slots per layer "
+                           "(E + R slots in all)")
+                  .check(CLI::Range(0, 1 << 30))
+                  .shown_default("any"));
+}
+
+// The placement file of `args` for a trace of `layers` x `experts` on `gpus` GPUs, through the
+// decoder layers, with the redundant slot count checked.
+Placement read_placement_arg(const std::string& path, const PlacementFileArgs& args, int layers,
+                             int experts, int gpus);
+
 template <class Args>
 OptionRow<Args> plan_option_row(const PlanOptionSpec& spec) {
   OptionRow<Args> row;

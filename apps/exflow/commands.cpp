@@ -47,6 +47,24 @@ void print_json(const nlohmann::json& j) {
   std::cout << j.dump(2) << std::endl;
 }
 
+Placement read_placement_arg(const std::string& path, const PlacementFileArgs& args, int layers,
+                             int experts, int gpus) {
+  Placement p = read_placement_file(path, layers, experts, gpus, args.decoder());
+  if (args.redundant_total < 0) return p;
+  std::vector<int> per_layer(static_cast<std::size_t>(layers), 0);
+  for (const Replica& r : p.replicas()) ++per_layer[static_cast<std::size_t>(r.layer)];
+  for (int l = 0; l < layers; ++l) {
+    if (per_layer[static_cast<std::size_t>(l)] != args.redundant_total) {
+      throw InputError(path + ": layer " + std::to_string(l) + " has " +
+                       std::to_string(per_layer[static_cast<std::size_t>(l)]) +
+                       " redundant slots (" + std::to_string(experts) + " experts in " +
+                       std::to_string(experts + per_layer[static_cast<std::size_t>(l)]) +
+                       " slots), --redundant-total says " + std::to_string(args.redundant_total));
+    }
+  }
+  return p;
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -54,7 +72,7 @@ namespace {
 
 struct ProfileArgs : TraceArgs {};
 
-struct EvalArgs : TraceArgs, TopologyArgs, BaselineArgs {
+struct EvalArgs : TraceArgs, TopologyArgs, BaselineArgs, PlacementFileArgs {
   std::string placement;
   bool unbalanced = false;
 };
@@ -70,6 +88,8 @@ struct SolveArgs : TraceArgs, TopologyArgs {
   std::string sglang;
   std::string eplb;
   std::string vllm_ascend;
+  std::string eplb_padding = "max";
+  std::string dense_layers;
   bool verbose = false;
 };
 
@@ -97,6 +117,7 @@ const OptionTable<EvalArgs>& eval_options() {
     t.push_back(
         option<EvalArgs>(&EvalArgs::unbalanced, "--unbalanced",
                          "accept placements without exactly E/G experts per GPU per layer"));
+    add_placement_file_rows(t);
     add_baseline_rows(t);
     add_output_rows(t);
     return t;
@@ -143,14 +164,12 @@ const OptionTable<SolveArgs>& solve_options() {
     t.push_back(option<SolveArgs>(&SolveArgs::vllm_ascend, "--vllm-ascend",
                                   "also write vllm-ascend's expert map JSON (eplb_config."
                                   "expert_map_path) here")
-                    .check(CLI::Validator(
-                        [](std::string& path) -> std::string {
-                          return path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0
-                                     ? std::string()
-                                     : "expected a .json file, got " + path;
-                        },
-                        "FILE.json"))
                     .shown_default("none"));
+    t.push_back(option<SolveArgs>(&SolveArgs::eplb_padding, "--eplb-padding",
+                                  "width of log2phy in --eplb: max (the most copies of any "
+                                  "expert, as SGLang and EPLB) or redundant+1 (as vLLM's EPLB)")
+                    .check(CLI::IsMember({"max", "redundant+1"})));
+    add_dense_layers_row(t);
     t.push_back(plan_option_row<SolveArgs>(plan_option_spec("seq_len")));
     add_output_rows(t);
     t.push_back(option<SolveArgs>(&SolveArgs::verbose, "--verbose",
@@ -193,7 +212,7 @@ int run_eval(const EvalArgs& args) {
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
   Placement placement =
-      read_placement_file(args.placement, trace.layers(), trace.experts(), topology.gpus());
+      read_placement_arg(args.placement, args, trace.layers(), trace.experts(), topology.gpus());
   validate(placement, topology, args.unbalanced ? Balance::kNone : Balance::kExact, args.placement);
   EvalOptions eo;
   eo.threads = args.threads;
@@ -241,10 +260,38 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 std::string write_outputs(const SolveArgs& args, const std::string& name, const Placement& p) {
   std::string path = (std::filesystem::path(args.out_dir) / name).string();
   write_placement_csv(path, p);
-  if (!args.sglang.empty()) write_sglang_expert_location(args.sglang, p);
-  if (!args.eplb.empty()) write_eplb_maps(args.eplb, p);
-  if (!args.vllm_ascend.empty()) write_vllm_ascend_expert_map(args.vllm_ascend, p);
+  const DecoderLayers decoder =
+      args.dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(args.dense_layers);
+  if (!args.sglang.empty()) write_sglang_expert_location(args.sglang, p, decoder);
+  if (!args.eplb.empty()) {
+    write_eplb_maps(
+        args.eplb, p, decoder,
+        args.eplb_padding == "max" ? EplbPadding::kMaxCopies : EplbPadding::kRedundantPlusOne);
+  }
+  if (!args.vllm_ascend.empty()) write_vllm_ascend_expert_map(args.vllm_ascend, p, decoder);
   return path;
+}
+
+// The serving outputs' names and --dense-layers, checked before any work.
+void check_serving_outputs(const SolveArgs& args) {
+  const auto json_name = [](const std::string& path, const char* flag) {
+    const std::string ext = std::filesystem::path(path).extension().string();
+    if (!path.empty() && ext != ".json" && ext != ".JSON") {
+      throw UsageError(std::string(flag) + " " + path +
+                       ": the file name must end in .json (SGLang reads any other "
+                       "--init-expert-location value as inline JSON)");
+    }
+  };
+  json_name(args.sglang, "--sglang");
+  json_name(args.eplb, "--eplb");
+  const std::string& ascend = args.vllm_ascend;
+  if (!ascend.empty() &&
+      (ascend.size() < 5 || ascend.compare(ascend.size() - 5, 5, ".json") != 0)) {
+    throw UsageError("--vllm-ascend " + ascend +
+                     ": the file name must end in .json (vllm-ascend rejects any other "
+                     "expert_map_path)");
+  }
+  if (!args.dense_layers.empty()) parse_dense_layers(args.dense_layers);
 }
 
 // --expert-loads: each layer balanced by its expert loads alone.
@@ -253,7 +300,11 @@ int run_solve_from_loads(const SolveArgs& args) {
   if (args.experts > 0) {
     throw UsageError("--experts does not apply to --expert-loads (E is the file's width)");
   }
-  ExpertLoads loads = read_expert_loads(args.expert_loads);
+  // SGLang counts every decoder layer: the dense ones are dropped here and written back.
+  ExpertLoads loads =
+      moe_rows(read_expert_loads(args.expert_loads),
+               args.dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(args.dense_layers),
+               args.expert_loads);
   Topology topology = make_topology(args);
   const PlanResult r = plan(loads, topology, plan_options_of(args, nullptr));
   const double worst = r.objective;
@@ -346,6 +397,7 @@ int run_solve(const SolveArgs& args) {
   if (inputs != 1) {
     throw UsageError("solve needs exactly one of TRACE, --affinity-counts and --expert-loads");
   }
+  check_serving_outputs(args);
   if (!args.expert_loads.empty()) return run_solve_from_loads(args);
   if (!args.affinity_counts.empty()) return run_solve_from_counts(args);
   const auto start = std::chrono::steady_clock::now();

@@ -22,7 +22,7 @@
 namespace exflow::cli {
 namespace {
 
-struct ReportArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs {
+struct ReportArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs, PlacementFileArgs {
   std::vector<std::string> placements;
   std::string output;
   int convergence_points = 5;
@@ -61,6 +61,7 @@ const OptionTable<ReportArgs>& report_options() {
                                    "experts per heatmap axis: all, or the most loaded ones")
                     .check(CLI::Range(2, 1024)));
     add_simulation_rows(t, std::string(kDefaultModel) + "'s sizes");
+    add_placement_file_rows(t);
     add_baseline_rows(t);
     t.push_back(option<ReportArgs>(&ReportArgs::quiet, "--quiet", "no progress bar on stderr"));
     return t;
@@ -116,7 +117,7 @@ int run_report(const ReportArgs& args) {
 
   std::vector<std::pair<std::string, Placement>> placements;
   for (const std::string& path : args.placements) {
-    Placement p = read_placement_file(path, L, E, topology.gpus());
+    Placement p = read_placement_arg(path, args, L, E, topology.gpus());
     validate(p, topology, Balance::kNone, path);
     placements.emplace_back(std::filesystem::path(path).filename().string(), std::move(p));
   }

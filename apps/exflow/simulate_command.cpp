@@ -15,7 +15,7 @@
 namespace exflow::cli {
 namespace {
 
-struct SimulateArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs {
+struct SimulateArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs, PlacementFileArgs {
   std::string placement;
   bool matrices = false;
   bool unbalanced = false;
@@ -72,6 +72,7 @@ const OptionTable<SimulateArgs>& simulate_options() {
         option<SimulateArgs>(&SimulateArgs::unbalanced, "--unbalanced",
                              "accept a placement without exactly E/G experts per GPU per layer"));
     add_simulation_rows(t, "");
+    add_placement_file_rows(t);
     add_baseline_rows(t);
     t.push_back(option<SimulateArgs>(&SimulateArgs::matrices, "--matrices",
                                      "with --json, add every layer's GPU x GPU byte matrices over "
@@ -117,7 +118,7 @@ int run_simulate(const SimulateArgs& args) {
   std::optional<Placement> placement;
   if (!args.placement.empty()) {
     placement =
-        read_placement_file(args.placement, trace.layers(), trace.experts(), topology.gpus());
+        read_placement_arg(args.placement, args, trace.layers(), trace.experts(), topology.gpus());
     validate(*placement, topology, args.unbalanced ? Balance::kNone : Balance::kExact,
              args.placement);
   }

@@ -82,11 +82,16 @@ class Placement {
 // The stock expert-parallel placement: GPU g holds experts g*E/G ... (g+1)*E/G - 1 of every
 // layer. Throws UsageError unless E is divisible by G.
 //
-// contiguous_placement: the same for any E and G: GPU g holds experts floor(g*E/G) ...
-// floor((g+1)*E/G) - 1, so GPUs differ by at most one expert (vanilla_placement when G divides
-// E). With redundant slots whose total makes E + R divisible by G, the GPUs with fewer experts
-// are the ones with more free slots.
-Placement contiguous_placement(int layers, int experts, const Topology& topology);
+// trivial_placement: the serving engines' stock layout with R redundant slots in all (SGLang's
+// trivial expert location): S = (E + R)/G slots per GPU, slot s = g*S + i holds expert s mod E,
+// so the first slots hold every expert once in order and the last R repeat experts 0, 1, ...
+// (vanilla_placement when R = 0). Throws UsageError unless G divides E + R.
+Placement trivial_placement(int layers, int experts, int redundant_total,
+                            const Topology& topology);
+
+// The stock placement the comparisons use: vanilla_placement_any where it exists, else (E and G
+// not dividing each other) trivial_placement with `redundant_total` slots.
+Placement stock_placement(int layers, int experts, int redundant_total, const Topology& topology);
 Placement vanilla_placement(int layers, int experts, const Topology& topology);
 
 // Vanilla for any divisibility: vanilla_placement when G divides E; when E divides G (more GPUs

@@ -38,6 +38,7 @@ struct PlanOptions {
   Method method = Method::kAuto;
   LoadLimit max_load_ratio{LoadLimit::Kind::kAuto, 0};
   int redundant = 0;               // replica slots per GPU per layer
+  int redundant_total = 0;         // replica slots per layer in all (E + R divides over the GPUs)
   double time_limit = 0;           // seconds for the graph solver; 0: the method's default
   double token_time_limit = 0;     // seconds for the token search; 0: until it converges
   std::int64_t sample_tokens = 0;  // tokens the token search holds; 0: as many as fit 16M ids

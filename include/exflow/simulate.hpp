@@ -36,6 +36,7 @@ struct ModelPreset {
   int experts = 0;                      // routed experts per layer
   int k = 0;                            // experts per token
   int dtype_bytes = 2;                  // activations on the wire (bf16)
+  int first_dense_layers = 0;           // decoder layers before the first MoE layer
 };
 
 const std::vector<ModelPreset>& model_presets();

@@ -76,6 +76,7 @@ struct SolveOptions {
   // Applied by refine() (the graph solvers do not see them):
   LoadLimit max_load;              // per-layer GPU load limit
   int redundant = 0;               // replica slots per GPU per layer
+  int redundant_total = 0;         // or in all per layer; E + R divisible by G (not both)
   std::int64_t sample_tokens = 0;  // tokens the token search holds; 0: as many as fit 16M ids
   double refine_time_limit = 0;    // seconds for the token search; 0: until it converges
 };
@@ -132,10 +133,16 @@ std::vector<std::int64_t> load_limits(const LoadLimit& limit, std::int64_t token
                                       const std::vector<std::int64_t>& vanilla_max);
 
 // Load-only placement from per-layer expert loads `loads` [layers, experts] (no affinity):
-// each layer balanced on its own, with `redundant` replica slots per GPU given to the hottest
-// experts as DeepSeek's EPLB does (src/solve/load_balance.cpp).
+// each layer balanced on its own, with `redundant_total` replica slots per layer given to the
+// hottest experts as DeepSeek's EPLB does (src/solve/load_balance.cpp). G must divide E +
+// redundant_total (each GPU then holds (E + R)/G copies).
 Placement balance_loads(const std::vector<std::int64_t>& loads, int layers, int experts,
-                        const Topology& topology, int redundant);
+                        const Topology& topology, int redundant_total);
+
+// The redundant slots per layer in all that `redundant` (per GPU) or `redundant_total` asks for
+// on G GPUs of E experts. Throws UsageError (naming PlanOptions' fields) for both at once, a
+// negative count, E + R not divisible by G, or more copies than E experts can have on G GPUs.
+int redundant_slots(int redundant, int redundant_total, int experts, int gpus);
 
 // The objective above for any placement (per token).
 double graph_objective(const AffinityGraph& graph, const Placement& placement,

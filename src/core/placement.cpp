@@ -135,17 +135,31 @@ Placement vanilla_placement_any(int layers, int experts, const Topology& topolog
   return p;
 }
 
-Placement contiguous_placement(int layers, int experts, const Topology& topology) {
-  const std::int64_t G = topology.gpus();
-  Placement p(layers, experts, topology.gpus());
+Placement trivial_placement(int layers, int experts, int redundant_total,
+                            const Topology& topology) {
+  const int G = topology.gpus();
+  if (redundant_total < 0 || (experts + redundant_total) % G != 0) {
+    throw UsageError(std::to_string(experts) + " experts + " + std::to_string(redundant_total) +
+                     " redundant slots do not divide over " + std::to_string(G) + " GPUs");
+  }
+  const int S = (experts + redundant_total) / G;
+  Placement p(layers, experts, G);
   for (int l = 0; l < layers; ++l) {
-    for (std::int64_t g = 0; g < G; ++g) {
-      for (std::int64_t e = g * experts / G; e < (g + 1) * experts / G; ++e) {
-        p.set(l, static_cast<int>(e), static_cast<int>(g));
+    for (int s = 0; s < G * S; ++s) {
+      if (s < experts) {
+        p.set(l, s, s / S);
+      } else {
+        p.add_copy(l, s % experts, s / S);
       }
     }
   }
   return p;
+}
+
+Placement stock_placement(int layers, int experts, int redundant_total, const Topology& topology) {
+  const int G = topology.gpus();
+  if (experts % G == 0 || G % experts == 0) return vanilla_placement_any(layers, experts, topology);
+  return trivial_placement(layers, experts, redundant_total, topology);
 }
 
 namespace {

@@ -102,26 +102,85 @@ ExpertLoads loads_from(const std::vector<std::int64_t>& shape,
   return loads;
 }
 
+// phy2log rows [moe layers][slots] -> [decoder layers][slots]: a dense layer's row is the trivial
+// map (slot s holds expert s mod E), complete as the engines need every row to be.
+std::vector<std::vector<int>> decoder_rows(std::vector<std::vector<int>> moe_rows, int experts,
+                                           const DecoderLayers& layers) {
+  if (layers.empty()) return moe_rows;
+  const int moe = static_cast<int>(moe_rows.size());
+  const std::size_t slots = moe_rows.empty() ? 0 : moe_rows.front().size();
+  std::vector<int> trivial(slots);
+  for (std::size_t i = 0; i < slots; ++i) trivial[i] = static_cast<int>(i % experts);
+  std::vector<std::vector<int>> out(static_cast<std::size_t>(layers.total(moe)), trivial);
+  const std::vector<int> ids = layers.moe_layer_ids(moe);
+  for (int l = 0; l < moe; ++l) {
+    out[static_cast<std::size_t>(ids[static_cast<std::size_t>(l)])] =
+        std::move(moe_rows[static_cast<std::size_t>(l)]);
+  }
+  return out;
+}
+
+// The rows of phy2log [rows][slots] that are MoE layers. `where` prefixes messages.
+std::vector<int> moe_rows_of(const std::vector<int>& phy2log, int rows, int slots,
+                             const DecoderLayers& layers, const std::string& where,
+                             int* moe_layers) {
+  *moe_layers = rows;
+  if (layers.empty()) return phy2log;
+  const int moe = rows - static_cast<int>(layers.dense.size());
+  if (moe < 1 || layers.dense.back() >= rows) {
+    throw InputError(where + str(rows) + " layers cannot hold dense layer " +
+                     str(layers.dense.back()) + " and a MoE layer");
+  }
+  std::vector<int> out;
+  out.reserve(static_cast<std::size_t>(moe) * slots);
+  for (int l : layers.moe_layer_ids(moe)) {
+    const auto row = phy2log.begin() + static_cast<std::ptrdiff_t>(l) * slots;
+    out.insert(out.end(), row, row + slots);
+  }
+  *moe_layers = moe;
+  return out;
+}
+
+// The MoE layers' rows of all three maps (each checked for its size first).
+EplbMaps moe_maps(const EplbMaps& maps, const DecoderLayers& layers, const std::string& where) {
+  EplbMaps out = maps;
+  const auto rows = [&](const std::vector<int>& v, const char* name, std::size_t width) {
+    if (v.empty()) return v;
+    if (v.size() != static_cast<std::size_t>(maps.layers) * width) {
+      throw InputError(where + name + " has " + str(static_cast<std::int64_t>(v.size())) +
+                       " entries, not " + str(maps.layers) + " layers x " +
+                       str(static_cast<std::int64_t>(width)));
+    }
+    int moe = 0;
+    return moe_rows_of(v, maps.layers, static_cast<int>(width), layers, where, &moe);
+  };
+  out.phy2log = rows(maps.phy2log, "phy2log", static_cast<std::size_t>(maps.slots));
+  out.logcnt = rows(maps.logcnt, "logcnt", static_cast<std::size_t>(maps.experts));
+  out.log2phy = rows(maps.log2phy, "log2phy",
+                     static_cast<std::size_t>(maps.experts) * std::max(0, maps.max_replicas));
+  out.layers = maps.layers - static_cast<int>(layers.dense.size());
+  return out;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 
-void write_sglang_expert_location(const std::string& path, const Placement& placement) {
-  auto layout = io::physical_layout(placement);
-  json map = json::array();
-  for (const auto& layer : layout) {
-    json row = json::array();
-    for (const auto& gpu : layer) {
-      for (int e : gpu) row.push_back(e);
-    }
-    map.push_back(std::move(row));
+void write_sglang_expert_location(const std::string& path, const Placement& placement,
+                                  const DecoderLayers& layers) {
+  std::vector<std::vector<int>> rows;
+  for (const auto& layer : io::physical_layout(placement)) {
+    std::vector<int> row;
+    for (const auto& gpu : layer) row.insert(row.end(), gpu.begin(), gpu.end());
+    rows.push_back(std::move(row));
   }
   json j = json::object();
-  j["physical_to_logical_map"] = std::move(map);
+  j["physical_to_logical_map"] = decoder_rows(std::move(rows), placement.experts(), layers);
   io::write_file_atomically(path, j.dump() + "\n");
 }
 
-Placement read_sglang_expert_location(const std::string& path, int gpus, int experts) {
+Placement read_sglang_expert_location(const std::string& path, int gpus, int experts,
+                                      const DecoderLayers& layers) {
   if (gpus < 1) throw UsageError(path + ": GPU count must be positive, got " + str(gpus));
   if (experts < 0) throw UsageError(path + ": expert count must not be negative");
   json j = io::read_json_file(path);
@@ -136,35 +195,41 @@ Placement read_sglang_expert_location(const std::string& path, int gpus, int exp
       a.shape[1] > std::numeric_limits<int>::max()) {
     throw InputError(where + "physical_to_logical_map is too large");
   }
-  return io::placement_from_phy2log(to_int_ids(a, path + ": physical_to_logical_map"),
-                                static_cast<int>(a.shape[0]), static_cast<int>(a.shape[1]), gpus,
-                                experts, where);
+  int moe = 0;
+  const int slots = static_cast<int>(a.shape[1]);
+  std::vector<int> map = moe_rows_of(to_int_ids(a, path + ": physical_to_logical_map"),
+                                     static_cast<int>(a.shape[0]), slots, layers, where, &moe);
+  return io::placement_from_phy2log(map, moe, slots, gpus, experts, where);
 }
 
 // ---------------------------------------------------------------------------------------------
 
-EplbMaps eplb_maps(const Placement& placement) {
-  auto layout = io::physical_layout(placement);
+EplbMaps eplb_maps(const Placement& placement, const DecoderLayers& layers, EplbPadding padding) {
+  std::vector<std::vector<int>> rows;
+  for (const auto& layer : io::physical_layout(placement)) {
+    std::vector<int> row;
+    for (const auto& gpu : layer) row.insert(row.end(), gpu.begin(), gpu.end());
+    rows.push_back(std::move(row));
+  }
+  rows = decoder_rows(std::move(rows), placement.experts(), layers);
   EplbMaps m;
-  m.layers = placement.layers();
+  m.layers = static_cast<int>(rows.size());
   m.experts = placement.experts();
-  m.slots = 0;
-  for (const auto& gpu : layout.front()) m.slots += static_cast<int>(gpu.size());
+  m.slots = static_cast<int>(rows.front().size());
   m.phy2log.reserve(static_cast<std::size_t>(m.layers) * m.slots);
-  // slots_of[l*E + e]: the expert's slots, ascending (the layout is GPU-major, GPUs ascending).
+  // slots_of[l*E + e]: the expert's slots, ascending.
   std::vector<std::vector<int>> slots_of(static_cast<std::size_t>(m.layers) * m.experts);
   for (int l = 0; l < m.layers; ++l) {
-    int s = 0;
-    for (const auto& gpu : layout[static_cast<std::size_t>(l)]) {
-      for (int e : gpu) {
-        m.phy2log.push_back(e);
-        slots_of[static_cast<std::size_t>(l) * m.experts + e].push_back(s++);
-      }
+    for (int s = 0; s < m.slots; ++s) {
+      const int e = rows[static_cast<std::size_t>(l)][static_cast<std::size_t>(s)];
+      m.phy2log.push_back(e);
+      slots_of[static_cast<std::size_t>(l) * m.experts + e].push_back(s);
     }
   }
   m.max_replicas = 1;
   for (const auto& s : slots_of)
     m.max_replicas = std::max(m.max_replicas, static_cast<int>(s.size()));
+  if (padding == EplbPadding::kRedundantPlusOne) m.max_replicas = m.slots - m.experts + 1;
   m.log2phy.assign(slots_of.size() * static_cast<std::size_t>(m.max_replicas), -1);
   m.logcnt.resize(slots_of.size());
   for (std::size_t i = 0; i < slots_of.size(); ++i) {
@@ -175,8 +240,10 @@ EplbMaps eplb_maps(const Placement& placement) {
   return m;
 }
 
-Placement placement_from_eplb_maps(const EplbMaps& maps, int gpus, const std::string& what) {
+Placement placement_from_eplb_maps(const EplbMaps& maps, int gpus, const std::string& what,
+                                   const DecoderLayers& layers) {
   const std::string where = what + ": ";
+  if (!layers.empty()) return placement_from_eplb_maps(moe_maps(maps, layers, where), gpus, what);
   if (maps.layers < 1 || maps.slots < 1 || maps.experts < 0) {
     throw InputError(where + "empty maps (" + str(maps.layers) + " layers, " + str(maps.slots) +
                      " slots)");
@@ -253,8 +320,9 @@ Placement placement_from_eplb_maps(const EplbMaps& maps, int gpus, const std::st
   return p;
 }
 
-void write_eplb_maps(const std::string& path, const Placement& placement) {
-  const EplbMaps m = eplb_maps(placement);
+void write_eplb_maps(const std::string& path, const Placement& placement,
+                     const DecoderLayers& layers, EplbPadding padding) {
+  const EplbMaps m = eplb_maps(placement, layers, padding);
   json phy2log = json::array(), log2phy = json::array(), logcnt = json::array();
   for (int l = 0; l < m.layers; ++l) {
     phy2log.push_back(
@@ -278,7 +346,7 @@ void write_eplb_maps(const std::string& path, const Placement& placement) {
   io::write_file_atomically(path, j.dump() + "\n");
 }
 
-Placement read_eplb_maps(const std::string& path, int gpus) {
+Placement read_eplb_maps(const std::string& path, int gpus, const DecoderLayers& layers) {
   if (gpus < 1) throw UsageError(path + ": GPU count must be positive, got " + str(gpus));
   json j = io::read_json_file(path);
   const std::string where = path + ": ";
@@ -323,7 +391,7 @@ Placement read_eplb_maps(const std::string& path, int gpus) {
         static_cast<int>(std::min<std::int64_t>(l2p.shape[2], std::numeric_limits<int>::max()));
     m.log2phy = to_int_ids(l2p, path + ": log2phy");
   }
-  return placement_from_eplb_maps(m, gpus, path);
+  return placement_from_eplb_maps(m, gpus, path, layers);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,7 +484,8 @@ AffinityGraph read_affinity_counts(const std::string& path, int k) {
   return AffinityGraph(L, E, tokens, std::move(a.values), std::move(loads));
 }
 
-Placement read_placement_file(const std::string& path, int layers, int experts, int gpus) {
+Placement read_placement_file(const std::string& path, int layers, int experts, int gpus,
+                              const DecoderLayers& decoder) {
   const std::string ext = std::filesystem::path(path).extension().string();
   if (ext != ".json" && ext != ".JSON") return read_placement_csv(path, layers, experts, gpus);
   std::string text = [&] {
@@ -426,14 +495,22 @@ Placement read_placement_file(const std::string& path, int layers, int experts, 
   }();
   auto holds = [&](const char* key) { return text.find(key) != std::string::npos; };
   Placement p = holds("\"physical_to_logical_map\"")
-                    ? read_sglang_expert_location(path, gpus, experts)
+                    ? read_sglang_expert_location(path, gpus, experts, decoder)
                 : holds("\"moe_layer_count\"") || holds("\"layer_list\"")
-                    ? read_vllm_ascend_expert_map(path, gpus, experts)
-                    : read_eplb_maps(path, gpus);
+                    ? read_vllm_ascend_expert_map(path, gpus, experts, decoder)
+                    : read_eplb_maps(path, gpus, decoder);
   if (p.layers() != layers || p.experts() != experts) {
-    throw InputError(path + ": placement has " + std::to_string(p.layers()) + " layers x " +
-                     std::to_string(p.experts()) + " experts, the trace " + std::to_string(layers) +
-                     " x " + std::to_string(experts));
+    std::string hint;
+    if (p.layers() > layers && p.experts() == experts) {
+      hint = decoder.empty() ? "; if the model has " + std::to_string(p.layers() - layers) +
+                                   " dense decoder layer(s), give dense_layers"
+                             : "; dense_layers names " + std::to_string(decoder.dense.size()) +
+                                   " dense layers";
+    }
+    throw InputError(path + ": placement has " + std::to_string(p.layers()) + " MoE layers x " +
+                         std::to_string(p.experts()) + " experts, the trace " +
+                         std::to_string(layers) + " x " + std::to_string(experts) + hint,
+                     {"dense_layers"});
   }
   return p;
 }

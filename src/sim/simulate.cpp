@@ -30,18 +30,21 @@ double bytes_per_second(double gbps) {
 }  // namespace
 
 const std::vector<ModelPreset>& model_presets() {
-  // hidden, KV bytes per token per layer (bf16), MoE layers, routed experts, top-k.
+  // hidden, KV bytes per token per layer (bf16), MoE layers, routed experts, top-k, bytes per
+  // activation value, dense decoder layers before the first MoE layer (first_k_dense_replace).
   static const std::vector<ModelPreset> presets = {
       // 8 KV heads x 128 x (K, V) x 2 bytes.
-      {"mixtral-8x7b", 4096, 2 * 8 * 128 * 2, 32, 8, 2, 2},
-      {"mixtral-8x22b", 6144, 2 * 8 * 128 * 2, 56, 8, 2, 2},
+      {"mixtral-8x7b", 4096, 2 * 8 * 128 * 2, 32, 8, 2, 2, 0},
+      {"mixtral-8x22b", 6144, 2 * 8 * 128 * 2, 56, 8, 2, 2, 0},
       // MLA: one 512-wide latent plus a 64-wide RoPE key per token, 61 layers of which the first
       // 3 are dense.
-      {"deepseek-v3", 7168, (512 + 64) * 2, 58, 256, 8, 2},
+      {"deepseek-v3", 7168, (512 + 64) * 2, 58, 256, 8, 2, 3},
+      // MLA as V3; 27 layers, the first dense; 64 routed experts, top-6.
+      {"deepseek-v2-lite", 2048, (512 + 64) * 2, 26, 64, 6, 2, 1},
       // 4 KV heads x 128.
-      {"qwen3-235b-a22b", 4096, 2 * 4 * 128 * 2, 94, 128, 8, 2},
+      {"qwen3-235b-a22b", 4096, 2 * 4 * 128 * 2, 94, 128, 8, 2, 0},
       // 16 KV heads (full multi-head attention) x 128.
-      {"olmoe-1b-7b", 2048, 2 * 16 * 128 * 2, 16, 64, 8, 2},
+      {"olmoe-1b-7b", 2048, 2 * 16 * 128 * 2, 16, 64, 8, 2, 0},
   };
   return presets;
 }

@@ -18,6 +18,12 @@ std::int64_t max_gpu_load(const std::int64_t* load, const int* gpu_of, int exper
 }
 
 std::vector<int> balance_layer(const std::int64_t* load, int experts, int gpus, int per_gpu) {
+  return balance_layer(load, experts, std::vector<int>(static_cast<std::size_t>(gpus), per_gpu));
+}
+
+std::vector<int> balance_layer(const std::int64_t* load, int experts,
+                               const std::vector<int>& capacity) {
+  const int gpus = static_cast<int>(capacity.size());
   std::vector<int> order(static_cast<std::size_t>(experts));
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return load[a] > load[b]; });
@@ -27,7 +33,10 @@ std::vector<int> balance_layer(const std::int64_t* load, int experts, int gpus, 
   for (int e : order) {
     int best = -1;
     for (int g = 0; g < gpus; ++g) {
-      if (static_cast<int>(members[static_cast<std::size_t>(g)].size()) >= per_gpu) continue;
+      if (static_cast<int>(members[static_cast<std::size_t>(g)].size()) >=
+          capacity[static_cast<std::size_t>(g)]) {
+        continue;
+      }
       if (best < 0 || total[static_cast<std::size_t>(g)] < total[static_cast<std::size_t>(best)]) {
         best = g;
       }
@@ -77,7 +86,7 @@ std::vector<int> balance_layer(const std::int64_t* load, int experts, int gpus, 
 
 std::vector<std::vector<int>> balance_layer_with_replicas(const std::int64_t* load, int experts,
                                                           int gpus, int replicas) {
-  if (experts % gpus != 0 || replicas % gpus != 0 ||
+  if ((experts + replicas) % gpus != 0 ||
       replicas > static_cast<long long>(experts) * (gpus - 1)) {
     throw UsageError(std::to_string(experts) + " experts and " + std::to_string(replicas) +
                      " replicas cannot fill " + std::to_string(gpus) + " GPUs equally");

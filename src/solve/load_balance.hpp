@@ -11,6 +11,9 @@ namespace exflow::solvers {
 // ([experts]) with exactly per_gpu experts on each of `gpus` GPUs (experts = gpus * per_gpu).
 // Largest-first greedy followed by pairwise swaps that lower the busiest GPU.
 std::vector<int> balance_layer(const std::int64_t* load, int experts, int gpus, int per_gpu);
+// The same with capacity[g] experts on GPU g ([gpus], summing to experts).
+std::vector<int> balance_layer(const std::int64_t* load, int experts,
+                               const std::vector<int>& capacity);
 
 // The busiest GPU's load for a layer's assignment gpu_of [experts].
 std::int64_t max_gpu_load(const std::int64_t* load, const int* gpu_of, int experts, int gpus);
@@ -19,7 +22,8 @@ std::int64_t max_gpu_load(const std::int64_t* load, const int* gpu_of, int exper
 // copies go one at a time to the expert with the highest load per copy; the copies (each
 // carrying load / copies) are then packed largest first onto the GPU with the least load among
 // those with a free slot and no copy of that expert. Returns, per GPU, the experts it hosts
-// ([gpus] lists of per_gpu + replicas / gpus experts).
+// ([gpus] lists of (experts + replicas) / gpus experts; the experts need not divide over the
+// GPUs, the slots must).
 std::vector<std::vector<int>> balance_layer_with_replicas(const std::int64_t* load, int experts,
                                                           int gpus, int replicas);
 

@@ -39,6 +39,7 @@ SolveOptions solve_options_of(const PlanOptions& o, int k) {
   s.log = o.log;
   s.max_load = o.max_load_ratio;
   s.redundant = o.redundant;
+  s.redundant_total = o.redundant_total;
   s.sample_tokens = o.sample_tokens;
   s.refine_time_limit = o.token_time_limit;
   return s;
@@ -84,6 +85,56 @@ std::vector<double> load_ratios(const ExpertLoads& loads, const Placement& p, in
   return out;
 }
 
+// The graph with idle experts E..experts-1 (no tokens) added to every layer, so that the graph
+// solvers, which place the same number of experts on every GPU, can solve E experts on G GPUs
+// when only E + R divides by G: the GPUs that get idle experts keep those slots for replicas.
+AffinityGraph with_idle_experts(const AffinityGraph& graph, int experts) {
+  const int L = graph.layers(), E = graph.experts();
+  const auto n = static_cast<std::size_t>(experts);
+  std::vector<std::int64_t> transitions(static_cast<std::size_t>(std::max(0, L - 1)) * n * n, 0);
+  std::vector<std::int64_t> loads(static_cast<std::size_t>(L) * n, 0);
+  for (int l = 0; l < L; ++l) {
+    for (int i = 0; i < E; ++i) {
+      loads[static_cast<std::size_t>(l) * n + static_cast<std::size_t>(i)] = graph.load(l, i);
+      if (l + 1 == L) continue;
+      for (int j = 0; j < E; ++j) {
+        transitions[(static_cast<std::size_t>(l) * n + static_cast<std::size_t>(i)) * n +
+                    static_cast<std::size_t>(j)] = graph.transition(l, i, j);
+      }
+    }
+  }
+  return AffinityGraph(L, experts, graph.tokens(), std::move(transitions), std::move(loads));
+}
+
+// The graph solve for E experts that do not divide over the GPUs (redundant slots make E + R
+// divide): solved with idle experts up to the next multiple of G, which are then dropped.
+SolveResult solve_uneven(const AffinityGraph& graph, const Topology& topology,
+                         const SolveOptions& options, const PlanOptions& plan_options) {
+  if (plan_options.incremental > 0 || plan_options.bipart ||
+      plan_options.min_experts_per_gpu >= 0) {
+    throw UsageError("incremental, bipart and min_experts_per_gpu need the experts (" +
+                         std::to_string(graph.experts()) + ") to divide over the " +
+                         std::to_string(topology.gpus()) + " GPUs",
+                     {"incremental", "bipart", "min_experts_per_gpu"});
+  }
+  const int G = topology.gpus(), E = graph.experts(), L = graph.layers();
+  const int padded = (E + G - 1) / G * G;
+  SolveResult r = solve(with_idle_experts(graph, padded), topology, options);
+  std::vector<int> gpu_of;
+  gpu_of.reserve(static_cast<std::size_t>(L) * E);
+  for (int l = 0; l < L; ++l) {
+    for (int e = 0; e < E; ++e) gpu_of.push_back(r.placement.gpu(l, e));
+  }
+  SolveResult out(Placement(L, E, G, std::move(gpu_of)));
+  out.method = r.method;
+  out.objective = graph_objective(graph, out.placement, topology);
+  out.seconds = r.seconds;
+  out.stop = r.stop;
+  out.detail = r.detail.empty() ? "" : r.detail + "; ";
+  out.detail += "solved with " + std::to_string(padded - E) + " idle experts for the free slots";
+  return out;
+}
+
 // Both placements under both schemes, one evaluator pass per scheme.
 Comparison compare(const Trace& trace, const Placement& placement, const Placement& vanilla,
                    const Topology& topology, const EvalOptions& options) {
@@ -106,6 +157,9 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
                          to_string(options.max_load_ratio) + " cannot apply",
                      {"method", "max_load_ratio"});
   }
+  const int redundant_total = redundant_slots(options.redundant, options.redundant_total,
+                                              trace.experts(), topology.gpus());
+  const bool uneven = trace.experts() % topology.gpus() != 0 && redundant_total > 0;
   std::int64_t tokens_used = trace.tokens();
   std::optional<AffinityGraph> own_graph;
   auto whole_graph = [&]() -> const AffinityGraph& {
@@ -113,11 +167,12 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
     if (!own_graph) own_graph = AffinityGraph::from_trace(trace, options.threads, options.progress);
     return *own_graph;
   };
-  SolveResult r = options.incremental > 0
-                      ? solve_incremental(trace, topology, solve_options, options.incremental,
-                                          &tokens_used, options.threads)
-                      : solve(whole_graph(), topology, solve_options);
-  const bool graph_bound = trace.k() == 1 && options.redundant == 0;
+  SolveResult r = uneven ? solve_uneven(whole_graph(), topology, solve_options, options)
+                 : options.incremental > 0
+                     ? solve_incremental(trace, topology, solve_options, options.incremental,
+                                         &tokens_used, options.threads)
+                     : solve(whole_graph(), topology, solve_options);
+  const bool graph_bound = trace.k() == 1 && redundant_total == 0;
   r = refine(trace, topology, solve_options, std::move(r));
   if (tokens_used < trace.tokens() && graph_bound) {
     r.optimal = false;
@@ -125,7 +180,7 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
   }
 
   PlanResult out(Placement(trace.layers(), trace.experts(), topology.gpus()),
-                 vanilla_placement_any(trace.layers(), trace.experts(), topology));
+                 stock_placement(trace.layers(), trace.experts(), redundant_total, topology));
   const bool optimal = r.optimal && graph_bound;
   const std::optional<double> solver_bound = r.lower_bound;
   out.status = status_of(r, optimal);
@@ -170,8 +225,14 @@ int default_starts(int k) {
 
 Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
                                 const Topology& topology, const EvalOptions& options) {
-  return compare(trace, placement, vanilla_placement_any(trace.layers(), trace.experts(), topology),
-                 topology, options);
+  // Where the experts do not divide over the GPUs, the stock layout has the placement's
+  // redundant slots (those of its first layer).
+  int redundant_total = 0;
+  for (const Replica& r : placement.replicas()) redundant_total += r.layer == 0 ? 1 : 0;
+  return compare(
+      trace, placement,
+      stock_placement(trace.layers(), trace.experts(), redundant_total, topology), topology,
+      options);
 }
 
 PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
@@ -189,10 +250,12 @@ PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& 
 
 PlanResult plan(const AffinityGraph& graph, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();
-  if (options.redundant > 0 || options.max_load_ratio.kind != LoadLimit::Kind::kAuto ||
-      options.incremental > 0) {
-    throw UsageError("redundant, max_load_ratio and incremental need a trace, not affinity counts",
-                     {"redundant", "max_load_ratio", "incremental"});
+  if (options.redundant > 0 || options.redundant_total > 0 ||
+      options.max_load_ratio.kind != LoadLimit::Kind::kAuto || options.incremental > 0) {
+    throw UsageError(
+        "redundant, redundant_total, max_load_ratio and incremental need a trace, not affinity "
+        "counts",
+        {"redundant", "redundant_total", "max_load_ratio", "incremental"});
   }
   SolveOptions solve_options = solve_options_of(options, 1);
   solve_options.max_load = LoadLimit{};
@@ -219,9 +282,11 @@ PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOp
         "and min_experts_per_gpu need a trace",
         {"max_load_ratio", "method", "incremental", "bipart", "min_experts_per_gpu"});
   }
+  const int redundant_total = redundant_slots(options.redundant, options.redundant_total,
+                                              loads.experts, topology.gpus());
   PlanResult out(
-      balance_loads(loads.counts, loads.layers, loads.experts, topology, options.redundant),
-      vanilla_placement_any(loads.layers, loads.experts, topology));
+      balance_loads(loads.counts, loads.layers, loads.experts, topology, redundant_total),
+      stock_placement(loads.layers, loads.experts, redundant_total, topology));
   out.detail = "balanced by load alone";
   out.load_ratio_per_layer = load_ratios(loads, out.placement, topology.gpus());
   out.vanilla_load_ratio_per_layer = load_ratios(loads, out.vanilla, topology.gpus());

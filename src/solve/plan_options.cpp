@@ -129,6 +129,11 @@ std::vector<PlanOptionSpec> make_specs() {
   t.push_back(integer_row("redundant", &PlanOptions::redundant, 0, 1 << 16,
                           "spare expert slots per GPU per layer, filled with replicas of the "
                           "experts tokens ask for (tokens use the nearest copy)"));
+  t.push_back(integer_row("redundant_total", &PlanOptions::redundant_total, 0, 1 << 30,
+                          "spare expert slots per layer in all (SGLang's "
+                          "--ep-num-redundant-experts, vLLM's num_redundant_experts): experts + "
+                          "this must divide by the GPU count, the experts alone need not; not "
+                          "with --redundant"));
   t.push_back(seconds_row("time_limit", &PlanOptions::time_limit,
                           "seconds the graph solver may use (0: fast and bcd run their fixed "
                           "budget, ilp 60 s)"));

@@ -75,19 +75,12 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   const int k = trace.k();
   // The vanilla placement stays vanilla: only replicas are added to it.
   const bool vanilla = result.method == Method::kVanilla && !options.bipart;
+  const int redundant_total = redundant_slots(options.redundant, options.redundant_total,
+                                              trace.experts(), topology.gpus());
   const bool needed =
-      vanilla ? options.redundant > 0 || k > 1
-              : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || options.redundant > 0;
+      vanilla ? redundant_total > 0 || k > 1
+              : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || redundant_total > 0;
   if (!needed) return result;
-  if (options.redundant < 0) throw UsageError("redundant must be >= 0", {"redundant"});
-  if (options.redundant > 0 &&
-      options.redundant * topology.gpus() > trace.experts() * (topology.gpus() - 1)) {
-    throw UsageError("redundant " + std::to_string(options.redundant) +
-                         " (replicas per GPU) needs more copies than " +
-                         std::to_string(trace.experts()) + " experts can have on " +
-                         std::to_string(topology.gpus()) + " GPUs",
-                     {"redundant"});
-  }
   const auto start = std::chrono::steady_clock::now();
   const int L = trace.layers();
   const int E = trace.experts();
@@ -105,7 +98,9 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
 
   std::vector<std::int64_t> vanilla_max(static_cast<std::size_t>(L), 0);
   if (options.max_load.kind == LoadLimit::Kind::kAuto && !vanilla) {
-    const int per_gpu = topology.experts_per_gpu(E);
+    // The stock layout's GPU of each expert (its first slot): E/G experts per GPU, or with
+    // uneven experts the trivial slot map's (E + R)/G.
+    const int per_gpu = E % G == 0 ? E / G : (E + redundant_total) / G;
     std::vector<std::int64_t> load(static_cast<std::size_t>(G));
     for (int l = 0; l < L; ++l) {
       std::fill(load.begin(), load.end(), 0);
@@ -118,7 +113,7 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   solvers::TokenSearchOptions search;
   if (!vanilla) search.max_load = load_limits(options.max_load, sample.tokens, k, G, vanilla_max);
   search.improve = !vanilla;
-  search.redundant = options.redundant;
+  search.redundant_total = redundant_total;
   search.time_limit = options.refine_time_limit;
   search.log = options.log;
   search.seed = options.seed;
@@ -126,7 +121,7 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
       solvers::token_search(sample, topology, result.placement, search);
 
   const bool changed = !(found.placement == result.placement);
-  const bool graph_exact = k == 1 && options.redundant == 0 && whole_trace;
+  const bool graph_exact = k == 1 && redundant_total == 0 && whole_trace;
   result.placement = std::move(found.placement);
   result.objective = found.cost;
   result.optimal = result.optimal && !changed && graph_exact;
@@ -165,18 +160,49 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   return result;
 }
 
+int redundant_slots(int redundant, int redundant_total, int experts, int gpus) {
+  if (redundant < 0 || redundant_total < 0) {
+    throw UsageError("redundant and redundant_total must be >= 0",
+                     {"redundant", "redundant_total"});
+  }
+  if (redundant > 0 && redundant_total > 0) {
+    throw UsageError("give redundant (per GPU) or redundant_total (in all), not both",
+                     {"redundant", "redundant_total"});
+  }
+  const std::int64_t R =
+      redundant_total > 0 ? redundant_total : static_cast<std::int64_t>(redundant) * gpus;
+  const char* name = redundant_total > 0 ? "redundant_total" : "redundant";
+  const std::string given = redundant_total > 0
+                                ? std::to_string(R)
+                                : std::to_string(redundant) + " (" + std::to_string(R) + " in all)";
+  if (R > 0 && (experts + R) % gpus != 0) {
+    throw UsageError(std::string(name) + " " + given + ": " + std::to_string(experts) +
+                         " experts + " + std::to_string(R) + " redundant slots do not divide over " +
+                         std::to_string(gpus) + " GPUs",
+                     {name});
+  }
+  if (R > static_cast<std::int64_t>(experts) * (gpus - 1)) {
+    throw UsageError(std::string(name) + " " + given + " needs more copies than " +
+                         std::to_string(experts) + " experts can have on " +
+                         std::to_string(gpus) + " GPUs",
+                     {name});
+  }
+  return static_cast<int>(R);
+}
+
 Placement balance_loads(const std::vector<std::int64_t>& loads, int layers, int experts,
-                        const Topology& topology, int redundant) {
+                        const Topology& topology, int redundant_total) {
   if (loads.size() != static_cast<std::size_t>(layers) * experts) {
     throw UsageError("balance_loads: " + std::to_string(loads.size()) + " loads for " +
                      std::to_string(layers) + " layers x " + std::to_string(experts) + " experts");
   }
   const int G = topology.gpus();
-  const int per_gpu = topology.experts_per_gpu(experts);
+  const int R = redundant_slots(0, redundant_total, experts, G);
+  const int per_gpu = R == 0 ? topology.experts_per_gpu(experts) : 0;
   Placement p(layers, experts, G);
   for (int l = 0; l < layers; ++l) {
     const std::int64_t* load = loads.data() + static_cast<std::size_t>(l) * experts;
-    if (redundant == 0) {
+    if (R == 0) {
       std::vector<int> gpu_of = solvers::balance_layer(load, experts, G, per_gpu);
       // The greedy and its swaps can end a little above the contiguous layout (e.g. loads
       // {3 8 14 11 4 10 12 11 1} on 3 GPUs: 26 vs 25); keep the better, as the token search does.
@@ -190,7 +216,7 @@ Placement balance_loads(const std::vector<std::int64_t>& loads, int layers, int 
       continue;
     }
     std::vector<std::vector<int>> hosts =
-        solvers::balance_layer_with_replicas(load, experts, G, redundant * G);
+        solvers::balance_layer_with_replicas(load, experts, G, R);
     std::vector<bool> seen(static_cast<std::size_t>(experts), false);
     for (int g = 0; g < G; ++g) {
       for (int e : hosts[static_cast<std::size_t>(g)]) {

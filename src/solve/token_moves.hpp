@@ -69,7 +69,8 @@ int layers_over_limit(TokenState& state);
 void anneal_layers(TokenState& state, const SearchControl& control);
 
 // ---- steps 2 and 3, replicas (src/solve/token_replicas.cpp) -------------------------------------
-void fill_replicas(TokenState& state, int redundant);
+// Fills every GPU's free slots: up to `slots_per_gpu` experts and replicas per GPU and layer.
+void fill_replicas(TokenState& state, int slots_per_gpu);
 void improve_replicas(TokenState& state, const SearchControl& control, int l);
 // demand[g * E + e]: tokens arriving at layer l on GPU g that use expert e from another GPU.
 void replica_demand(const TokenState& state, int l, std::vector<std::int64_t>& demand);

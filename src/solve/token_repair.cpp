@@ -19,17 +19,24 @@ double mean_load(const TokenState& state) {
   return static_cast<double>(state.tokens()) * state.k() / state.gpus();
 }
 
-// The better of the vanilla layout and the load balancer's, by busiest-GPU load; the
-// assignment goes to `out` if given.
+// The better of the contiguous layout and the load balancer's, by busiest-GPU load, each with
+// the layer's present number of experts per GPU (E/G, or uneven where replica slots make up the
+// difference); the assignment goes to `out` if given.
 std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>* out = nullptr) {
   const int E = state.experts();
   const int G = state.gpus();
   const std::int64_t* load = state.expert_loads(l).data();
-  const int per_gpu = E / G;
+  std::vector<int> capacity(static_cast<std::size_t>(G));
+  for (int g = 0; g < G; ++g) {
+    capacity[static_cast<std::size_t>(g)] = static_cast<int>(state.members(l, g).size());
+  }
   std::vector<int> vanilla(static_cast<std::size_t>(E));
-  for (int e = 0; e < E; ++e)
-    vanilla[static_cast<std::size_t>(e)] = std::min(e / std::max(1, per_gpu), G - 1);
-  std::vector<int> balanced = E % G == 0 ? balance_layer(load, E, G, per_gpu) : vanilla;
+  for (int g = 0, e = 0; g < G; ++g) {
+    for (int i = 0; i < capacity[static_cast<std::size_t>(g)]; ++i) {
+      vanilla[static_cast<std::size_t>(e++)] = g;
+    }
+  }
+  std::vector<int> balanced = balance_layer(load, E, capacity);
   const std::int64_t mv = max_gpu_load(load, vanilla.data(), E, G);
   const std::int64_t mb = max_gpu_load(load, balanced.data(), E, G);
   if (out != nullptr) *out = mb <= mv ? balanced : vanilla;

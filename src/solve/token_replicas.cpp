@@ -36,12 +36,19 @@ std::vector<int> slot_candidates(const TokenState& state, int l, int g,
   return order;
 }
 
-void fill_replicas(TokenState& state, int redundant) {
+void fill_replicas(TokenState& state, int slots_per_gpu) {
   std::vector<std::int64_t> demand;
+  const auto free_slots = [&](int l, int g) {
+    return slots_per_gpu - static_cast<int>(state.members(l, g).size() + state.slots(l, g).size());
+  };
   for (int l = 0; l < state.layers(); ++l) {
-    for (int r = 0; r < redundant; ++r) {
+    // Round by round, one slot of each GPU that still has one free, until a round fills none
+    // (all full, or a GPU already holds every expert).
+    for (bool filled = true; filled;) {
+      filled = false;
       replica_demand(state, l, demand);
       for (int g = 0; g < state.gpus(); ++g) {
+        if (free_slots(l, g) <= 0) continue;
         // The best of the six most requested experts that keeps the limits; failing that,
         // of the 32 most requested; failing that, the one that exceeds them least.
         int best = -1;
@@ -67,6 +74,7 @@ void fill_replicas(TokenState& state, int redundant) {
         state.add_copy(l, best, g);
         state.collect(l, best, -1);
         state.commit(l);
+        filled = true;
       }
     }
   }

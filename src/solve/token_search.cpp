@@ -87,8 +87,8 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
       !state.has_replicas()) {
     token_moves::anneal_layers(state, control);
   }
-  if (options.redundant > 0) {
-    token_moves::fill_replicas(state, options.redundant);
+  if (options.redundant_total > 0) {
+    token_moves::fill_replicas(state, (state.experts() + options.redundant_total) / state.gpus());
     token_moves::repair(state, result, false);
   }
   control.log("token search: start " + token_moves::format_cost(result.start_cost) +
@@ -101,7 +101,7 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
     const double before = state.total();
     for (int l = 0; l < state.layers() && !control.out_of_time(state); ++l) {
       token_moves::improve_layer(state, control, l);
-      if (options.redundant > 0) token_moves::improve_replicas(state, control, l);
+      if (options.redundant_total > 0) token_moves::improve_replicas(state, control, l);
     }
     ++result.sweeps;
     control.log("token search sweep " + std::to_string(sweep + 1) + ": cost " +

@@ -36,7 +36,9 @@ struct TokenSearchOptions {
   // [layers]: the most token-expert assignments a GPU may serve at each layer (on the sample);
   // empty: no limit.
   std::vector<std::int64_t> max_load;
-  int redundant = 0;      // replica slots per GPU per layer to fill (the start has none)
+  // Replica slots per layer in all; each GPU's slots are filled up to (E + R)/G copies (the start
+  // has none, and at most that many experts per GPU).
+  int redundant_total = 0;
   double time_limit = 0;  // seconds; 0: none
   // Work budget in token walks (one token re-scored from one layer on); 0: 1e8. Deterministic,
   // unlike the time limit.

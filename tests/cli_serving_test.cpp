@@ -1,0 +1,148 @@
+// End-to-end tests of the CLI's serving-engine outputs: decoder-layer rows (--dense-layers) from
+// a trace and from SGLang's per-decoder-layer loads, redundant slots in all (--redundant-total)
+// with experts that do not divide over the GPUs, EPLB's log2phy width (--eplb-padding), and the
+// checks on output names.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/test_support.hpp"
+
+namespace exflow {
+namespace {
+
+using nlohmann::json;
+using test::TempDir;
+
+test::CommandRun exflow(const std::vector<std::string>& args) {
+  return test::run_command(EXFLOW_CLI, args);
+}
+
+json run_json(const std::vector<std::string>& args) {
+  const test::CommandRun r = exflow(args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  return r.code == 0 ? json::parse(r.out) : json();
+}
+
+void expect_one_line_error(const test::CommandRun& r, int code, const std::string& fragment) {
+  EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_EQ(r.err.rfind("exflow: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+}
+
+json read_json(const std::string& path) {
+  return json::parse(test::read_bytes(path));
+}
+
+// A top-2 trace of `layers` MoE layers over `experts` experts with inter-layer affinity.
+std::string write_trace(const TempDir& dir, int layers, int experts) {
+  std::vector<std::int64_t> ids;
+  const std::int64_t tokens = 240;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (int l = 0; l < layers; ++l) {
+      const int a = static_cast<int>((t * 7 + l) % experts);
+      ids.push_back(a);
+      ids.push_back((a + 1 + static_cast<int>(t % 3)) % experts);
+    }
+  }
+  const std::string path = dir.file("trace.npy");
+  test::write_npy(path, ids, {tokens, layers, 2});
+  return path;
+}
+
+TEST(CliServing, DenseLayersGiveOneRowPerDecoderLayerFromTracesAndLoads) {
+  TempDir dir;
+  const std::string trace = write_trace(dir, 3, 8);
+  const std::string sglang = dir.file("trace-sglang.json");
+  json j = run_json({"solve", trace, "--gpus-per-node", "4", "--dense-layers", "1", "--sglang",
+                     sglang, "--json", "--quiet", "--out-dir", dir.file("out")});
+  ASSERT_TRUE(j.is_object());
+  const json rows = read_json(sglang)["physical_to_logical_map"];
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0], json({0, 1, 2, 3, 4, 5, 6, 7}));  // the dense layer: the trivial map
+
+  // The loads as SGLang's recorder counts them: one row per decoder layer, the dense one zero.
+  const std::string loads = dir.file("loads.json");
+  test::write_bytes(loads,
+                    "{\"logical_count\": [[0, 0, 0, 0, 0, 0, 0, 0], [9, 8, 1, 1, 2, 2, 1, 1], "
+                    "[1, 2, 3, 4, 5, 6, 7, 8], [4, 4, 4, 4, 4, 4, 4, 4]]}");
+  const std::string from_loads = dir.file("loads-sglang.json");
+  json l = run_json({"solve", "--expert-loads", loads, "--gpus-per-node", "4", "--dense-layers",
+                     "deepseek-v2-lite", "--sglang", from_loads, "--json", "--quiet", "--out-dir",
+                     dir.file("out2")});
+  ASSERT_TRUE(l.is_object());
+  EXPECT_EQ(l["loads"]["layers"], 3);
+  const json load_rows = read_json(from_loads)["physical_to_logical_map"];
+  ASSERT_EQ(load_rows.size(), 4u);
+  EXPECT_EQ(load_rows[0], rows[0]);
+
+  // Read back through the same decoder layers; without them the extra row is named.
+  json e = run_json({"eval", trace, sglang, "--gpus-per-node", "4", "--dense-layers", "1",
+                     "--json", "--quiet"});
+  ASSERT_TRUE(e.is_object());
+  EXPECT_DOUBLE_EQ(e["cost"].get<double>(), j["cost"].get<double>());
+  expect_one_line_error(exflow({"eval", trace, sglang, "--gpus-per-node", "4", "--quiet"}), 1,
+                        "placement has 4 MoE layers x 8 experts, the trace 3 x 8; if the model "
+                        "has 1 dense decoder layer(s), give --dense-layers");
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--dense-layers", "x1",
+                                "--quiet", "--out-dir", dir.file("o")}),
+                        2, "dense layers: 'x1' is not a count");
+}
+
+TEST(CliServing, RedundantTotalLetsTheSlotsDivideWhereTheExpertsDoNot) {
+  // 12 experts + 4 redundant slots on 2 nodes x 4 GPUs: 2 slots per GPU.
+  TempDir dir;
+  const std::string trace = write_trace(dir, 3, 12);
+  const std::string sglang = dir.file("sglang.json"), eplb = dir.file("eplb.json");
+  json j = run_json({"solve", trace, "--gpus-per-node", "4", "--nodes", "2", "--redundant-total",
+                     "4", "--sglang", sglang, "--eplb", eplb, "--eplb-padding", "redundant+1",
+                     "--json", "--quiet", "--out-dir", dir.file("out")});
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["options"]["redundant_total"], 4);
+  const json rows = read_json(sglang)["physical_to_logical_map"];
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].size(), 16u);
+  const json maps = read_json(eplb);
+  EXPECT_EQ(maps["log2phy"][0][0].size(), 5u);  // R + 1
+  EXPECT_EQ(maps["phy2log"], rows);
+
+  for (const std::string& file : {sglang, eplb}) {
+    json e = run_json({"eval", trace, file, "--gpus-per-node", "4", "--nodes", "2",
+                       "--redundant-total", "4", "--json", "--quiet"});
+    ASSERT_TRUE(e.is_object());
+    EXPECT_DOUBLE_EQ(e["cost"].get<double>(), j["cost"].get<double>());
+  }
+  expect_one_line_error(exflow({"eval", trace, sglang, "--gpus-per-node", "4", "--nodes", "2",
+                                "--redundant-total", "3", "--quiet"}),
+                        1, "layer 0 has 4 redundant slots (12 experts in 16 slots), "
+                           "--redundant-total says 3");
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--nodes", "2",
+                                "--redundant-total", "3", "--quiet", "--out-dir", dir.file("o")}),
+                        2, "--redundant-total 3: 12 experts + 3 redundant slots do not divide "
+                           "over 8 GPUs");
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--redundant", "1",
+                                "--redundant-total", "4", "--quiet", "--out-dir", dir.file("o")}),
+                        2, "give --redundant (per GPU) or --redundant-total (in all), not both");
+}
+
+TEST(CliServing, OutputsMustBeJsonFiles) {
+  TempDir dir;
+  const std::string trace = write_trace(dir, 2, 8);
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--sglang",
+                                dir.file("map.txt"), "--quiet", "--out-dir", dir.file("o")}),
+                        2, "the file name must end in .json");
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--eplb",
+                                dir.file("maps"), "--quiet", "--out-dir", dir.file("o")}),
+                        2, "--eplb");
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--eplb-padding", "wide",
+                                "--quiet", "--out-dir", dir.file("o")}),
+                        2, "--eplb-padding");
+}
+
+}  // namespace
+}  // namespace exflow
