@@ -1,4 +1,5 @@
-// The Python module `exflow` (docs/python.md): routing ids in, placements and metrics out.
+// The native part of the Python package `exflow` (docs/python.md), built as exflow._native and
+// re-exported by python/exflow/__init__.py: routing ids in, placements and metrics out.
 //
 //   import exflow
 //   p = exflow.solve(ids, gpus_per_node=8)      # ids: integer [T, L] or [T, L, k]
@@ -15,6 +16,7 @@
 #include <pybind11/stl.h>
 
 #include <charconv>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -241,11 +243,39 @@ std::string solve_doc() {
   return doc;
 }
 
-py::array_t<std::int32_t> to_array(const std::vector<int>& values, std::vector<py::ssize_t> shape) {
-  py::array_t<std::int32_t> out(shape);
-  std::int32_t* data = out.mutable_data();
+template <typename T = std::int32_t>
+py::array_t<T> to_array(const std::vector<int>& values, std::vector<py::ssize_t> shape) {
+  py::array_t<T> out(shape);
+  T* data = out.mutable_data();
   for (std::size_t i = 0; i < values.size(); ++i) data[i] = values[i];
   return out;
+}
+
+// A placement from SGLang's physical_to_logical_map [layers, slots] (EPLB's phy2log), checked
+// by placement_from_eplb_maps; `what` names the source in messages.
+PyPlacement placement_from_phy2log(
+    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& phy2log,
+    int gpus_per_node, int nodes, int experts, const std::string& what) {
+  if (phy2log.ndim() != 2) {
+    throw InputError(what + ": physical_to_logical_map must be [layers, slots], got " +
+                     std::to_string(phy2log.ndim()) + " dimensions");
+  }
+  const Topology topology(nodes, gpus_per_node);
+  EplbMaps maps;
+  maps.layers = static_cast<int>(phy2log.shape(0));
+  maps.slots = static_cast<int>(phy2log.shape(1));
+  maps.experts = experts;
+  maps.phy2log.resize(static_cast<std::size_t>(phy2log.size()));
+  for (std::size_t i = 0; i < maps.phy2log.size(); ++i) {
+    const std::int64_t v = phy2log.data()[i];
+    if (v < 0 || v > std::numeric_limits<int>::max()) {
+      throw InputError(what + ": physical_to_logical_map layer " + std::to_string(i / maps.slots) +
+                       " slot " + std::to_string(i % maps.slots) + " is " + std::to_string(v));
+    }
+    maps.phy2log[i] = static_cast<int>(v);
+  }
+  Placement p = placement_from_eplb_maps(maps, topology.gpus(), what);
+  return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
 }
 
 PyPlacement placement_from_array(
@@ -310,7 +340,7 @@ DecoderLayers decoder_layers_of(const py::object& value) {
 }  // namespace
 }  // namespace exflow::python
 
-PYBIND11_MODULE(exflow, m) {
+PYBIND11_MODULE(_native, m) {
   using namespace exflow;
   using namespace exflow::python;
   m.doc() =
@@ -382,15 +412,25 @@ PYBIND11_MODULE(exflow, m) {
           "write vllm-ascend's expert map JSON (eplb_config.expert_map_path), atomically")
       .def(
           "to_eplb",
-          [](const PyPlacement& p) {
-            const EplbMaps maps = eplb_maps(p.placement);
+          [](const PyPlacement& p, const py::object& dense_layers, const std::string& padding) {
+            if (padding != "max" && padding != "redundant+1") {
+              throw py::value_error("padding must be 'max' or 'redundant+1', got '" + padding +
+                                    "'");
+            }
+            const EplbMaps maps = eplb_maps(
+                p.placement, decoder_layers_of(dense_layers),
+                padding == "max" ? EplbPadding::kMaxCopies : EplbPadding::kRedundantPlusOne);
             py::dict d;
-            d["phy2log"] = to_array(maps.phy2log, {maps.layers, maps.slots});
-            d["log2phy"] = to_array(maps.log2phy, {maps.layers, maps.experts, maps.max_replicas});
-            d["logcnt"] = to_array(maps.logcnt, {maps.layers, maps.experts});
+            d["phy2log"] = to_array<std::int64_t>(maps.phy2log, {maps.layers, maps.slots});
+            d["log2phy"] = to_array<std::int64_t>(maps.log2phy,
+                                                  {maps.layers, maps.experts, maps.max_replicas});
+            d["logcnt"] = to_array<std::int64_t>(maps.logcnt, {maps.layers, maps.experts});
             return d;
           },
-          "DeepSeek EPLB's maps: phy2log [L, slots], log2phy [L, E, max copies], logcnt [L, E]")
+          py::kw_only(), py::arg("dense_layers") = py::none(), py::arg("padding") = "max",
+          "DeepSeek EPLB's maps as int64 arrays: phy2log [L, slots], log2phy [L, E, X], logcnt "
+          "[L, E]; X the most copies (padding='max') or the redundant slots + 1 "
+          "(padding='redundant+1', as vLLM); dense_layers as for to_sglang")
       .def("__repr__", [](const PyPlacement& p) {
         return "<exflow.Placement " + std::to_string(p.placement.layers()) + " layers x " +
                std::to_string(p.placement.experts()) + " experts on " + std::to_string(p.nodes) +
@@ -411,6 +451,12 @@ PYBIND11_MODULE(exflow, m) {
       py::arg("nodes") = 1, py::kw_only(), py::arg("dense_layers") = py::none(),
       "read a placement file: the CSV (Expert,Node), SGLang's expert-location JSON or EPLB's "
       "maps JSON");
+
+  m.def("_placement_from_phy2log", &placement_from_phy2log, py::arg("phy2log"),
+        py::arg("gpus_per_node"), py::arg("nodes") = 1, py::arg("experts") = 0,
+        py::arg("what") = "physical_to_logical_map",
+        "a placement from SGLang's physical_to_logical_map [layers, slots] (experts 0: the "
+        "largest id + 1)");
 
   m.def("profile", &profile_ids, py::arg("ids"), py::kw_only(), py::arg("experts") = py::none(),
         py::arg("topk") = py::none(), py::arg("threads") = 0,

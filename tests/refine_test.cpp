@@ -556,7 +556,7 @@ TEST(BalanceLoads, RandomLayersBeatOrTieVanillaAndReplicateTheHottest) {
     for (int l = 0; l < L; ++l) {
       EXPECT_LE(busiest(loads, l, E, p), busiest(loads, l, E, vanilla)) << "rep " << rep;
     }
-    Placement r = balance_loads(loads, L, E, topo, 1);
+    Placement r = balance_loads(loads, L, E, topo, G);
     EXPECT_NO_THROW(validate(r, topo, Balance::kExact));
     EXPECT_EQ(static_cast<int>(r.replicas().size()), L * G);
     for (int l = 0; l < L; ++l) {

@@ -229,15 +229,21 @@ TEST(Slots, TwoCopiesOnOneGpuRouteAsOne) {
     EXPECT_EQ(a.inter_transfers, b.inter_transfers);
   }
   EXPECT_ERROR(UsageError, single.add_replica(1, 5, 0), "already has a copy on GPU 0");
+
+  // The CSV keeps both rows.
+  TempDir dir;
+  write_placement_csv(dir.file("doubled.csv"), doubled);
+  EXPECT_EQ(read_placement_csv(dir.file("doubled.csv"), 3, 8, 4), doubled);
 }
 
 TEST(Slots, ValidateCountsSlotsNotExperts) {
   const Topology topology(2, 4);
-  // 12 experts + 4 redundant slots on 8 GPUs: 2 slots each.
-  Placement p(1, 12, 8, {0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7});
-  for (int g : {4, 5, 6, 7}) p.add_replica(0, g - 4, g);
+  // 12 experts + 4 redundant slots on 8 GPUs: 2 slots each, as SGLang's trivial map lays them
+  // out (slot s holds expert s mod 12).
+  Placement p(1, 12, 8, {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5});
+  for (int e : {0, 1, 2, 3}) p.add_replica(0, e, 6 + e / 2);
   EXPECT_NO_THROW(validate(p, topology, Balance::kExact));
-  Placement short_one(1, 12, 8, {0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7});
+  const Placement short_one(1, 12, 8, {0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7});
   EXPECT_ERROR(InputError, validate(short_one, topology, Balance::kExact),
                "layer 0 has 12 experts + 0 replicas = 12 slots, which cannot fill the 8 GPUs "
                "equally");

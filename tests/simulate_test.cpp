@@ -76,9 +76,11 @@ TEST(Simulate, PresetsAndBadOptions) {
   EXPECT_EQ(ds.layers, 58);
   EXPECT_EQ(ds.experts, 256);
   EXPECT_EQ(ds.k, 8);
-  EXPECT_EQ(model_presets().size(), 5u);
-  for (const char* name :
-       {"mixtral-8x7b", "mixtral-8x22b", "deepseek-v3", "qwen3-235b-a22b", "olmoe-1b-7b"}) {
+  EXPECT_EQ(ds.first_dense_layers, 3);
+  EXPECT_EQ(find_model_preset("deepseek-v2-lite").first_dense_layers, 1);
+  EXPECT_EQ(model_presets().size(), 6u);
+  for (const char* name : {"mixtral-8x7b", "mixtral-8x22b", "deepseek-v3", "deepseek-v2-lite",
+                           "qwen3-235b-a22b", "olmoe-1b-7b"}) {
     EXPECT_EQ(find_model_preset(name).name, name);
   }
   try {

@@ -259,7 +259,9 @@ Placement placement_from_eplb_maps(const EplbMaps& maps, int gpus, const std::st
   const int S = maps.slots / gpus;
   auto slots_of = [&](int l, int e) {
     std::vector<int> s;
-    for (int g : p.copies(l, e)) {
+    std::vector<int> gpus = p.copies(l, e);
+    gpus.erase(std::unique(gpus.begin(), gpus.end()), gpus.end());
+    for (int g : gpus) {
       const auto* row = &maps.phy2log[static_cast<std::size_t>(l) * maps.slots];
       for (int i = g * S; i < (g + 1) * S; ++i) {
         if (row[i] == e) s.push_back(i);

@@ -72,6 +72,18 @@ class ServingLayout(unittest.TestCase):
         with self.assertRaises(TypeError):
             p.to_sglang("unused.json", dense_layers=[0, "1"])
 
+    def test_eplb_maps_padding_and_dense_rows(self):
+        p = self.placement
+        wide = p.to_eplb(padding="redundant+1", dense_layers=1)
+        self.assertEqual(wide["log2phy"].shape, (4, 12, 5))
+        self.assertEqual(wide["phy2log"].dtype, np.int64)
+        self.assertEqual(wide["phy2log"][0].tolist(), [s % 12 for s in range(16)])
+        narrow = p.to_eplb()
+        self.assertEqual(narrow["log2phy"].shape[2], int(narrow["logcnt"].max()))
+        np.testing.assert_array_equal(wide["phy2log"][1:], narrow["phy2log"])
+        with self.assertRaisesRegex(ValueError, "padding must be"):
+            p.to_eplb(padding="wide")
+
 
 if __name__ == "__main__":
     unittest.main()
