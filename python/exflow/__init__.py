@@ -22,8 +22,8 @@ def read_placement(path, layers, experts, gpus_per_node, nodes=1):
     """read_placement(path, layers, experts, gpus_per_node, nodes=1) -> Placement
 
     A placement from a file, as exflow eval reads it: the CSV (Expert,Node), SGLang's
-    expert-location JSON, EPLB's maps JSON, or an SGLang init `.pt` holding
-    physical_to_logical_map (needs torch). Its layers and experts must be `layers` x `experts`.
+    expert-location JSON, vllm-ascend's expert map JSON, EPLB's maps JSON, or an SGLang init `.pt`
+    holding physical_to_logical_map (needs torch). Its layers and experts must be `layers` x `experts`.
     """
     path = _os.fspath(path)
     if not path.lower().endswith(".pt"):
