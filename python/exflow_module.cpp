@@ -406,6 +406,13 @@ PYBIND11_MODULE(_native, m) {
           "dense decoder layers (a count, a list of layers or a model name), written as "
           "complete trivial rows")
       .def(
+          "to_vllm_ascend",
+          [](const PyPlacement& p, const std::string& path) {
+            write_vllm_ascend_expert_map(path, p.placement);
+          },
+          py::arg("path"),
+          "write vllm-ascend's expert map JSON (eplb_config.expert_map_path), atomically")
+      .def(
           "to_eplb",
           [](const PyPlacement& p, const py::object& dense_layers, const std::string& padding) {
             if (padding != "max" && padding != "redundant+1") {

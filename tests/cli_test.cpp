@@ -225,6 +225,14 @@ TEST(CliUsage, ExpertsNotDivisibleByGpus) {
                         "divisible");
 }
 
+TEST(CliUsage, VllmAscendMapMustBeJson) {
+  TempDir dir;
+  expect_one_line_error(exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "2",
+                                "--vllm-ascend", dir.file("map.txt"), "--out-dir", dir.file("o")}),
+                        2, "--vllm-ascend");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("o")));
+}
+
 TEST(CliUsage, UnknownOptionMissingArgumentAndNoCommand) {
   EXPECT_EQ(exflow({"profile", kGolden + "mini-2x2.npy", "--bogus"}).code, 2);
   EXPECT_EQ(exflow({"eval", kGolden + "mini-2x2.npy"}).code, 2);
@@ -465,8 +473,10 @@ TEST(CliTopK, RedundantExpertsRoundTripThroughEveryFormat) {
   TempDir dir;
   const std::string trace = write_topk_trace(dir);
   const std::string sglang = dir.file("S.json"), eplb = dir.file("P.json");
+  const std::string ascend = dir.file("A.json");
   json j = run_json({"solve", trace, "--gpus-per-node", "4", "--redundant", "1", "--sglang", sglang,
-                     "--eplb", eplb, "--json", "--quiet", "--out-dir", dir.file("out")});
+                     "--eplb", eplb, "--vllm-ascend", ascend, "--json", "--quiet", "--out-dir",
+                     dir.file("out")});
   ASSERT_TRUE(j.is_object());
   const std::string csv = j["placement"].get<std::string>();
   EXPECT_EQ(j["replicas"], kTopkLayers * 4);
@@ -478,13 +488,20 @@ TEST(CliTopK, RedundantExpertsRoundTripThroughEveryFormat) {
   const json p = json::parse(test::read_bytes(eplb));
   ASSERT_EQ(s["physical_to_logical_map"].size(), static_cast<std::size_t>(kTopkLayers));
   ASSERT_EQ(p["phy2log"].size(), static_cast<std::size_t>(kTopkLayers));
+  const json a = json::parse(test::read_bytes(ascend));
+  ASSERT_EQ(a["moe_layer_count"], kTopkLayers);
   for (int l = 0; l < kTopkLayers; ++l) {
     EXPECT_EQ(s["physical_to_logical_map"][l].size(), 12u);
     EXPECT_EQ(p["phy2log"][l], s["physical_to_logical_map"][l]);
+    json slots = json::array();
+    for (const json& device : a["layer_list"][l]["device_list"]) {
+      for (const json& e : device["device_expert"]) slots.push_back(e);
+    }
+    EXPECT_EQ(slots, s["physical_to_logical_map"][l]);
   }
   const double cost = j["cost"].get<double>();
   EXPECT_NEAR(j["objective"].get<double>(), cost, 1e-9);
-  for (const std::string& placement : {csv, sglang, eplb}) {
+  for (const std::string& placement : {csv, sglang, eplb, ascend}) {
     json e = run_json({"eval", trace, placement, "--gpus-per-node", "4", "--json", "--quiet"});
     ASSERT_TRUE(e.is_object()) << placement;
     EXPECT_DOUBLE_EQ(e["cost"].get<double>(), cost) << placement;

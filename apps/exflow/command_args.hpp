@@ -91,9 +91,9 @@ struct PlacementFileArgs {
 };
 
 inline constexpr const char* kDenseLayersHelp =
-    "decoder layers without experts in the serving engines' maps (SGLang, EPLB, vllm-ascend "
-    "JSON): N (the first N), a list a,b (one layer: a,) or a model (deepseek-v2-lite, "
-    "deepseek-v3, ...)";
+    "decoder layers without experts, which SGLang's and EPLB's maps hold rows for (vllm-ascend's "
+    "counts MoE layers only): N (the first N), a list a,b (one layer: a,) or a model "
+    "(deepseek-v2-lite, deepseek-v3, ...)";
 
 template <class Args>
 void add_dense_layers_row(OptionTable<Args>& t) {

@@ -87,6 +87,7 @@ struct SolveArgs : TraceArgs, TopologyArgs {
   std::string out_dir = "solutions";
   std::string sglang;
   std::string eplb;
+  std::string vllm_ascend;
   std::string eplb_padding = "max";
   std::string dense_layers;
   bool verbose = false;
@@ -159,6 +160,10 @@ const OptionTable<SolveArgs>& solve_options() {
                     .shown_default("none"));
     t.push_back(option<SolveArgs>(&SolveArgs::eplb, "--eplb",
                                   "also write DeepSeek EPLB's phy2log/log2phy/logcnt JSON here")
+                    .shown_default("none"));
+    t.push_back(option<SolveArgs>(&SolveArgs::vllm_ascend, "--vllm-ascend",
+                                  "also write vllm-ascend's expert map JSON (eplb_config."
+                                  "expert_map_path) here")
                     .shown_default("none"));
     t.push_back(option<SolveArgs>(&SolveArgs::eplb_padding, "--eplb-padding",
                                   "width of log2phy in --eplb: max (the most copies of any "
@@ -263,6 +268,7 @@ std::string write_outputs(const SolveArgs& args, const std::string& name, const 
                     args.eplb_padding == "max" ? EplbPadding::kMaxCopies
                                                : EplbPadding::kRedundantPlusOne);
   }
+  if (!args.vllm_ascend.empty()) write_vllm_ascend_expert_map(args.vllm_ascend, p, decoder);
   return path;
 }
 
@@ -278,6 +284,13 @@ void check_serving_outputs(const SolveArgs& args) {
   };
   json_name(args.sglang, "--sglang");
   json_name(args.eplb, "--eplb");
+  const std::string& ascend = args.vllm_ascend;
+  if (!ascend.empty() &&
+      (ascend.size() < 5 || ascend.compare(ascend.size() - 5, 5, ".json") != 0)) {
+    throw UsageError("--vllm-ascend " + ascend +
+                     ": the file name must end in .json (vllm-ascend rejects any other "
+                     "expert_map_path)");
+  }
   if (!args.dense_layers.empty()) parse_dense_layers(args.dense_layers);
 }
 

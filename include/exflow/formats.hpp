@@ -1,4 +1,4 @@
-// Interchange with MoE serving stacks (SGLang, DeepSeek EPLB) and their routing logs.
+// Interchange with MoE serving stacks (SGLang, DeepSeek EPLB, vllm-ascend) and their routing logs.
 //
 // Physical slots. A serving framework with expert parallelism holds S expert copies ("physical
 // experts") per GPU, G*S = E + R (R redundant slots in all, so the slots, not the experts, divide
@@ -59,7 +59,8 @@ void write_sglang_expert_location(const std::string& path, const Placement& plac
                                   const DecoderLayers& layers = {});
 
 // A placement file in any format exflow reads, by extension: .json holds SGLang's expert location
-// (physical_to_logical_map) or EPLB's maps (phy2log), anything else the original tool's CSV.
+// (physical_to_logical_map), vllm-ascend's expert map (moe_layer_count or layer_list) or EPLB's
+// maps (phy2log), anything else the original tool's CSV.
 // `decoder` maps the JSON formats' rows to MoE layers. Throws InputError if its layers or experts
 // differ from `layers` and `experts`.
 Placement read_placement_file(const std::string& path, int layers, int experts, int gpus,
@@ -107,6 +108,24 @@ void write_eplb_maps(const std::string& path, const Placement& placement,
 // Reads phy2log (required) and checks log2phy and logcnt when present. E is the width of logcnt,
 // else of log2phy, else the largest id in phy2log + 1.
 Placement read_eplb_maps(const std::string& path, int gpus, const DecoderLayers& layers = {});
+
+// ---------------------------------------------------------------------------------------------
+// vllm-ascend's static expert map (eplb_config.expert_map_path): {"moe_layer_count": L,
+// "layer_list": [{"layer_id": l, "device_count": G, "device_list": [{"device_id": g,
+// "device_expert": [logical expert of each local slot]}, ...]}, ...]}. Layers are MoE layers
+// (vllm-ascend counts its MoE layers, dense decoder layers have no entry), so `layers` only has
+// its dense ids checked (UsageError if one is not below the decoder layer count).
+
+// Throws UsageError as write_sglang_expert_location does, and for an expert with two slots on one
+// GPU (vllm-ascend maps an expert to at most one local slot per device).
+void write_vllm_ascend_expert_map(const std::string& path, const Placement& placement,
+                                  const DecoderLayers& layers = {});
+
+// `gpus`: the devices every layer must list. `experts`: E, or 0 for the largest id + 1. The
+// devices' lists, concatenated in device order, are read as SGLang's physical_to_logical_map
+// rows; every device of every layer must list the same number of experts, none twice.
+Placement read_vllm_ascend_expert_map(const std::string& path, int gpus, int experts = 0,
+                                      const DecoderLayers& layers = {});
 
 // ---------------------------------------------------------------------------------------------
 // Per-layer expert load counts (for load-only balancing).

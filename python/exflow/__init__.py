@@ -23,10 +23,10 @@ def read_placement(path, layers, experts, gpus_per_node, nodes=1, *, dense_layer
     -> Placement
 
     A placement from a file, as exflow eval reads it: the CSV (Expert,Node), SGLang's
-    expert-location JSON, EPLB's maps JSON, or an SGLang init `.pt` holding
-    physical_to_logical_map (needs torch). Its layers and experts must be `layers` x `experts`.
-    dense_layers: the model's dense decoder layers (None, a count, a list of layers or a model
-    name), whose rows the engines' maps hold and the placement does not.
+    expert-location JSON, vllm-ascend's expert map JSON, EPLB's maps JSON, or an SGLang init `.pt`
+    holding physical_to_logical_map (needs torch). Its layers and experts must be `layers` x
+    `experts`. dense_layers: the model's dense decoder layers (None, a count, a list of layers or
+    a model name), whose rows SGLang's and EPLB's maps hold and the placement does not.
     """
     path = _os.fspath(path)
     if not path.lower().endswith(".pt"):

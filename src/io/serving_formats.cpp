@@ -495,8 +495,11 @@ Placement read_placement_file(const std::string& path, int layers, int experts, 
     if (!in) throw IoError(path + ": cannot open placement");
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }();
-  Placement p = text.find("\"physical_to_logical_map\"") != std::string::npos
+  auto holds = [&](const char* key) { return text.find(key) != std::string::npos; };
+  Placement p = holds("\"physical_to_logical_map\"")
                     ? read_sglang_expert_location(path, gpus, experts, decoder)
+                : holds("\"moe_layer_count\"") || holds("\"layer_list\"")
+                    ? read_vllm_ascend_expert_map(path, gpus, experts, decoder)
                     : read_eplb_maps(path, gpus, decoder);
   if (p.layers() != layers || p.experts() != experts) {
     std::string hint;

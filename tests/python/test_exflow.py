@@ -73,6 +73,14 @@ class Solve(unittest.TestCase):
             np.save(os.path.join(d, "ids.npy"), self.ids)
             cli = cli_json("eval", os.path.join(d, "ids.npy"), path, "--gpus-per-node", "4")
             self.assertEqual(cli["cost"], m["cost"])
+            ascend = os.path.join(d, "expert_map.json")
+            self.placement.to_vllm_ascend(ascend)
+            with open(ascend) as f:
+                doc = json.load(f)
+            self.assertEqual(doc["moe_layer_count"], 26)
+            self.assertEqual(len(doc["layer_list"][0]["device_list"]), 4)
+            cli = cli_json("eval", os.path.join(d, "ids.npy"), ascend, "--gpus-per-node", "4")
+            self.assertEqual(cli["cost"], m["cost"])
             again = exflow.read_placement(self._csv(d), 26, 64, 4)
             self.assertTrue((again.gpu_of == self.placement.gpu_of).all())
 
