@@ -117,6 +117,15 @@ TEST(CliServing, RedundantTotalLetsTheSlotsDivideWhereTheExpertsDoNot) {
     ASSERT_TRUE(e.is_object());
     EXPECT_DOUBLE_EQ(e["cost"].get<double>(), j["cost"].get<double>());
   }
+  // simulate and report compare with the stock layout of these slots (SGLang's trivial map).
+  json s = run_json({"simulate", trace, "--placement", sglang, "--gpus-per-node", "4", "--nodes",
+                     "2", "--model", "olmoe-1b-7b", "--json", "--quiet"});
+  ASSERT_TRUE(s.is_object());
+  const test::CommandRun report =
+      exflow({"report", trace, "--gpus-per-node", "4", "--nodes", "2", "--redundant-total", "4",
+              "--convergence-points", "2", "-o", dir.file("report.html"), "--quiet"});
+  EXPECT_EQ(report.code, 0) << report.err;
+
   expect_one_line_error(exflow({"eval", trace, sglang, "--gpus-per-node", "4", "--nodes", "2",
                                 "--redundant-total", "3", "--quiet"}),
                         1, "layer 0 has 4 redundant slots (12 experts in 16 slots), "

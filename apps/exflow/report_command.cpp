@@ -69,12 +69,13 @@ const OptionTable<ReportArgs>& report_options() {
   return table;
 }
 
-// exflow solve's placement with its defaults (exflow::plan), on the trace's graph `graph`; the
-// report scores it itself.
+// exflow solve's placement with its defaults (exflow::plan) and `redundant_total` redundant
+// slots, on the trace's graph `graph`; the report scores it itself.
 Placement solve_defaults(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
-                         int threads) {
+                         int threads, int redundant_total) {
   PlanOptions options;
   options.threads = threads;
+  options.redundant_total = redundant_total;
   options.score = false;
   return plan(trace, graph, topology, options).placement;
 }
@@ -112,18 +113,25 @@ int run_report(const ReportArgs& args) {
   so.threads = args.threads;
   const int L = trace.layers();
   const int E = trace.experts();
-  const Placement vanilla = vanilla_placement(L, E, topology);
-  const AffinityGraph graph = AffinityGraph::from_trace(trace, args.threads, &bar);
-
   std::vector<std::pair<std::string, Placement>> placements;
   for (const std::string& path : args.placements) {
     Placement p = read_placement_arg(path, args, L, E, topology.gpus());
     validate(p, topology, Balance::kNone, path);
     placements.emplace_back(std::filesystem::path(path).filename().string(), std::move(p));
   }
+  // The stock layout, with --redundant-total or the first placement's redundant slots where the
+  // experts alone do not divide over the GPUs; the report's own solves get as many.
+  const Placement vanilla =
+      args.redundant_total >= 0 || placements.empty()
+          ? stock_placement(L, E, std::max(0, args.redundant_total), topology)
+          : stock_placement_for(placements.front().second, topology);
+  const int redundant_total = args.redundant_total >= 0
+                                  ? args.redundant_total
+                                  : static_cast<int>(vanilla.replicas().size()) / L;
+  const AffinityGraph graph = AffinityGraph::from_trace(trace, args.threads, &bar);
   std::optional<Placement> solved_full;
   if (placements.empty()) {
-    solved_full = solve_defaults(trace, graph, topology, args.threads);
+    solved_full = solve_defaults(trace, graph, topology, args.threads, redundant_total);
     placements.emplace_back("solved", *solved_full);
   }
 
@@ -183,11 +191,12 @@ int run_report(const ReportArgs& args) {
     for (std::int64_t n : sizes) {
       if (n == trace.tokens()) {
         solved.push_back(solved_full ? *solved_full
-                                     : solve_defaults(trace, graph, topology, args.threads));
+                                     : solve_defaults(trace, graph, topology, args.threads,
+                                                      redundant_total));
       } else {
         const Trace head = trace.prefix(n);
         solved.push_back(solve_defaults(head, AffinityGraph::from_trace(head, args.threads),
-                                        topology, args.threads));
+                                        topology, args.threads, redundant_total));
       }
     }
     std::vector<const Placement*> ptrs;

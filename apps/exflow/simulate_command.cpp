@@ -114,7 +114,6 @@ int run_simulate(const SimulateArgs& args) {
   so.matrices = args.matrices;
   so.threads = args.threads;
 
-  const Placement vanilla = vanilla_placement_any(trace.layers(), trace.experts(), topology);
   std::optional<Placement> placement;
   if (!args.placement.empty()) {
     placement =
@@ -122,6 +121,9 @@ int run_simulate(const SimulateArgs& args) {
     validate(*placement, topology, args.unbalanced ? Balance::kNone : Balance::kExact,
              args.placement);
   }
+  const Placement vanilla =
+      placement ? stock_placement_for(*placement, topology)
+                : vanilla_placement_any(trace.layers(), trace.experts(), topology);
   std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
                                         {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
   if (placement) configs.push_back({"exflow/placement", Scheme::kContextCoherent, &*placement});

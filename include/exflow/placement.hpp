@@ -92,6 +92,10 @@ Placement trivial_placement(int layers, int experts, int redundant_total,
 // The stock placement the comparisons use: vanilla_placement_any where it exists, else (E and G
 // not dividing each other) trivial_placement with `redundant_total` slots.
 Placement stock_placement(int layers, int experts, int redundant_total, const Topology& topology);
+
+// The stock placement to compare `placement` with: stock_placement with as many redundant slots
+// as `placement` has in its first layer.
+Placement stock_placement_for(const Placement& placement, const Topology& topology);
 Placement vanilla_placement(int layers, int experts, const Topology& topology);
 
 // Vanilla for any divisibility: vanilla_placement when G divides E; when E divides G (more GPUs

@@ -156,6 +156,14 @@ Placement trivial_placement(int layers, int experts, int redundant_total,
   return p;
 }
 
+Placement stock_placement_for(const Placement& placement, const Topology& topology) {
+  const auto& reps = placement.replicas();  // sorted by layer first
+  const auto first_layer =
+      std::find_if(reps.begin(), reps.end(), [](const Replica& r) { return r.layer > 0; });
+  return stock_placement(placement.layers(), placement.experts(),
+                         static_cast<int>(first_layer - reps.begin()), topology);
+}
+
 Placement stock_placement(int layers, int experts, int redundant_total, const Topology& topology) {
   const int G = topology.gpus();
   if (experts % G == 0 || G % experts == 0) return vanilla_placement_any(layers, experts, topology);

@@ -226,13 +226,8 @@ int default_starts(int k) {
 Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
                                 const Topology& topology, const EvalOptions& options) {
   // Where the experts do not divide over the GPUs, the stock layout has the placement's
-  // redundant slots (those of its first layer).
-  int redundant_total = 0;
-  for (const Replica& r : placement.replicas()) redundant_total += r.layer == 0 ? 1 : 0;
-  return compare(
-      trace, placement,
-      stock_placement(trace.layers(), trace.experts(), redundant_total, topology), topology,
-      options);
+  // redundant slots.
+  return compare(trace, placement, stock_placement_for(placement, topology), topology, options);
 }
 
 PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
