@@ -10,11 +10,11 @@
 // Fortran-contiguous array in native byte order is read in place; anything else is copied once
 // into a C-contiguous array. The GIL is released while the library works. Library errors keep
 // their one-line messages: bad input or usage raises ValueError, a failed read or write OSError.
-#include <cctype>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cctype>
 #include <charconv>
 #include <limits>
 #include <memory>

@@ -82,8 +82,8 @@ TEST(CliServing, DenseLayersGiveOneRowPerDecoderLayerFromTracesAndLoads) {
   EXPECT_EQ(load_rows[0], rows[0]);
 
   // Read back through the same decoder layers; without them the extra row is named.
-  json e = run_json({"eval", trace, sglang, "--gpus-per-node", "4", "--dense-layers", "1",
-                     "--json", "--quiet"});
+  json e = run_json(
+      {"eval", trace, sglang, "--gpus-per-node", "4", "--dense-layers", "1", "--json", "--quiet"});
   ASSERT_TRUE(e.is_object());
   EXPECT_DOUBLE_EQ(e["cost"].get<double>(), j["cost"].get<double>());
   expect_one_line_error(exflow({"eval", trace, sglang, "--gpus-per-node", "4", "--quiet"}), 1,
@@ -128,12 +128,14 @@ TEST(CliServing, RedundantTotalLetsTheSlotsDivideWhereTheExpertsDoNot) {
 
   expect_one_line_error(exflow({"eval", trace, sglang, "--gpus-per-node", "4", "--nodes", "2",
                                 "--redundant-total", "3", "--quiet"}),
-                        1, "layer 0 has 4 redundant slots (12 experts in 16 slots), "
-                           "--redundant-total says 3");
+                        1,
+                        "layer 0 has 4 redundant slots (12 experts in 16 slots), "
+                        "--redundant-total says 3");
   expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--nodes", "2",
                                 "--redundant-total", "3", "--quiet", "--out-dir", dir.file("o")}),
-                        2, "--redundant-total 3: 12 experts + 3 redundant slots do not divide "
-                           "over 8 GPUs");
+                        2,
+                        "--redundant-total 3: 12 experts + 3 redundant slots do not divide "
+                        "over 8 GPUs");
   expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--redundant", "1",
                                 "--redundant-total", "4", "--quiet", "--out-dir", dir.file("o")}),
                         2, "give --redundant (per GPU) or --redundant-total (in all), not both");
@@ -145,8 +147,8 @@ TEST(CliServing, OutputsMustBeJsonFiles) {
   expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--sglang",
                                 dir.file("map.txt"), "--quiet", "--out-dir", dir.file("o")}),
                         2, "the file name must end in .json");
-  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--eplb",
-                                dir.file("maps"), "--quiet", "--out-dir", dir.file("o")}),
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--eplb", dir.file("maps"),
+                                "--quiet", "--out-dir", dir.file("o")}),
                         2, "--eplb");
   expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--eplb-padding", "wide",
                                 "--quiet", "--out-dir", dir.file("o")}),

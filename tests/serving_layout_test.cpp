@@ -149,7 +149,7 @@ TEST(DecoderLayers, SglangHasOneCompleteRowPerDecoderLayer) {
   ASSERT_EQ(e["phy2log"].size(), 27u);
   EXPECT_EQ(e["phy2log"], map);
   ASSERT_EQ(e["log2phy"].size(), 27u);
-  EXPECT_EQ(e["log2phy"][0][0].size(), 9u);  // 8 redundant slots + 1
+  EXPECT_EQ(e["log2phy"][0][0].size(), 9u);    // 8 redundant slots + 1
   EXPECT_EQ(e["logcnt"][0][0].get<int>(), 2);  // the trivial row repeats experts 0..7
   EXPECT_EQ(read_eplb_maps(eplb, 8, v2_lite), p);
   EXPECT_EQ(read_placement_file(eplb, 26, 64, 8, v2_lite), p);

@@ -97,8 +97,8 @@ inline constexpr const char* kDenseLayersHelp =
 
 template <class Args>
 void add_dense_layers_row(OptionTable<Args>& t) {
-  t.push_back(option<Args>(&Args::dense_layers, "--dense-layers", kDenseLayersHelp)
-                  .shown_default("none"));
+  t.push_back(
+      option<Args>(&Args::dense_layers, "--dense-layers", kDenseLayersHelp).shown_default("none"));
 }
 
 // --dense-layers and --redundant-total of the commands that read a placement.

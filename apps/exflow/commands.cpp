@@ -264,9 +264,9 @@ std::string write_outputs(const SolveArgs& args, const std::string& name, const 
       args.dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(args.dense_layers);
   if (!args.sglang.empty()) write_sglang_expert_location(args.sglang, p, decoder);
   if (!args.eplb.empty()) {
-    write_eplb_maps(args.eplb, p, decoder,
-                    args.eplb_padding == "max" ? EplbPadding::kMaxCopies
-                                               : EplbPadding::kRedundantPlusOne);
+    write_eplb_maps(
+        args.eplb, p, decoder,
+        args.eplb_padding == "max" ? EplbPadding::kMaxCopies : EplbPadding::kRedundantPlusOne);
   }
   if (!args.vllm_ascend.empty()) write_vllm_ascend_expert_map(args.vllm_ascend, p, decoder);
   return path;
@@ -301,10 +301,10 @@ int run_solve_from_loads(const SolveArgs& args) {
     throw UsageError("--experts does not apply to --expert-loads (E is the file's width)");
   }
   // SGLang counts every decoder layer: the dense ones are dropped here and written back.
-  ExpertLoads loads = moe_rows(
-      read_expert_loads(args.expert_loads),
-      args.dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(args.dense_layers),
-      args.expert_loads);
+  ExpertLoads loads =
+      moe_rows(read_expert_loads(args.expert_loads),
+               args.dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(args.dense_layers),
+               args.expert_loads);
   Topology topology = make_topology(args);
   const PlanResult r = plan(loads, topology, plan_options_of(args, nullptr));
   const double worst = r.objective;

@@ -18,7 +18,8 @@ struct ConvertArgs {
 
 constexpr const char* kConvertSummary =
     "Convert a JSONL routing log (one {\"layer\": l, \"topk_ids\": [...]} object per token and "
-    "layer, optional \"token\") into a trace .npy (SGLang's .pt recorder dumps: python3 -m exflow convert).";
+    "layer, optional \"token\") into a trace .npy (SGLang's .pt recorder dumps: python3 -m exflow "
+    "convert).";
 
 const OptionTable<ConvertArgs>& convert_options() {
   static const OptionTable<ConvertArgs> table = [] {

@@ -121,10 +121,9 @@ int run_report(const ReportArgs& args) {
   }
   // The stock layout, with --redundant-total or the first placement's redundant slots where the
   // experts alone do not divide over the GPUs; the report's own solves get as many.
-  const Placement vanilla =
-      args.redundant_total >= 0 || placements.empty()
-          ? stock_placement(L, E, std::max(0, args.redundant_total), topology)
-          : stock_placement_for(placements.front().second, topology);
+  const Placement vanilla = args.redundant_total >= 0 || placements.empty()
+                                ? stock_placement(L, E, std::max(0, args.redundant_total), topology)
+                                : stock_placement_for(placements.front().second, topology);
   const int redundant_total = args.redundant_total >= 0
                                   ? args.redundant_total
                                   : static_cast<int>(vanilla.replicas().size()) / L;
@@ -190,9 +189,9 @@ int run_report(const ReportArgs& args) {
     std::vector<Placement> solved;
     for (std::int64_t n : sizes) {
       if (n == trace.tokens()) {
-        solved.push_back(solved_full ? *solved_full
-                                     : solve_defaults(trace, graph, topology, args.threads,
-                                                      redundant_total));
+        solved.push_back(
+            solved_full ? *solved_full
+                        : solve_defaults(trace, graph, topology, args.threads, redundant_total));
       } else {
         const Trace head = trace.prefix(n);
         solved.push_back(solve_defaults(head, AffinityGraph::from_trace(head, args.threads),

@@ -121,9 +121,9 @@ int run_simulate(const SimulateArgs& args) {
     validate(*placement, topology, args.unbalanced ? Balance::kNone : Balance::kExact,
              args.placement);
   }
-  const Placement vanilla =
-      placement ? stock_placement_for(*placement, topology)
-                : vanilla_placement_any(trace.layers(), trace.experts(), topology);
+  const Placement vanilla = placement
+                                ? stock_placement_for(*placement, topology)
+                                : vanilla_placement_any(trace.layers(), trace.experts(), topology);
   std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
                                         {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
   if (placement) configs.push_back({"exflow/placement", Scheme::kContextCoherent, &*placement});

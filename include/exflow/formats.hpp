@@ -44,7 +44,6 @@ struct DecoderLayers {
 // deepseek-v3: 3, the others 0). Throws UsageError naming the text.
 DecoderLayers parse_dense_layers(const std::string& text);
 
-
 // Width of EPLB's log2phy: the most copies any expert has (SGLang, deepseek-ai/EPLB), or the
 // redundant slots + 1 (vLLM's EPLB policies).
 enum class EplbPadding { kMaxCopies, kRedundantPlusOne };

@@ -86,8 +86,7 @@ class Placement {
 // trivial expert location): S = (E + R)/G slots per GPU, slot s = g*S + i holds expert s mod E,
 // so the first slots hold every expert once in order and the last R repeat experts 0, 1, ...
 // (vanilla_placement when R = 0). Throws UsageError unless G divides E + R.
-Placement trivial_placement(int layers, int experts, int redundant_total,
-                            const Topology& topology);
+Placement trivial_placement(int layers, int experts, int redundant_total, const Topology& topology);
 
 // The stock placement the comparisons use: vanilla_placement_any where it exists, else (E and G
 // not dividing each other) trivial_placement with `redundant_total` slots.

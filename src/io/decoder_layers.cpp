@@ -31,10 +31,10 @@ int DecoderLayers::total(int moe_layers) const {
   const int n = moe_layers + static_cast<int>(dense.size());
   for (int d : dense) {
     if (d < 0 || d >= n) {
-      throw UsageError("dense layer " + std::to_string(d) + " is not a decoder layer of a model with " +
-                       std::to_string(moe_layers) + " MoE layers and " +
-                       std::to_string(dense.size()) + " dense ones (0.." + std::to_string(n - 1) +
-                       ")");
+      throw UsageError("dense layer " + std::to_string(d) +
+                       " is not a decoder layer of a model with " + std::to_string(moe_layers) +
+                       " MoE layers and " + std::to_string(dense.size()) + " dense ones (0.." +
+                       std::to_string(n - 1) + ")");
     }
   }
   return n;
@@ -68,7 +68,7 @@ DecoderLayers parse_dense_layers(const std::string& text) {
       int id = 0;
       if (!parse_count(item, id) || id > (1 << 16)) {
         throw UsageError("dense layers: '" + item + "' in '" + text +
-                             "' is not a decoder layer number (0, 1, ...)");
+                         "' is not a decoder layer number (0, 1, ...)");
       }
       d.dense.push_back(id);
       begin = end + 1;
@@ -77,7 +77,7 @@ DecoderLayers parse_dense_layers(const std::string& text) {
     const auto twice = std::adjacent_find(d.dense.begin(), d.dense.end());
     if (twice != d.dense.end()) {
       throw UsageError("dense layers: layer " + std::to_string(*twice) + " is listed twice in '" +
-                           text + "'");
+                       text + "'");
     }
     return d;
   }
@@ -87,8 +87,9 @@ DecoderLayers parse_dense_layers(const std::string& text) {
   std::string known;
   for (const ModelPreset& p : model_presets()) known += (known.empty() ? "" : ", ") + p.name;
   throw UsageError("dense layers: '" + text +
-                       "' is not a count (the first N layers), a list 'a,b' of layers or a model "
-                       "(" + known + ")");
+                   "' is not a count (the first N layers), a list 'a,b' of layers or a model "
+                   "(" +
+                   known + ")");
 }
 
 ExpertLoads moe_rows(const ExpertLoads& loads, const DecoderLayers& layers,

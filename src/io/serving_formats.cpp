@@ -504,10 +504,10 @@ Placement read_placement_file(const std::string& path, int layers, int experts, 
   if (p.layers() != layers || p.experts() != experts) {
     std::string hint;
     if (p.layers() > layers && p.experts() == experts) {
-      hint = decoder.empty() ? "; if the model has " + std::to_string(p.layers() - layers) +
-                                   " dense decoder layer(s), give dense_layers"
-                             : "; dense_layers names " + std::to_string(decoder.dense.size()) +
-                                   " dense layers";
+      hint = decoder.empty()
+                 ? "; if the model has " + std::to_string(p.layers() - layers) +
+                       " dense decoder layer(s), give dense_layers"
+                 : "; dense_layers names " + std::to_string(decoder.dense.size()) + " dense layers";
     }
     throw InputError(path + ": placement has " + std::to_string(p.layers()) + " MoE layers x " +
                          std::to_string(p.experts()) + " experts, the trace " +

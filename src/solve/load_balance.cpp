@@ -86,8 +86,7 @@ std::vector<int> balance_layer(const std::int64_t* load, int experts,
 
 std::vector<std::vector<int>> balance_layer_with_replicas(const std::int64_t* load, int experts,
                                                           int gpus, int replicas) {
-  if ((experts + replicas) % gpus != 0 ||
-      replicas > static_cast<long long>(experts) * (gpus - 1)) {
+  if ((experts + replicas) % gpus != 0 || replicas > static_cast<long long>(experts) * (gpus - 1)) {
     throw UsageError(std::to_string(experts) + " experts and " + std::to_string(replicas) +
                      " replicas cannot fill " + std::to_string(gpus) + " GPUs equally");
   }

@@ -157,8 +157,8 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
                          to_string(options.max_load_ratio) + " cannot apply",
                      {"method", "max_load_ratio"});
   }
-  const int redundant_total = redundant_slots(options.redundant, options.redundant_total,
-                                              trace.experts(), topology.gpus());
+  const int redundant_total =
+      redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
   const bool uneven = trace.experts() % topology.gpus() != 0 && redundant_total > 0;
   std::int64_t tokens_used = trace.tokens();
   std::optional<AffinityGraph> own_graph;
@@ -168,10 +168,10 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
     return *own_graph;
   };
   SolveResult r = uneven ? solve_uneven(whole_graph(), topology, solve_options, options)
-                 : options.incremental > 0
-                     ? solve_incremental(trace, topology, solve_options, options.incremental,
-                                         &tokens_used, options.threads)
-                     : solve(whole_graph(), topology, solve_options);
+                  : options.incremental > 0
+                      ? solve_incremental(trace, topology, solve_options, options.incremental,
+                                          &tokens_used, options.threads)
+                      : solve(whole_graph(), topology, solve_options);
   const bool graph_bound = trace.k() == 1 && redundant_total == 0;
   r = refine(trace, topology, solve_options, std::move(r));
   if (tokens_used < trace.tokens() && graph_bound) {
@@ -277,8 +277,8 @@ PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOp
         "and min_experts_per_gpu need a trace",
         {"max_load_ratio", "method", "incremental", "bipart", "min_experts_per_gpu"});
   }
-  const int redundant_total = redundant_slots(options.redundant, options.redundant_total,
-                                              loads.experts, topology.gpus());
+  const int redundant_total =
+      redundant_slots(options.redundant, options.redundant_total, loads.experts, topology.gpus());
   PlanResult out(
       balance_loads(loads.counts, loads.layers, loads.experts, topology, redundant_total),
       stock_placement(loads.layers, loads.experts, redundant_total, topology));

@@ -75,8 +75,8 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   const int k = trace.k();
   // The vanilla placement stays vanilla: only replicas are added to it.
   const bool vanilla = result.method == Method::kVanilla && !options.bipart;
-  const int redundant_total = redundant_slots(options.redundant, options.redundant_total,
-                                              trace.experts(), topology.gpus());
+  const int redundant_total =
+      redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
   const bool needed =
       vanilla ? redundant_total > 0 || k > 1
               : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || redundant_total > 0;
@@ -177,14 +177,14 @@ int redundant_slots(int redundant, int redundant_total, int experts, int gpus) {
                                 : std::to_string(redundant) + " (" + std::to_string(R) + " in all)";
   if (R > 0 && (experts + R) % gpus != 0) {
     throw UsageError(std::string(name) + " " + given + ": " + std::to_string(experts) +
-                         " experts + " + std::to_string(R) + " redundant slots do not divide over " +
-                         std::to_string(gpus) + " GPUs",
+                         " experts + " + std::to_string(R) +
+                         " redundant slots do not divide over " + std::to_string(gpus) + " GPUs",
                      {name});
   }
   if (R > static_cast<std::int64_t>(experts) * (gpus - 1)) {
     throw UsageError(std::string(name) + " " + given + " needs more copies than " +
-                         std::to_string(experts) + " experts can have on " +
-                         std::to_string(gpus) + " GPUs",
+                         std::to_string(experts) + " experts can have on " + std::to_string(gpus) +
+                         " GPUs",
                      {name});
   }
   return static_cast<int>(R);
@@ -215,8 +215,7 @@ Placement balance_loads(const std::vector<std::int64_t>& loads, int layers, int 
       for (int e = 0; e < experts; ++e) p.set(l, e, gpu_of[static_cast<std::size_t>(e)]);
       continue;
     }
-    std::vector<std::vector<int>> hosts =
-        solvers::balance_layer_with_replicas(load, experts, G, R);
+    std::vector<std::vector<int>> hosts = solvers::balance_layer_with_replicas(load, experts, G, R);
     std::vector<bool> seen(static_cast<std::size_t>(experts), false);
     for (int g = 0; g < G; ++g) {
       for (int e : hosts[static_cast<std::size_t>(g)]) {
