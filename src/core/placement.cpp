@@ -167,6 +167,7 @@ Placement stock_placement_for(const Placement& placement, const Topology& topolo
 Placement stock_placement(int layers, int experts, int redundant_total, const Topology& topology) {
   const int G = topology.gpus();
   if (experts % G == 0 || G % experts == 0) return vanilla_placement_any(layers, experts, topology);
+  if (redundant_total == 0) topology.experts_per_gpu(experts);  // throws, saying why
   return trivial_placement(layers, experts, redundant_total, topology);
 }
 

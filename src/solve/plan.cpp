@@ -135,6 +135,21 @@ SolveResult solve_uneven(const AffinityGraph& graph, const Topology& topology,
   return out;
 }
 
+// Throws the usage error for E experts on G GPUs without redundant slots when G does not divide
+// E, naming the redundant_total that would make the slots divide.
+void require_divisible(int experts, int redundant_total, const Topology& topology) {
+  const int G = topology.gpus();
+  if (redundant_total > 0 || experts % G == 0 || G % experts == 0) return;
+  throw UsageError(std::to_string(experts) + " experts per layer cannot be split evenly over " +
+                       std::to_string(topology.nodes()) + " node(s) x " +
+                       std::to_string(topology.gpus_per_node()) + " GPUs = " +
+                       std::to_string(G) +
+                       " GPUs: the expert count must be divisible by the GPU count, or the "
+                       "slots with redundant_total (e.g. " +
+                       std::to_string(G - experts % G) + ")",
+                   {"redundant_total"});
+}
+
 // Both placements under both schemes, one evaluator pass per scheme.
 Comparison compare(const Trace& trace, const Placement& placement, const Placement& vanilla,
                    const Topology& topology, const EvalOptions& options) {
@@ -159,6 +174,7 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
   }
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
+  require_divisible(trace.experts(), redundant_total, topology);
   const bool uneven = trace.experts() % topology.gpus() != 0 && redundant_total > 0;
   std::int64_t tokens_used = trace.tokens();
   std::optional<AffinityGraph> own_graph;
@@ -279,6 +295,7 @@ PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOp
   }
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, loads.experts, topology.gpus());
+  require_divisible(loads.experts, redundant_total, topology);
   PlanResult out(
       balance_loads(loads.counts, loads.layers, loads.experts, topology, redundant_total),
       stock_placement(loads.layers, loads.experts, redundant_total, topology));
