@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -187,6 +188,10 @@ TEST(CliServing, OutputsMustBeJsonFiles) {
   expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--eplb", dir.file("maps"),
                                 "--quiet", "--out-dir", dir.file("o")}),
                         2, "--eplb");
+  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--vllm-ascend",
+                                dir.file("map.txt"), "--quiet", "--out-dir", dir.file("o")}),
+                        2, "--vllm-ascend");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("o")));  // refused before anything is written
   expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "4", "--eplb-padding", "wide",
                                 "--quiet", "--out-dir", dir.file("o")}),
                         2, "--eplb-padding");

@@ -225,14 +225,6 @@ TEST(CliUsage, ExpertsNotDivisibleByGpus) {
                         "divisible");
 }
 
-TEST(CliUsage, VllmAscendMapMustBeJson) {
-  TempDir dir;
-  expect_one_line_error(exflow({"solve", kGolden + "mini-2x2.npy", "--gpus-per-node", "2",
-                                "--vllm-ascend", dir.file("map.txt"), "--out-dir", dir.file("o")}),
-                        2, "--vllm-ascend");
-  EXPECT_FALSE(std::filesystem::exists(dir.file("o")));
-}
-
 TEST(CliUsage, UnknownOptionMissingArgumentAndNoCommand) {
   EXPECT_EQ(exflow({"profile", kGolden + "mini-2x2.npy", "--bogus"}).code, 2);
   EXPECT_EQ(exflow({"eval", kGolden + "mini-2x2.npy"}).code, 2);
