@@ -204,6 +204,23 @@ TEST(EplbCli, SolveWritesEplbsPlacement) {
   EXPECT_EQ(per_gpu_sorted(flat<int>(written["phy2log"]), (E + R) / 8),
             per_gpu_sorted(m.phy2log, (E + R) / 8));
   EXPECT_EQ(flat<int>(written["logcnt"]), m.logcnt);
+
+  // The same loads as a file: the same placement.
+  const std::vector<std::int64_t> counts = loads_of(ids, L, E);
+  json rows = json::array();
+  for (int l = 0; l < L; ++l) {
+    rows.push_back(std::vector<std::int64_t>(counts.begin() + l * E, counts.begin() + (l + 1) * E));
+  }
+  const std::string loads = dir.file("loads.json");
+  test::write_bytes(loads, json{{"logical_count", rows}}.dump());
+  const std::string maps2 = dir.file("eplb2.json");
+  const test::CommandRun r2 =
+      exflow_cli({"solve", "--expert-loads", loads, "--gpus-per-node", "4", "--nodes", "2",
+                  "--method", "eplb", "--redundant-total", std::to_string(R), "--expert-groups",
+                  "4", "--eplb", maps2, "--json", "--quiet", "--out-dir", dir.file("out2")});
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_EQ(json::parse(r2.out)["method"], "eplb");
+  EXPECT_EQ(json::parse(test::read_bytes(maps2))["phy2log"], written["phy2log"]);
 }
 
 TEST(EplbCli, BadOptionsAreOneLineUsageErrors) {
