@@ -141,6 +141,43 @@ TEST(CliServing, RedundantTotalLetsTheSlotsDivideWhereTheExpertsDoNot) {
                         2, "give --redundant (per GPU) or --redundant-total (in all), not both");
 }
 
+TEST(CliServing, EvalShowsEverySchemeAndTheChosenOneOnTop) {
+  TempDir dir;
+  const std::string trace = write_trace(dir, 3, 16);
+  json solved = run_json({"solve", trace, "--gpus-per-node", "2", "--nodes", "2", "--json",
+                          "--quiet", "--out-dir", dir.file("out")});
+  ASSERT_TRUE(solved.is_object());
+  const std::string placement = solved["placement"];
+  for (const char* scheme : {"coherent", "standard", "deepep", "deepep-ll"}) {
+    json j = run_json({"eval", trace, placement, "--gpus-per-node", "2", "--nodes", "2", "--scheme",
+                       scheme, "--json", "--quiet"});
+    ASSERT_TRUE(j.is_object());
+    ASSERT_EQ(j["schemes"].size(), 4u);
+    const std::string name = j["scheme"];
+    EXPECT_EQ(j["options"]["scheme"], scheme);
+    EXPECT_DOUBLE_EQ(j["cost"].get<double>(),
+                     j["schemes"][name]["placement"]["cost"].get<double>());
+    EXPECT_DOUBLE_EQ(j["vanilla"]["cost"].get<double>(),
+                     j["schemes"][name]["vanilla"]["cost"].get<double>());
+    EXPECT_EQ(j["inter_transfers"], j["schemes"][name]["placement"]["inter_transfers"]);
+  }
+  json j = run_json({"eval", trace, placement, "--gpus-per-node", "2", "--nodes", "2", "--scheme",
+                     "deepep", "--json", "--quiet"});
+  EXPECT_EQ(j["scheme"], "deepep");
+  // DeepEP merges a token's transfers to one node: never more inter-node transfers than standard.
+  EXPECT_LE(j["schemes"]["deepep"]["placement"]["inter_transfers"].get<std::int64_t>(),
+            j["schemes"]["baseline"]["placement"]["inter_transfers"].get<std::int64_t>());
+  EXPECT_EQ(solved["schemes"].size(), 4u);
+  const test::CommandRun text =
+      exflow({"eval", trace, placement, "--gpus-per-node", "2", "--nodes", "2", "--quiet"});
+  EXPECT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("deepep-ll"), std::string::npos) << text.out;
+  const test::CommandRun bad = exflow({"eval", trace, placement, "--gpus-per-node", "2", "--nodes",
+                                       "2", "--scheme", "ring", "--quiet"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--scheme"), std::string::npos) << bad.err;
+}
+
 TEST(CliServing, OutputsMustBeJsonFiles) {
   TempDir dir;
   const std::string trace = write_trace(dir, 2, 8);

@@ -75,6 +75,7 @@ struct ProfileArgs : TraceArgs {};
 struct EvalArgs : TraceArgs, TopologyArgs, BaselineArgs, PlacementFileArgs {
   std::string placement;
   bool unbalanced = false;
+  std::string scheme = "coherent";
 };
 
 // The planning options live in `plan` (PlanOptions, filled by the rows of plan_option_specs());
@@ -118,6 +119,11 @@ const OptionTable<EvalArgs>& eval_options() {
         option<EvalArgs>(&EvalArgs::unbalanced, "--unbalanced",
                          "accept placements without exactly E/G experts per GPU per layer"));
     add_placement_file_rows(t);
+    t.push_back(option<EvalArgs>(&EvalArgs::scheme, "--scheme",
+                                 "the scheme the top-level metrics show: coherent (the seed's), "
+                                 "standard (two all-to-alls), deepep (DeepEP normal mode) or "
+                                 "deepep-ll (DeepEP low-latency); every scheme is listed too")
+                    .check(CLI::IsMember({"coherent", "standard", "deepep", "deepep-ll"})));
     add_baseline_rows(t);
     add_output_rows(t);
     return t;
@@ -218,6 +224,7 @@ int run_eval(const EvalArgs& args) {
   eo.threads = args.threads;
   eo.sequence_length = args.seq_len;
   eo.progress = &bar;
+  eo.scheme = parse_scheme(args.scheme);
   const Comparison m = compare_with_vanilla(trace, placement, topology, eo);
   if (args.json) {
     nlohmann::json j = m;
@@ -232,7 +239,9 @@ int run_eval(const EvalArgs& args) {
             << "topology  " << describe(topology) << "\n"
             << "placement " << args.placement << "\n\n"
             << compare_metrics({"placement", "vanilla"}, {&m.placement, &m.vanilla},
-                               {&m.placement_baseline, &m.vanilla_baseline});
+                               {&m.placement_baseline, &m.vanilla_baseline})
+            << "\n"
+            << scheme_table(m);
   return 0;
 }
 
@@ -428,7 +437,9 @@ int run_solve(const SolveArgs& args) {
             << "trace     " << describe(trace) << "\n"
             << "topology  " << describe(topology) << "\n\n"
             << compare_metrics({to_string(r.method), "vanilla"}, {&m.placement, &m.vanilla},
-                               {&m.placement_baseline, &m.vanilla_baseline});
+                               {&m.placement_baseline, &m.vanilla_baseline})
+            << "\n"
+            << scheme_table(m);
   return 0;
 }
 

@@ -45,6 +45,21 @@ std::string format_seconds(double seconds) {
   return fmt(seconds < 10 ? "%.3f s" : "%.1f s", seconds);
 }
 
+std::string scheme_table(const Comparison& c) {
+  std::string out = pad_right("scheme", 18) + pad_left("cost", 12) + pad_left("vanilla", 12) +
+                    pad_left("change", 10) + pad_left("inter/token", 14) + pad_left("vanilla", 12) +
+                    "\n";
+  for (const SchemeMetrics& s : c.schemes) {
+    const double change =
+        s.vanilla.cost > 0 ? 100.0 * (s.placement.cost - s.vanilla.cost) / s.vanilla.cost : 0.0;
+    out += pad_right(std::string(to_string(s.scheme)) + (s.scheme == c.primary ? " *" : ""), 18) +
+           pad_left(fmt("%.4f", s.placement.cost), 12) + pad_left(fmt("%.4f", s.vanilla.cost), 12) +
+           pad_left(fmt("%+.1f%%", change), 10) + pad_left(fmt("%.4f", s.placement.inter), 14) +
+           pad_left(fmt("%.4f", s.vanilla.inter), 12) + "\n";
+  }
+  return out;
+}
+
 std::string compare_metrics(const std::vector<std::string>& names,
                             const std::vector<const Metrics*>& metrics,
                             const std::vector<const Metrics*>& baseline) {

@@ -31,6 +31,10 @@ std::string compare_metrics(const std::vector<std::string>& names,
                             const std::vector<const Metrics*>& metrics,
                             const std::vector<const Metrics*>& baseline = {});
 
+// Every scheme's cost and cross-node transfers per token for the placement and vanilla, one row
+// per scheme: what the placement buys in each engine.
+std::string scheme_table(const Comparison& comparison);
+
 // The lines a user reads first after a solve of a trace: method and time, cost against vanilla,
 // both of ExFlow's savings (one all-to-all instead of two; the placement), the bound, load,
 // replicas, and (incremental, bipart) the steps.

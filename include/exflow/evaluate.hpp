@@ -7,6 +7,8 @@
 // GPU of H_l \ {h_{l-1}}. Each transfer costs the topology's hop cost. With k = 1 this is
 // the original ExFlow objective: one move per layer transition whose GPU changes.
 //
+// DeepEP schemes: owners as in the baseline; transfers as routing.hpp states them.
+//
 // Baseline scheme (DeepSpeed-MoE): token t is owned by GPU (t / S) mod G, S the sequence length
 // (default 1: tokens dealt round-robin; S > 1: whole sequences dealt round-robin, as
 // data-parallel attention keeps a sequence's KV cache on one GPU); at every layer it is
@@ -36,9 +38,17 @@ class Progress;
 class Topology;
 class Trace;
 
-enum class Scheme { kContextCoherent, kBaseline };
+// kContextCoherent: the seed's scheme ("coherent"); kBaseline: standard expert parallelism with
+// two all-to-alls per layer ("standard", DeepSpeed-MoE); kDeepEP: DeepEP's normal mode, one
+// inter-node transfer per remote node then forwards within it ("deepep"); kDeepEPLowLatency:
+// DeepEP's low-latency mode, one transfer per token-expert ("deepep-ll"). The standard schemes
+// (all but kContextCoherent) route from the token's owner. Rules: src/core/routing.hpp.
+enum class Scheme { kContextCoherent, kBaseline, kDeepEP, kDeepEPLowLatency };
 
+// "context-coherent", "baseline", "deepep", "deepep-ll".
 const char* to_string(Scheme scheme);
+// Also accepts "coherent" and "standard". Throws UsageError naming the valid names.
+Scheme parse_scheme(const std::string& name);
 
 struct EvalOptions {
   Scheme scheme = Scheme::kContextCoherent;
@@ -69,7 +79,7 @@ struct Metrics {
   std::int64_t inter_transfers = 0;
 
   // Context-coherent: [L-1], entry l-1 for the move into layer l (local iff H_l = {h_{l-1}}).
-  // Baseline: [L], entry l local iff H_l = {owner}.
+  // Standard schemes: [L], entry l local iff H_l = {owner}.
   std::vector<double> local_fraction_per_layer;
   double local_fraction = 0;  // over all entries of local_fraction_per_layer
 

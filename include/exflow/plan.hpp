@@ -67,11 +67,22 @@ enum class PlanStatus {
 const char* to_string(PlanStatus status);  // "optimal", "converged", "time limit", ...
 
 // A placement and vanilla, each under both schemes (the metrics `exflow eval` prints).
+// The placement and vanilla under one scheme.
+struct SchemeMetrics {
+  Scheme scheme = Scheme::kContextCoherent;
+  Metrics placement;
+  Metrics vanilla;
+};
+
 struct Comparison {
   Metrics placement;           // context-coherent
   Metrics placement_baseline;  // two all-to-alls from the sequence owner
   Metrics vanilla;
   Metrics vanilla_baseline;
+  // Every scheme (context-coherent, baseline, deepep, deepep-ll), so that a reader sees what the
+  // placement buys in each engine; `primary` is the one the JSON's top-level keys show.
+  std::vector<SchemeMetrics> schemes;
+  Scheme primary = Scheme::kContextCoherent;
 };
 
 struct PlanResult {

@@ -11,6 +11,7 @@
 #include "exflow/evaluate.hpp"
 
 #include <algorithm>
+#include <string>
 
 #include "core/routing.hpp"
 #include "exflow/error.hpp"
@@ -133,9 +134,9 @@ class BlockEvaluator {
       std::int64_t* load = counts.gpu_load.data() + static_cast<std::size_t>(l) * gpus_;
       std::int64_t* transfers = counts.transfers.data() + static_cast<std::size_t>(l) * 3;
       for (std::int64_t i = 0; i < n; ++i) {
-        // Where the token is when it picks its experts' copies: its owner (baseline), its home
-        // at the previous layer, or at layer 0 its start.
-        const int at = scheme_ == Scheme::kBaseline
+        // Where the token is when it picks its experts' copies: its owner (standard schemes),
+        // its home at the previous layer, or at layer 0 its start.
+        const int at = scheme_ != Scheme::kContextCoherent
                            ? routing::owner(block.first_token + i, sequence_length_, gpus_)
                            : (l > 0 ? prev_[static_cast<std::size_t>(i)]
                                     : copies_.start(block.column(0, 0)[i]));
@@ -150,6 +151,14 @@ class BlockEvaluator {
         auto visit = [&](int phase, int src, int dst) { count(counts, l, phase, src, dst); };
         if (scheme_ == Scheme::kBaseline) {
           transfers[kLocal] += routing::baseline_transfers(h, at, visit) ? 1 : 0;
+          continue;
+        }
+        if (scheme_ == Scheme::kDeepEP) {
+          transfers[kLocal] += routing::deepep_transfers(h, at, hops_, visit) ? 1 : 0;
+          continue;
+        }
+        if (scheme_ == Scheme::kDeepEPLowLatency) {
+          transfers[kLocal] += routing::deepep_low_latency_transfers(h, at, visit) ? 1 : 0;
           continue;
         }
         const int home = h.home();
@@ -184,7 +193,7 @@ Metrics summarize(const Counts& total, const Trace& trace, const Placement& plac
   m.k = trace.k();
   m.gpus = G;
   const auto T = static_cast<double>(trace.tokens());
-  const int first_layer = scheme == Scheme::kBaseline ? 0 : 1;
+  const int first_layer = scheme == Scheme::kContextCoherent ? 1 : 0;
   std::int64_t local = 0;
   for (int l = 0; l < L; ++l) {
     const std::int64_t* t = total.transfers.data() + static_cast<std::size_t>(l) * 3;
@@ -236,7 +245,25 @@ Metrics summarize(const Counts& total, const Trace& trace, const Placement& plac
 }  // namespace
 
 const char* to_string(Scheme scheme) {
-  return scheme == Scheme::kBaseline ? "baseline" : "context-coherent";
+  switch (scheme) {
+    case Scheme::kContextCoherent:
+      return "context-coherent";
+    case Scheme::kBaseline:
+      return "baseline";
+    case Scheme::kDeepEP:
+      return "deepep";
+    case Scheme::kDeepEPLowLatency:
+      return "deepep-ll";
+  }
+  return "?";
+}
+
+Scheme parse_scheme(const std::string& name) {
+  if (name == "coherent" || name == "context-coherent") return Scheme::kContextCoherent;
+  if (name == "standard" || name == "baseline") return Scheme::kBaseline;
+  if (name == "deepep") return Scheme::kDeepEP;
+  if (name == "deepep-ll") return Scheme::kDeepEPLowLatency;
+  throw UsageError("unknown scheme '" + name + "' (coherent, standard, deepep, deepep-ll)");
 }
 
 std::vector<Metrics> evaluate_all(const Trace& trace,

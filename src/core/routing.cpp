@@ -7,7 +7,7 @@
 
 namespace exflow::routing {
 
-HopTable::HopTable(const Topology& topology) {
+HopTable::HopTable(const Topology& topology) : gpus_per_node_(topology.gpus_per_node()) {
   node_of_.resize(static_cast<std::size_t>(topology.gpus()));
   for (int g = 0; g < topology.gpus(); ++g) {
     node_of_[static_cast<std::size_t>(g)] = topology.node_of(g);

@@ -20,8 +20,15 @@
 //                ties go to column 0's GPU if it is among the most, else to the lowest id.
 //   transfers    context-coherent layer l: dispatch h_{l-1} -> g for every g in H_l but
 //                h_{l-1} (none at layer 0), then combine g -> h_l for every g in H_l but h_l.
-//                Baseline: dispatch owner -> g and combine g -> owner for every g in H_l but
-//                the owner.
+//                Baseline (standard): dispatch owner -> g and combine g -> owner for every g in
+//                H_l but the owner.
+//                DeepEP normal mode: for every other node m holding a GPU of H_l, one inter-node
+//                transfer owner -> relay(m) (the GPU of node m with the owner's local index),
+//                then relay(m) -> g within node m for every other GPU g of H_l there; owner -> g
+//                for every other GPU g of H_l on the owner's node. Combine mirrors dispatch.
+//                DeepEP low-latency mode: one transfer owner -> g per column of the token served
+//                by a GPU g other than the owner (no merging); combine mirrors it.
+//                (../shared/docs/SCHEMES.md; DeepEP csrc/kernels/internode.cu, internode_ll.cu.)
 #pragma once
 
 #include <algorithm>
@@ -55,6 +62,8 @@ class HopTable {
 
   int gpus() const { return static_cast<int>(node_of_.size()); }
   int node_of(int gpu) const { return node_of_[static_cast<std::size_t>(gpu)]; }
+  // The GPU of `node` with the same local index as `gpu` (DeepEP normal mode's RDMA target).
+  int relay(int gpu, int node) const { return node * gpus_per_node_ + gpu % gpus_per_node_; }
   // kLocal, kIntra or kInter.
   int hop(int a, int b) const { return (a != b) + (node_of(a) != node_of(b)); }
   double cost_of_hop(int hop_class) const { return cost_[static_cast<std::size_t>(hop_class)]; }
@@ -62,6 +71,7 @@ class HopTable {
 
  private:
   std::vector<int> node_of_;
+  int gpus_per_node_ = 1;
   std::array<double, 3> cost_{};
 };
 
@@ -188,6 +198,54 @@ bool baseline_transfers(const TokenGpus& h, int owner_gpu, Visit&& visit) {
     local = false;
     visit(kDispatch, owner_gpu, h.gpu(j));
     visit(kCombine, h.gpu(j), owner_gpu);
+  }
+  return local;
+}
+
+// DeepEP normal mode (node-deduplicated dispatch): see the rules above. Returns whether the
+// token stayed on its owner.
+template <class Visit>
+bool deepep_transfers(const TokenGpus& h, int owner_gpu, const HopTable& hops, Visit&& visit) {
+  const int owner_node = hops.node_of(owner_gpu);
+  bool local = true;
+  for (int j = 0; j < h.size(); ++j) {
+    const int g = h.gpu(j);
+    if (g == owner_gpu) continue;
+    local = false;
+    const int node = hops.node_of(g);
+    if (node == owner_node) {
+      visit(kDispatch, owner_gpu, g);
+      visit(kCombine, g, owner_gpu);
+      continue;
+    }
+    const int relay = hops.relay(owner_gpu, node);
+    bool node_seen = false;  // an earlier GPU of H_l on this node carried its RDMA transfer
+    for (int i = 0; i < j && !node_seen; ++i) node_seen = hops.node_of(h.gpu(i)) == node;
+    if (!node_seen) {
+      visit(kDispatch, owner_gpu, relay);
+      visit(kCombine, relay, owner_gpu);
+    }
+    if (g != relay) {
+      visit(kDispatch, relay, g);
+      visit(kCombine, g, relay);
+    }
+  }
+  return local;
+}
+
+// DeepEP low-latency mode: one transfer per token-expert off the owner, each way. Returns whether
+// the token stayed on its owner.
+template <class Visit>
+bool deepep_low_latency_transfers(const TokenGpus& h, int owner_gpu, Visit&& visit) {
+  bool local = true;
+  for (int j = 0; j < h.size(); ++j) {
+    const int g = h.gpu(j);
+    if (g == owner_gpu) continue;
+    local = false;
+    for (int c = 0; c < h.count(j); ++c) {
+      visit(kDispatch, owner_gpu, g);
+      visit(kCombine, g, owner_gpu);
+    }
   }
   return local;
 }

@@ -43,10 +43,30 @@ void to_json(nlohmann::json& j, const Metrics& m) {
 }
 
 void to_json(nlohmann::json& j, const Comparison& c) {
-  j = c.placement;
+  const SchemeMetrics* primary = nullptr;
+  for (const SchemeMetrics& s : c.schemes) {
+    if (s.scheme == c.primary) primary = &s;
+  }
+  j = primary ? primary->placement : c.placement;
   j["baseline"] = c.placement_baseline;
-  j["vanilla"] = c.vanilla;
+  j["vanilla"] = primary ? primary->vanilla : c.vanilla;
   j["vanilla"]["baseline"] = c.vanilla_baseline;
+  // Every scheme's totals for the placement and vanilla, side by side.
+  const auto totals = [](const Metrics& m) {
+    return nlohmann::json{{"cost", m.cost},
+                          {"intra", m.intra},
+                          {"inter", m.inter},
+                          {"intra_transfers", m.intra_transfers},
+                          {"inter_transfers", m.inter_transfers},
+                          {"local_fraction", m.local_fraction},
+                          {"load_ratio_max", m.load_ratio_max}};
+  };
+  nlohmann::json schemes = nlohmann::json::object();
+  for (const SchemeMetrics& s : c.schemes) {
+    schemes[to_string(s.scheme)] = {{"placement", totals(s.placement)},
+                                    {"vanilla", totals(s.vanilla)}};
+  }
+  j["schemes"] = std::move(schemes);
 }
 
 void to_json(nlohmann::json& j, const PlanResult& r) {

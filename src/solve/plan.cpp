@@ -218,16 +218,24 @@ std::vector<std::int64_t> trace_loads(const Trace& trace, int threads, Progress*
   return out;
 }
 
-// Both placements under both schemes, one evaluator pass per scheme.
+// Both placements under every scheme, one evaluator pass per scheme; options.scheme is the
+// primary one.
 Comparison compare(const Trace& trace, const Placement& placement, const Placement& vanilla,
                    const Topology& topology, const EvalOptions& options) {
+  Comparison c;
+  c.primary = options.scheme;
   EvalOptions eo = options;
-  eo.scheme = Scheme::kContextCoherent;
-  std::vector<Metrics> coherent = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
-  eo.scheme = Scheme::kBaseline;
-  std::vector<Metrics> baseline = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
-  return Comparison{std::move(coherent[0]), std::move(baseline[0]), std::move(coherent[1]),
-                    std::move(baseline[1])};
+  for (Scheme scheme :
+       {Scheme::kContextCoherent, Scheme::kBaseline, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
+    eo.scheme = scheme;
+    std::vector<Metrics> both = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
+    c.schemes.push_back({scheme, std::move(both[0]), std::move(both[1])});
+  }
+  c.placement = c.schemes[0].placement;
+  c.vanilla = c.schemes[0].vanilla;
+  c.placement_baseline = c.schemes[1].placement;
+  c.vanilla_baseline = c.schemes[1].vanilla;
+  return c;
 }
 
 EvalOptions eval_options_of(const PlanOptions& options) {

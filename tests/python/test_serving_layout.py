@@ -72,6 +72,17 @@ class ServingLayout(unittest.TestCase):
         with self.assertRaises(TypeError):
             p.to_sglang("unused.json", dense_layers=[0, "1"])
 
+    def test_evaluate_shows_every_scheme(self):
+        p = self.placement
+        m = exflow.evaluate(self.ids, p, scheme="deepep")
+        self.assertEqual(m["scheme"], "deepep")
+        self.assertEqual(sorted(m["schemes"]), ["baseline", "context-coherent", "deepep",
+                                                "deepep-ll"])
+        self.assertEqual(m["cost"], m["schemes"]["deepep"]["placement"]["cost"])
+        self.assertEqual(exflow.evaluate(self.ids, p)["scheme"], "context-coherent")
+        with self.assertRaisesRegex(ValueError, "unknown scheme 'ring'"):
+            exflow.evaluate(self.ids, p, scheme="ring")
+
     def test_eplb_maps_padding_and_dense_rows(self):
         p = self.placement
         wide = p.to_eplb(padding="redundant+1", dense_layers=1)

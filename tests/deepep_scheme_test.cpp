@@ -1,0 +1,177 @@
+// The DeepEP schemes of the evaluator against an independent implementation written from
+// ../shared/docs/SCHEMES.md: random placements with replicas (two copies on one GPU included),
+// top-1 and top-k, several nodes, sequences of tokens per owner.
+//
+// The reference routes each token by the document's words: owner (t / S) mod G; a copy on the
+// owner, else the lowest-id copy on the owner's node, else the lowest-id copy; then counts the
+// transfers of each scheme from the set of GPUs used, without the rulebook's code.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "exflow/error.hpp"
+#include "exflow/evaluate.hpp"
+#include "exflow/placement.hpp"
+#include "exflow/topology.hpp"
+#include "exflow/trace.hpp"
+
+namespace exflow {
+namespace {
+
+struct Reference {
+  std::int64_t intra = 0;
+  std::int64_t inter = 0;
+  std::int64_t local = 0;              // token-layers with every expert on the owner
+  std::vector<std::int64_t> gpu_load;  // [L, G]
+};
+
+Reference reference(const std::vector<std::int32_t>& ids, std::int64_t tokens, int layers, int k,
+                    const Placement& p, int nodes, int per_node, std::int64_t seq_len,
+                    Scheme scheme) {
+  const int G = nodes * per_node;
+  Reference r;
+  r.gpu_load.assign(static_cast<std::size_t>(layers) * G, 0);
+  const auto node = [&](int g) { return g / per_node; };
+  const auto count = [&](int a, int b, std::int64_t times) {
+    if (a == b) return;
+    (node(a) == node(b) ? r.intra : r.inter) += 2 * times;  // dispatch and the mirrored combine
+  };
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const int owner = static_cast<int>((t / seq_len) % G);
+    for (int l = 0; l < layers; ++l) {
+      std::vector<int> used;
+      for (int c = 0; c < k; ++c) {
+        const int e = ids[(static_cast<std::size_t>(t) * layers + l) * k + c];
+        std::vector<int> copies = p.copies(l, e);
+        int chosen = -1;
+        if (std::find(copies.begin(), copies.end(), owner) != copies.end()) chosen = owner;
+        for (int g : copies) {
+          if (chosen < 0 && node(g) == node(owner)) chosen = g;
+        }
+        if (chosen < 0) chosen = copies.front();
+        used.push_back(chosen);
+        ++r.gpu_load[static_cast<std::size_t>(l) * G + chosen];
+      }
+      const std::set<int> h(used.begin(), used.end());
+      r.local += h == std::set<int>{owner} ? 1 : 0;
+      if (scheme == Scheme::kDeepEPLowLatency) {
+        for (int g : used) count(owner, g, 1);
+      } else if (scheme == Scheme::kDeepEP) {
+        std::set<int> remote_nodes;
+        for (int g : h) {
+          if (node(g) != node(owner)) remote_nodes.insert(node(g));
+        }
+        for (int m : remote_nodes) {
+          const int relay = m * per_node + owner % per_node;
+          count(owner, relay, 1);
+          for (int g : h) {
+            if (node(g) == m) count(relay, g, 1);
+          }
+        }
+        for (int g : h) {
+          if (node(g) == node(owner)) count(owner, g, 1);
+        }
+      } else {
+        for (int g : h) count(owner, g, 1);
+      }
+    }
+  }
+  return r;
+}
+
+TEST(DeepEPSchemes, MatchAnIndependentImplementation) {
+  std::mt19937 rng(29);
+  struct Case {
+    int nodes, per_node, experts, layers, k;
+    std::int64_t seq_len;
+  };
+  for (const Case c : {Case{2, 4, 16, 3, 1, 1}, Case{2, 4, 16, 3, 4, 1}, Case{3, 2, 12, 4, 3, 5},
+                       Case{4, 2, 16, 2, 6, 1}, Case{1, 4, 8, 3, 2, 3}}) {
+    const int G = c.nodes * c.per_node;
+    const Topology topology(c.nodes, c.per_node);
+    const std::int64_t tokens = 500;
+    std::vector<std::int32_t> ids;
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      for (int l = 0; l < c.layers; ++l) {
+        std::vector<int> row;
+        while (static_cast<int>(row.size()) < c.k) {
+          const int e = static_cast<int>(rng() % static_cast<unsigned>(c.experts));
+          if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
+        }
+        ids.insert(ids.end(), row.begin(), row.end());
+      }
+    }
+    const Trace trace = Trace::from_ids(ids, tokens, c.layers, c.k, c.experts);
+    Placement p(c.layers, c.experts, G);
+    for (int l = 0; l < c.layers; ++l) {
+      for (int e = 0; e < c.experts; ++e) p.set(l, e, static_cast<int>(rng() % G));
+      for (int r = 0; r < G / 2; ++r) {
+        p.add_copy(l, static_cast<int>(rng() % c.experts), static_cast<int>(rng() % G));
+      }
+    }
+    for (Scheme scheme : {Scheme::kBaseline, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
+      EvalOptions eo;
+      eo.scheme = scheme;
+      eo.sequence_length = c.seq_len;
+      const Metrics m = evaluate(trace, p, topology, eo);
+      const Reference want =
+          reference(ids, tokens, c.layers, c.k, p, c.nodes, c.per_node, c.seq_len, scheme);
+      const std::string at = std::string(to_string(scheme)) + " " + std::to_string(c.nodes) + "x" +
+                             std::to_string(c.per_node) + " k " + std::to_string(c.k);
+      EXPECT_EQ(m.scheme, scheme);
+      EXPECT_EQ(m.intra_transfers, want.intra) << at;
+      EXPECT_EQ(m.inter_transfers, want.inter) << at;
+      EXPECT_DOUBLE_EQ(m.cost, (want.intra * 1.0 + want.inter * 2.0) / tokens) << at;
+      EXPECT_DOUBLE_EQ(m.local_fraction, static_cast<double>(want.local) / (tokens * c.layers))
+          << at;
+      EXPECT_EQ(m.gpu_load, want.gpu_load) << at;
+    }
+  }
+}
+
+TEST(DeepEPSchemes, NormalModeSendsOneInterNodeTransferPerRemoteNode) {
+  // 2 nodes x 4 GPUs; token 0 is owned by GPU 0 and uses GPUs 5, 6, 7 (node 1) and 1 (node 0).
+  const Topology topology(2, 4);
+  Placement p(1, 8, 8, {0, 1, 2, 3, 4, 5, 6, 7});
+  const Trace trace = Trace::from_ids({5, 6, 7, 1}, 1, 1, 4, 8);
+  EvalOptions eo;
+  eo.scheme = Scheme::kDeepEP;
+  const Metrics deepep = evaluate(trace, p, topology, eo);
+  // Dispatch: 0 -> 4 (RDMA to the owner's local index), 4 -> 5, 4 -> 6, 4 -> 7, 0 -> 1; combine
+  // the same reversed.
+  EXPECT_EQ(deepep.inter_transfers, 2);
+  EXPECT_EQ(deepep.intra_transfers, 8);
+  eo.scheme = Scheme::kDeepEPLowLatency;
+  const Metrics ll = evaluate(trace, p, topology, eo);
+  EXPECT_EQ(ll.inter_transfers, 6);
+  EXPECT_EQ(ll.intra_transfers, 2);
+  eo.scheme = Scheme::kBaseline;
+  const Metrics standard = evaluate(trace, p, topology, eo);
+  EXPECT_EQ(standard.inter_transfers, 6);
+  EXPECT_EQ(standard.intra_transfers, 2);
+}
+
+TEST(DeepEPSchemes, NamesParseAndPrint) {
+  EXPECT_EQ(parse_scheme("coherent"), Scheme::kContextCoherent);
+  EXPECT_EQ(parse_scheme("context-coherent"), Scheme::kContextCoherent);
+  EXPECT_EQ(parse_scheme("standard"), Scheme::kBaseline);
+  EXPECT_EQ(parse_scheme("deepep"), Scheme::kDeepEP);
+  EXPECT_EQ(parse_scheme("deepep-ll"), Scheme::kDeepEPLowLatency);
+  EXPECT_STREQ(to_string(Scheme::kDeepEP), "deepep");
+  EXPECT_STREQ(to_string(Scheme::kDeepEPLowLatency), "deepep-ll");
+  try {
+    parse_scheme("ring");
+    ADD_FAILURE() << "no exception";
+  } catch (const UsageError& e) {
+    EXPECT_STREQ(e.what(), "unknown scheme 'ring' (coherent, standard, deepep, deepep-ll)");
+  }
+}
+
+}  // namespace
+}  // namespace exflow
