@@ -326,7 +326,7 @@ int run_solve_from_loads(const SolveArgs& args) {
   const double seconds = seconds_since(start);
   if (args.json) {
     nlohmann::json j = {
-        {"method", "load-balance"},
+        {"method", r.method == Method::kEplb ? "eplb" : "load-balance"},
         {"status", to_string(r.status)},
         {"load_ratio_max", worst},
         {"load_ratio_per_layer", r.load_ratio_per_layer},
@@ -344,9 +344,9 @@ int run_solve_from_loads(const SolveArgs& args) {
     print_json(j);
     return 0;
   }
-  std::printf("load-balanced placement in %s from %s (%d layers x %d experts)\n",
-              format_seconds(seconds).c_str(), args.expert_loads.c_str(), loads.layers,
-              loads.experts);
+  std::printf("%s placement in %s from %s (%d layers x %d experts)\n",
+              r.method == Method::kEplb ? "eplb" : "load-balanced", format_seconds(seconds).c_str(),
+              args.expert_loads.c_str(), loads.layers, loads.experts);
   std::printf("  GPU load ratio worst layer %.3f (vanilla %.3f); %zu replicas\n", worst,
               worst_vanilla, r.placement.replicas().size());
   std::printf("  transfer costs: unavailable without a trace or affinity counts\n");

@@ -47,6 +47,7 @@ struct PlanOptions {
   int min_experts_per_gpu = -1;    // -1: exactly E/G per GPU per layer
   std::int64_t incremental = 0;    // > 0: solve on growing prefixes of this many tokens
   bool bipart = false;             // recursive bisection of the GPU set
+  int expert_groups = 0;           // method eplb: expert groups (0: none, the global policy)
   std::int64_t seq_len = 1;        // baseline owners: sequences of this many tokens
 
   int threads = 0;    // 0: all cores

@@ -17,6 +17,8 @@
 //   bcd      plain block-coordinate descent, best of `starts` random starts (the baseline
 //            `fast` is measured against).
 //   vanilla  the contiguous placement.
+//   eplb     DeepSeek's EPLB by expert loads alone (include/exflow/eplb.hpp); exflow::plan runs
+//            it, solve() refuses it (it needs the topology's nodes and the expert groups).
 //   auto     exact where it applies, else fast.
 #pragma once
 
@@ -40,7 +42,7 @@ class Trace;
 inline constexpr int kDefaultStarts = 8;
 inline constexpr int kDefaultStartsTopK = 2;
 
-enum class Method { kAuto, kExact, kIlp, kFast, kBcd, kVanilla };
+enum class Method { kAuto, kExact, kIlp, kFast, kBcd, kVanilla, kEplb };
 
 // A limit on every layer's token load: the token-expert assignments the busiest GPU serves
 // over the mean over GPUs.

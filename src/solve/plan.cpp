@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "exflow/affinity.hpp"
+#include "exflow/eplb.hpp"
 #include "exflow/error.hpp"
 #include "exflow/formats.hpp"
 #include "exflow/topology.hpp"
@@ -149,6 +150,74 @@ void require_divisible(int experts, int redundant_total, const Topology& topolog
                    {"redundant_total"});
 }
 
+// Method eplb takes the expert loads as they are: the options of the graph and token searches
+// do not apply, and expert_groups applies to it alone.
+void check_eplb_options(const PlanOptions& o, int experts) {
+  if (o.method != Method::kEplb) {
+    if (o.expert_groups > 0) {
+      throw UsageError("expert_groups applies to method eplb only", {"expert_groups", "method"});
+    }
+    return;
+  }
+  if (o.max_load_ratio.kind != LoadLimit::Kind::kAuto || o.bipart || o.incremental > 0 ||
+      o.min_experts_per_gpu >= 0) {
+    throw UsageError(
+        "method eplb places by expert loads alone: max_load_ratio, bipart, incremental and "
+        "min_experts_per_gpu do not apply",
+        {"method", "max_load_ratio", "bipart", "incremental", "min_experts_per_gpu"});
+  }
+  if (o.expert_groups > 0 && experts % o.expert_groups != 0) {
+    throw UsageError("expert_groups (" + std::to_string(o.expert_groups) +
+                         ") must divide the experts per layer (" + std::to_string(experts) + ")",
+                     {"expert_groups"});
+  }
+}
+
+// EPLB's placement for `loads` [L, E] with `redundant_total` redundant slots per layer; the
+// EPLB step's time goes to `seconds`, what it did to `detail`.
+Placement eplb_placement(const std::vector<std::int64_t>& loads, int layers, int experts,
+                         const Topology& topology, int redundant_total, const PlanOptions& o,
+                         double* seconds, std::string* detail) {
+  const auto start = Clock::now();
+  const int groups = o.expert_groups > 0 ? o.expert_groups : 1;
+  const EplbMaps maps = rebalance_experts(loads, layers, experts, experts + redundant_total, groups,
+                                          topology.nodes(), topology.gpus());
+  Placement p = placement_from_eplb_maps(maps, topology.gpus(), "EPLB maps");
+  *seconds = seconds_since(start);
+  *detail = eplb_is_hierarchical(groups, topology.nodes())
+                ? "EPLB hierarchical policy (" + std::to_string(groups) + " expert groups on " +
+                      std::to_string(topology.nodes()) + " nodes)"
+                : std::string("EPLB global policy");
+  *detail += ", " + std::to_string(redundant_total) + " redundant slots per layer";
+  return p;
+}
+
+// Tokens routed to each expert of each layer, every column of a top-k trace counted: [L, E].
+std::vector<std::int64_t> trace_loads(const Trace& trace, int threads, Progress* progress) {
+  const int E = trace.experts();
+  const std::size_t n = static_cast<std::size_t>(trace.layers()) * static_cast<std::size_t>(E);
+  std::vector<std::vector<std::int64_t>> per_worker(
+      static_cast<std::size_t>(trace.workers(threads)), std::vector<std::int64_t>(n, 0));
+  trace.for_each_block(
+      threads,
+      [&](int worker, const TraceBlock& b) {
+        std::vector<std::int64_t>& acc = per_worker[static_cast<std::size_t>(worker)];
+        for (int l = 0; l < b.layers; ++l) {
+          std::int64_t* row = acc.data() + static_cast<std::size_t>(l) * E;
+          for (int c = 0; c < b.k; ++c) {
+            const std::int32_t* ids = b.column(l, c);
+            for (std::int64_t t = 0; t < b.tokens; ++t) ++row[ids[t]];
+          }
+        }
+      },
+      progress, "counting expert loads");
+  std::vector<std::int64_t> out(n, 0);
+  for (const auto& acc : per_worker) {
+    for (std::size_t i = 0; i < n; ++i) out[i] += acc[i];
+  }
+  return out;
+}
+
 // Both placements under every scheme, one evaluator pass per scheme; options.scheme is the
 // primary one.
 Comparison compare(const Trace& trace, const Placement& placement, const Placement& vanilla,
@@ -169,6 +238,38 @@ Comparison compare(const Trace& trace, const Placement& placement, const Placeme
   return c;
 }
 
+EvalOptions eval_options_of(const PlanOptions& options) {
+  EvalOptions eo;
+  eo.threads = options.threads;
+  eo.sequence_length = options.seq_len;
+  eo.progress = options.progress;
+  return eo;
+}
+
+// Method eplb on a trace: EPLB's placement for the trace's expert loads, scored like any other.
+// The objective is what EPLB balances: the worst layer's GPU load ratio.
+PlanResult plan_trace_eplb(const Trace& trace, const Topology& topology, const PlanOptions& options,
+                           int redundant_total, Clock::time_point start) {
+  const int L = trace.layers(), E = trace.experts();
+  ExpertLoads loads{L, E, trace_loads(trace, options.threads, options.progress)};
+  PlanResult out(Placement(L, E, topology.gpus()),
+                 stock_placement(L, E, redundant_total, topology));
+  out.placement = eplb_placement(loads.counts, L, E, topology, redundant_total, options,
+                                 &out.solve_seconds, &out.detail);
+  out.method = Method::kEplb;
+  out.status = PlanStatus::kConverged;
+  out.load_ratio_per_layer = load_ratios(loads, out.placement, topology.gpus());
+  out.vanilla_load_ratio_per_layer = load_ratios(loads, out.vanilla, topology.gpus());
+  out.objective =
+      *std::max_element(out.load_ratio_per_layer.begin(), out.load_ratio_per_layer.end());
+  out.tokens_used = trace.tokens();
+  if (options.score) {
+    out.metrics = compare(trace, out.placement, out.vanilla, topology, eval_options_of(options));
+  }
+  out.seconds = seconds_since(start);
+  return out;
+}
+
 PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topology& topology,
                       const PlanOptions& options) {
   const auto start = Clock::now();
@@ -179,9 +280,13 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
                          to_string(options.max_load_ratio) + " cannot apply",
                      {"method", "max_load_ratio"});
   }
+  check_eplb_options(options, trace.experts());
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
   require_divisible(trace.experts(), redundant_total, topology);
+  if (options.method == Method::kEplb) {
+    return plan_trace_eplb(trace, topology, options, redundant_total, start);
+  }
   const bool uneven = trace.experts() % topology.gpus() != 0 && redundant_total > 0;
   std::int64_t tokens_used = trace.tokens();
   std::optional<AffinityGraph> own_graph;
@@ -211,11 +316,7 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
   out.optimal = optimal;
   out.tokens_used = tokens_used;
   if (options.score) {
-    EvalOptions eo;
-    eo.threads = options.threads;
-    eo.sequence_length = options.seq_len;
-    eo.progress = options.progress;
-    out.metrics = compare(trace, out.placement, out.vanilla, topology, eo);
+    out.metrics = compare(trace, out.placement, out.vanilla, topology, eval_options_of(options));
     const double cost = out.metrics->placement.cost;
     if (graph_bound && solver_bound) out.lower_bound = std::min(*solver_bound, cost);
     out.gap = gap_of(cost, out.lower_bound);
@@ -275,6 +376,10 @@ PlanResult plan(const AffinityGraph& graph, const Topology& topology, const Plan
         "counts",
         {"redundant", "redundant_total", "max_load_ratio", "incremental"});
   }
+  if (options.method == Method::kEplb) {
+    throw UsageError("method eplb needs a trace or expert loads, not affinity counts", {"method"});
+  }
+  check_eplb_options(options, graph.experts());
   SolveOptions solve_options = solve_options_of(options, 1);
   solve_options.max_load = LoadLimit{};
   SolveResult r = solve(graph, topology, solve_options);
@@ -293,26 +398,37 @@ PlanResult plan(const AffinityGraph& graph, const Topology& topology, const Plan
 
 PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();
-  if (options.max_load_ratio.kind != LoadLimit::Kind::kAuto || options.method != Method::kAuto ||
-      options.incremental > 0 || options.bipart || options.min_experts_per_gpu >= 0) {
+  const bool eplb = options.method == Method::kEplb;
+  if (options.max_load_ratio.kind != LoadLimit::Kind::kAuto ||
+      (options.method != Method::kAuto && !eplb) || options.incremental > 0 || options.bipart ||
+      options.min_experts_per_gpu >= 0) {
     throw UsageError(
-        "expert loads are balanced by load alone: max_load_ratio, method, incremental, bipart "
-        "and min_experts_per_gpu need a trace",
+        "expert loads are balanced by load alone (method auto or eplb): max_load_ratio, other "
+        "methods, incremental, bipart and min_experts_per_gpu need a trace",
         {"max_load_ratio", "method", "incremental", "bipart", "min_experts_per_gpu"});
   }
+  check_eplb_options(options, loads.experts);
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, loads.experts, topology.gpus());
   require_divisible(loads.experts, redundant_total, topology);
-  PlanResult out(
-      balance_loads(loads.counts, loads.layers, loads.experts, topology, redundant_total),
-      stock_placement(loads.layers, loads.experts, redundant_total, topology));
-  out.detail = "balanced by load alone";
+  PlanResult out(Placement(loads.layers, loads.experts, topology.gpus()),
+                 stock_placement(loads.layers, loads.experts, redundant_total, topology));
+  double eplb_seconds = 0;
+  if (eplb) {
+    out.placement = eplb_placement(loads.counts, loads.layers, loads.experts, topology,
+                                   redundant_total, options, &eplb_seconds, &out.detail);
+    out.method = Method::kEplb;
+  } else {
+    out.placement =
+        balance_loads(loads.counts, loads.layers, loads.experts, topology, redundant_total);
+    out.detail = "balanced by load alone";
+  }
   out.load_ratio_per_layer = load_ratios(loads, out.placement, topology.gpus());
   out.vanilla_load_ratio_per_layer = load_ratios(loads, out.vanilla, topology.gpus());
   out.objective =
       *std::max_element(out.load_ratio_per_layer.begin(), out.load_ratio_per_layer.end());
   out.seconds = seconds_since(start);
-  out.solve_seconds = out.seconds;
+  out.solve_seconds = eplb ? eplb_seconds : out.seconds;
   return out;
 }
 

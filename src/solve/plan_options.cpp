@@ -99,16 +99,17 @@ std::vector<PlanOptionSpec> make_specs() {
     s.type = OptionType::kText;
     s.help =
         "auto (exact where it applies, else fast), exact (proven optimum), ilp (COIN-OR CBC), "
-        "fast (local search), bcd (block descent baseline), vanilla (contiguous)";
+        "fast (local search), bcd (block descent baseline), vanilla (contiguous), eplb "
+        "(DeepSeek's EPLB by expert loads alone, no search)";
     s.set = [](PlanOptions& o, std::string_view text) {
       for (Method m : {Method::kAuto, Method::kExact, Method::kIlp, Method::kFast, Method::kBcd,
-                       Method::kVanilla}) {
+                       Method::kVanilla, Method::kEplb}) {
         if (text == to_string(m)) {
           o.method = m;
           return;
         }
       }
-      refuse("method", "one of auto, exact, ilp, fast, bcd, vanilla", text);
+      refuse("method", "one of auto, exact, ilp, fast, bcd, vanilla, eplb", text);
     };
     s.value = [](const PlanOptions& o) { return std::string(to_string(o.method)); };
     t.push_back(std::move(s));
@@ -159,6 +160,11 @@ std::vector<PlanOptionSpec> make_specs() {
                                         "off"));
   t.push_back(
       flag_row("bipart", &PlanOptions::bipart, "recursive bisection of the GPU set (nodes first)"));
+  t.push_back(integer_row("expert_groups", &PlanOptions::expert_groups, 0, 1 << 16,
+                          "method eplb: groups of consecutive experts (DeepSeek-V3: 8) that "
+                          "EPLB keeps on one node when the nodes divide the groups; must "
+                          "divide the experts (0: no groups, EPLB's global policy)",
+                          "0 (no groups)"));
   t.push_back(integer_row<std::int64_t>(
       "seq_len", &PlanOptions::seq_len, 1, std::int64_t{1} << 40,
       "baseline owners: sequences of this many consecutive trace tokens dealt round-robin to the "

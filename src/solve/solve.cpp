@@ -27,21 +27,26 @@ const char* to_string(Method method) {
       return "bcd";
     case Method::kVanilla:
       return "vanilla";
+    case Method::kEplb:
+      return "eplb";
   }
   return "?";
 }
 
 Method parse_method(const std::string& name) {
   for (Method m : {Method::kAuto, Method::kExact, Method::kIlp, Method::kFast, Method::kBcd,
-                   Method::kVanilla}) {
+                   Method::kVanilla, Method::kEplb}) {
     if (name == to_string(m)) return m;
   }
-  throw UsageError("unknown method '" + name + "' (auto, exact, ilp, fast, bcd, vanilla)");
+  throw UsageError("unknown method '" + name + "' (auto, exact, ilp, fast, bcd, vanilla, eplb)");
 }
 
 SolveResult solve(const AffinityGraph& graph, const Topology& topology,
                   const SolveOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+  if (options.method == Method::kEplb) {
+    throw UsageError("method eplb places by expert loads: run it through exflow::plan", {"method"});
+  }
   const int E = graph.experts();
   const int G = topology.gpus();
   int min_per_gpu = 0;
@@ -95,6 +100,7 @@ SolveResult solve(const AffinityGraph& graph, const Topology& topology,
         result = solvers::solve_bcd(instance, options);
         break;
       case Method::kVanilla:
+      case Method::kEplb:
       case Method::kAuto:
         result.placement = vanilla_placement(graph.layers(), E, topology);
         result.detail = "contiguous placement";
