@@ -31,30 +31,6 @@ using test::TempDir;
 using test::write_bytes;
 using test::write_npy;
 
-// The message of the E that `f` throws; a failure if it throws nothing or something else, or if
-// the message is not one line.
-template <typename E>
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << "not one line: " << m;
-    return m;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "no exception";
-  return "";
-}
-
-#define EXPECT_ERROR(type, statement, fragment)                                       \
-  do {                                                                                \
-    const std::string message_ = ErrorOf<type>([&] { statement; });                   \
-    EXPECT_NE(message_.find(fragment), std::string::npos) << "message: " << message_; \
-  } while (0)
-
 // 2 layers, 4 experts, 2 GPUs, no replicas.
 Placement Plain() {
   return Placement(2, 4, 2, {0, 0, 1, 1, /* layer 1 */ 1, 0, 0, 1});

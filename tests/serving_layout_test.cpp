@@ -30,28 +30,6 @@ using nlohmann::json;
 using test::TempDir;
 using test::write_bytes;
 
-template <typename E>
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << "not one line: " << m;
-    return m;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "no exception";
-  return "";
-}
-
-#define EXPECT_ERROR(type, statement, fragment)                                       \
-  do {                                                                                \
-    const std::string message_ = ErrorOf<type>([&] { statement; });                   \
-    EXPECT_NE(message_.find(fragment), std::string::npos) << "message: " << message_; \
-  } while (0)
-
 json ReadJson(const std::string& path) {
   return json::parse(test::read_bytes(path));
 }

@@ -24,30 +24,6 @@ using nlohmann::json;
 using test::TempDir;
 using test::write_bytes;
 
-// The message of the E that `f` throws; a failure if it throws nothing or something else, or if
-// the message is not one line.
-template <typename E>
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << "not one line: " << m;
-    return m;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "no exception";
-  return "";
-}
-
-#define EXPECT_ERROR(type, statement, fragment)                                       \
-  do {                                                                                \
-    const std::string message_ = ErrorOf<type>([&] { statement; });                   \
-    EXPECT_NE(message_.find(fragment), std::string::npos) << "message: " << message_; \
-  } while (0)
-
 // 2 layers, 4 experts, 2 GPUs, one replica per GPU and layer.
 //   layer 0: GPU 0 holds {0, 1, 2}, GPU 1 holds {0, 2, 3}
 //   layer 1: GPU 0 holds {1, 2, 3}, GPU 1 holds {0, 1, 3}

@@ -1,7 +1,11 @@
 // Helpers shared by the test programs.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,4 +48,29 @@ CommandRun run_command(const std::string& program, const std::vector<std::string
 bool shared_data_available();
 std::string shared_data(const std::string& name);
 
+// The message of the E that `f` throws; a failure if it throws nothing or something else, or if
+// the message is not one line.
+template <typename E>
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    std::string m = e.what();
+    EXPECT_EQ(m.find('\n'), std::string::npos) << "not one line: " << m;
+    return m;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "no exception";
+  return "";
+}
+
 }  // namespace exflow::test
+
+// Expects `statement` to throw `type` with a one-line message containing `fragment`.
+#define EXPECT_ERROR(type, statement, fragment)                                       \
+  do {                                                                                \
+    const std::string message_ = ::exflow::test::error_of<type>([&] { statement; });  \
+    EXPECT_NE(message_.find(fragment), std::string::npos) << "message: " << message_; \
+  } while (0)
