@@ -60,6 +60,8 @@ class Placement {
   void clear_replicas() { replicas_.clear(); }
   const std::vector<Replica>& replicas() const { return replicas_; }  // sorted
   bool has_replicas() const { return !replicas_.empty(); }
+  // Whether `gpu` holds a copy of (layer, expert).
+  bool has_copy_on(int layer, int expert, int gpu) const;
   // The GPU of every copy of (layer, expert), ascending; a GPU with two slots of it appears twice.
   std::vector<int> copies(int layer, int expert) const;
   // Copies of layer l's experts on each GPU: [gpus].

@@ -30,18 +30,12 @@ Placement::Placement(int layers, int experts, int gpus, std::vector<int> gpu_of)
 }
 
 void Placement::add_replica(int layer, int expert, int gpu) {
-  if (layer < 0 || layer >= layers_ || expert < 0 || expert >= experts_ || gpu < 0 ||
-      gpu >= gpus_) {
-    throw UsageError("replica of layer " + std::to_string(layer) + " expert " +
-                     std::to_string(expert) + " on GPU " + std::to_string(gpu) +
-                     " is out of range for " + std::to_string(layers_) + " layers x " +
-                     std::to_string(experts_) + " experts on " + std::to_string(gpus_) + " GPUs");
-  }
-  for (int g : copies(layer, expert)) {
-    if (g == gpu) {
-      throw UsageError("layer " + std::to_string(layer) + " expert " + std::to_string(expert) +
-                       " already has a copy on GPU " + std::to_string(gpu));
-    }
+  // Out-of-range indices are add_copy's to refuse; within range, a second copy on `gpu` is not a
+  // replica.
+  const bool in_range = layer >= 0 && layer < layers_ && expert >= 0 && expert < experts_;
+  if (in_range && has_copy_on(layer, expert, gpu)) {
+    throw UsageError("layer " + std::to_string(layer) + " expert " + std::to_string(expert) +
+                     " already has a copy on GPU " + std::to_string(gpu));
   }
   add_copy(layer, expert, gpu);
 }
@@ -85,6 +79,11 @@ void Placement::move_primary(int layer, int expert, int gpu) {
   for (auto it = first; it != last; ++it) {
     it->gpu = gpus[static_cast<std::size_t>(it - first) + 1];
   }
+}
+
+bool Placement::has_copy_on(int layer, int expert, int gpu) const {
+  const std::vector<int> c = copies(layer, expert);
+  return std::find(c.begin(), c.end(), gpu) != c.end();
 }
 
 std::vector<int> Placement::copies(int layer, int expert) const {
