@@ -50,8 +50,19 @@ const char* to_string(Scheme scheme);
 // Also accepts "coherent" and "standard". Throws UsageError naming the valid names.
 Scheme parse_scheme(const std::string& name);
 
+// Which copy a token uses when its expert has several. kNearest: the copy on the GPU it is on,
+// else the nearest (lowest hop cost, ties to the lowest GPU id), as exflow and SGLang's static
+// dispatch with a local copy do. kEven (standard schemes only): with no copy on the owner, the
+// assignment is split evenly over all copies, as expected fractions (SGLang's static dispatch
+// picks one at random; deterministic here, no sampling).
+enum class ReplicaChoice { kNearest, kEven };
+const char* to_string(ReplicaChoice choice);  // "nearest", "even"
+// Throws UsageError naming the valid names.
+ReplicaChoice parse_replica_choice(const std::string& name);
+
 struct EvalOptions {
   Scheme scheme = Scheme::kContextCoherent;
+  ReplicaChoice replica_choice = ReplicaChoice::kNearest;
   // Baseline owner of token t: GPU (t / sequence_length) mod G. Must be >= 1.
   std::int64_t sequence_length = 1;
   // Fill Metrics::traffic (the GPU-pair transfer matrices of every layer: L·2·G² counts).

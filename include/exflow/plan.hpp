@@ -49,6 +49,9 @@ struct PlanOptions {
   bool bipart = false;             // recursive bisection of the GPU set
   int expert_groups = 0;           // method eplb: expert groups (0: none, the global policy)
   std::int64_t seq_len = 1;        // baseline owners: sequences of this many tokens
+  // The scheme the token search optimises and the metrics' top-level keys show.
+  Scheme scheme = Scheme::kContextCoherent;
+  ReplicaChoice replica_choice = ReplicaChoice::kNearest;  // standard schemes only: even
 
   int threads = 0;    // 0: all cores
   bool score = true;  // trace input: fill PlanResult::metrics (two evaluator passes)

@@ -266,6 +266,16 @@ Scheme parse_scheme(const std::string& name) {
   throw UsageError("unknown scheme '" + name + "' (coherent, standard, deepep, deepep-ll)");
 }
 
+const char* to_string(ReplicaChoice choice) {
+  return choice == ReplicaChoice::kEven ? "even" : "nearest";
+}
+
+ReplicaChoice parse_replica_choice(const std::string& name) {
+  if (name == "nearest") return ReplicaChoice::kNearest;
+  if (name == "even") return ReplicaChoice::kEven;
+  throw UsageError("unknown replica choice '" + name + "' (nearest, even)");
+}
+
 std::vector<Metrics> evaluate_all(const Trace& trace,
                                   const std::vector<const Placement*>& placements,
                                   const Topology& topology, const EvalOptions& options) {

@@ -170,6 +170,48 @@ std::vector<PlanOptionSpec> make_specs() {
       "baseline owners: sequences of this many consecutive trace tokens dealt round-robin to the "
       "GPUs, as data-parallel attention keeps a sequence on one GPU (1: tokens dealt "
       "round-robin)"));
+  {
+    PlanOptionSpec s;
+    s.name = "scheme";
+    s.type = OptionType::kText;
+    s.help =
+        "the engine's communication scheme the search optimises: coherent (the seed's "
+        "context-coherent scheme), standard (two all-to-alls from the owner), deepep (DeepEP "
+        "normal mode: one RDMA transfer per remote node, forwarded within it), deepep-ll (DeepEP "
+        "low-latency mode: one transfer per token-expert)";
+    s.shown_default = "coherent";
+    s.set = [](PlanOptions& o, std::string_view text) {
+      try {
+        o.scheme = parse_scheme(std::string(text));
+      } catch (const UsageError&) {
+        refuse("scheme", "one of coherent, standard, deepep, deepep-ll", text);
+      }
+    };
+    s.value = [](const PlanOptions& o) {
+      return std::string(o.scheme == Scheme::kContextCoherent ? "coherent"
+                         : o.scheme == Scheme::kBaseline      ? "standard"
+                                                              : to_string(o.scheme));
+    };
+    t.push_back(std::move(s));
+  }
+  {
+    PlanOptionSpec s;
+    s.name = "replica_choice";
+    s.type = OptionType::kText;
+    s.help =
+        "which copy of a replicated expert a token uses: nearest (the owner's, else the nearest) "
+        "or even (standard schemes: the owner's, else spread evenly over the copies, as SGLang's "
+        "static dispatch)";
+    s.set = [](PlanOptions& o, std::string_view text) {
+      try {
+        o.replica_choice = parse_replica_choice(std::string(text));
+      } catch (const UsageError&) {
+        refuse("replica_choice", "nearest or even", text);
+      }
+    };
+    s.value = [](const PlanOptions& o) { return std::string(to_string(o.replica_choice)); };
+    t.push_back(std::move(s));
+  }
   return t;
 }
 
