@@ -206,7 +206,7 @@ py::dict evaluate_ids(const py::object& ids, const PyPlacement& placement,
                       std::optional<int> gpus_per_node, std::optional<int> nodes,
                       std::optional<int> experts, std::optional<int> topk, int threads,
                       double intra_cost, double inter_cost, std::int64_t seq_len,
-                      const std::string& scheme) {
+                      const std::string& scheme, const std::string& replica_choice) {
   Trace trace = trace_from(ids, experts, topk, threads);
   const int n = nodes.value_or(placement.nodes);
   const int p = gpus_per_node.value_or(placement.placement.gpus() / std::max(1, n));
@@ -222,6 +222,7 @@ py::dict evaluate_ids(const py::object& ids, const PyPlacement& placement,
   eo.threads = threads;
   eo.sequence_length = seq_len;
   eo.scheme = parse_scheme(scheme);
+  eo.replica_choice = parse_replica_choice(replica_choice);
   nlohmann::json j;
   {
     py::gil_scoped_release release;
@@ -476,6 +477,7 @@ PYBIND11_MODULE(_native, m) {
         py::arg("experts") = py::none(), py::arg("topk") = py::none(), py::arg("threads") = 0,
         py::arg("intra_cost") = 1.0, py::arg("inter_cost") = 2.0,
         py::arg("seq_len") = PlanOptions{}.seq_len, py::arg("scheme") = "coherent",
+        py::arg("replica_choice") = "nearest",
         "the metrics of a placement on the ids (the keys of exflow eval --json); scheme: the one "
         "the top-level keys show (coherent, standard, deepep, deepep-ll), every scheme under "
         "'schemes'");

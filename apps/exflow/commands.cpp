@@ -76,6 +76,7 @@ struct EvalArgs : TraceArgs, TopologyArgs, BaselineArgs, PlacementFileArgs {
   std::string placement;
   bool unbalanced = false;
   std::string scheme = "coherent";
+  std::string replica_choice = "nearest";
 };
 
 // The planning options live in `plan` (PlanOptions, filled by the rows of plan_option_specs());
@@ -124,6 +125,12 @@ const OptionTable<EvalArgs>& eval_options() {
                                  "standard (two all-to-alls), deepep (DeepEP normal mode) or "
                                  "deepep-ll (DeepEP low-latency); every scheme is listed too")
                     .check(CLI::IsMember({"coherent", "standard", "deepep", "deepep-ll"})));
+    t.push_back(option<EvalArgs>(&EvalArgs::replica_choice, "--replica-choice",
+                                 "which copy of a replicated expert a token uses: nearest (the "
+                                 "owner's, else the nearest) or even (standard schemes: the "
+                                 "owner's, else spread evenly over the copies, as SGLang's static "
+                                 "dispatch; expected counts)")
+                    .check(CLI::IsMember({"nearest", "even"})));
     add_baseline_rows(t);
     add_output_rows(t);
     return t;
@@ -225,6 +232,7 @@ int run_eval(const EvalArgs& args) {
   eo.sequence_length = args.seq_len;
   eo.progress = &bar;
   eo.scheme = parse_scheme(args.scheme);
+  eo.replica_choice = parse_replica_choice(args.replica_choice);
   const Comparison m = compare_with_vanilla(trace, placement, topology, eo);
   if (args.json) {
     nlohmann::json j = m;

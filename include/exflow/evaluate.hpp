@@ -19,6 +19,11 @@
 // first copy of its column-0 expert), else the nearest one (lowest hop cost, ties to the
 // lowest GPU id). H_l and the load count the copies used.
 //
+// Copy choice `even` (standard schemes): an assignment whose expert has no copy on the owner is
+// spread over the expert's copies, 1/c each, and H_l holds GPU g with the probability that one
+// of the token's columns lands there (columns independent): every count below is then an
+// expected value (the integer totals rounded).
+//
 // Metrics, all per token (mean over tokens):
 //   cost   = sum of hop costs of all transfers
 //   intra  = transfers between GPUs of one node;  cintra = intra / (P - 1)   (0 if P = 1)
@@ -74,6 +79,17 @@ struct EvalOptions {
   Progress* progress = nullptr;
 };
 
+// One phase's transfers (dispatch: into the layer's experts; combine: their outputs back), per
+// token (mean over tokens).
+struct PhaseMetrics {
+  double cost = 0;                      // hop costs
+  double intra = 0;                     // transfers within a node
+  double inter = 0;                     // transfers across nodes
+  std::vector<double> cost_per_layer;   // [L]
+  std::vector<double> intra_per_layer;  // [L]
+  std::vector<double> inter_per_layer;  // [L]
+};
+
 struct Metrics {
   Scheme scheme = Scheme::kContextCoherent;
   std::int64_t tokens = 0;
@@ -95,6 +111,8 @@ struct Metrics {
   double local_fraction = 0;  // over all entries of local_fraction_per_layer
 
   std::vector<double> cost_per_layer;  // [L]: hop cost of the transfers at layer l, per token
+  PhaseMetrics dispatch;               // the two phases apart: cost = dispatch.cost + combine.cost
+  PhaseMetrics combine;
 
   std::vector<std::int64_t> gpu_load;        // [L, G] token-expert assignments served
   std::vector<double> load_ratio_per_layer;  // [L] max over GPUs / mean over GPUs

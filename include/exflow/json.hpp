@@ -19,10 +19,12 @@ void to_json(nlohmann::json& j, const Trace& trace);
 void to_json(nlohmann::json& j, const Topology& topology);
 // {scheme, cost, cintra, cinter, intra, inter, intra_transfers, inter_transfers, local_fraction,
 //  load_ratio_max, load_ratio_mean, replicas, replica_assignments, replica_share,
-//  per_layer: {local_fraction, cost, load_ratio}}
+//  dispatch: PHASE, combine: PHASE, per_layer: {local_fraction, cost, load_ratio}}
+// PHASE = {cost, intra, inter, per_layer: {cost, intra, inter}} (per token; [L] per layer)
 void to_json(nlohmann::json& j, const Metrics& metrics);
-// The placement's context-coherent metrics with "baseline" (its baseline-scheme metrics) and
-// "vanilla" (vanilla's, with its own "baseline").
+// The placement's metrics under the primary scheme with "baseline" (its baseline-scheme
+// metrics), "vanilla" (vanilla's, with its own "baseline") and "schemes" (every scheme's totals
+// for the placement and vanilla).
 void to_json(nlohmann::json& j, const Comparison& comparison);
 // What plan() found: the Comparison's keys when there is one (trace input), plus method, status,
 // optimal, objective, lower_bound and gap (null where no bound holds), layers_over_load_limit,

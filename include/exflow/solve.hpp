@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "exflow/evaluate.hpp"
 #include "exflow/placement.hpp"
 
 namespace exflow {
@@ -81,6 +82,8 @@ struct SolveOptions {
   int redundant_total = 0;         // or in all per layer; E + R divisible by G (not both)
   std::int64_t sample_tokens = 0;  // tokens the token search holds; 0: as many as fit 16M ids
   double refine_time_limit = 0;    // seconds for the token search; 0: until it converges
+  Scheme scheme = Scheme::kContextCoherent;  // whose exact cost the token search lowers
+  std::int64_t sequence_length = 1;          // the standard schemes' owners
 };
 
 // Why a search ended.

@@ -9,8 +9,12 @@
 //                Topology::inter_cost() across nodes (HopTable caches it by hop class).
 //   owner        baseline (standard) scheme: token t lives on GPU floor(t / S) mod G, S the
 //                sequence length (1: tokens dealt round-robin).
-//   copy choice  a token on GPU `at` uses the copy of an expert on `at` if there is one, else
-//                the copy with the lowest hop cost from `at`, ties to the lowest GPU id.
+//   copy choice  nearest: a token on GPU `at` uses the copy of an expert on `at` if there is
+//                one, else the copy with the lowest hop cost from `at`, ties to the lowest GPU id.
+//                even (standard schemes; SGLang's static dispatch, expert_location_dispatch.py):
+//                the copy on the owner if there is one, else each of the c copies with
+//                probability 1/c, the columns independent; H_l and every transfer are then
+//                expected values (SpreadGpus, expected_transfers).
 //   start        context-coherent scheme, layer 0: the token starts on the lowest-id copy of
 //                its column-0 expert.
 //   H_l          the distinct GPUs of the copies a token uses at layer l, in order of first
@@ -38,6 +42,7 @@
 #include <span>
 #include <vector>
 
+#include "exflow/evaluate.hpp"
 #include "exflow/topology.hpp"
 
 namespace exflow {
@@ -248,6 +253,108 @@ bool deepep_low_latency_transfers(const TokenGpus& h, int owner_gpu, Visit&& vis
     }
   }
   return local;
+}
+
+// H_l of one token under copy choice even: for each GPU a column may land on, the probability
+// that H_l holds it (1 - prod over columns of (1 - p_c(g))) and the expected number of columns
+// it serves; and the same by node. Holds scratch; reuse one per thread.
+class SpreadGpus {
+ public:
+  struct Entry {
+    int id;          // GPU or node
+    double miss;     // probability that no column lands here
+    double columns;  // expected columns served here
+  };
+
+  void clear() {
+    gpus_.clear();
+    nodes_.clear();
+  }
+  // One column whose expert has `copies` (distinct GPUs), for a token owned by `owner`; calls
+  // landed(g, p) for each GPU g the column lands on with probability p > 0.
+  template <class Landed>
+  void add_column(std::span<const int> copies, int owner, const HopTable& hops, Landed&& landed) {
+    column_nodes_.clear();
+    const bool on_owner = std::find(copies.begin(), copies.end(), owner) != copies.end();
+    const double p = on_owner ? 1.0 : 1.0 / static_cast<double>(copies.size());
+    for (int g : copies) {
+      if (on_owner && g != owner) continue;
+      landed(g, p);
+      land(gpus_, g, p);
+      add_mass(column_nodes_, hops.node_of(g), p);
+    }
+    for (const Entry& n : column_nodes_) land(nodes_, n.id, n.columns);
+  }
+  std::span<const Entry> gpus() const { return gpus_; }
+  std::span<const Entry> nodes() const { return nodes_; }
+  // Probability that H_l holds `id` among `entries` (0 if absent).
+  static double reach(std::span<const Entry> entries, int id) {
+    for (const Entry& e : entries) {
+      if (e.id == id) return 1.0 - e.miss;
+    }
+    return 0.0;
+  }
+
+ private:
+  static Entry& find(std::vector<Entry>& list, int id) {
+    for (Entry& e : list) {
+      if (e.id == id) return e;
+    }
+    list.push_back({id, 1.0, 0.0});
+    return list.back();
+  }
+  static void land(std::vector<Entry>& list, int id, double p) {
+    Entry& e = find(list, id);
+    e.miss *= 1.0 - p;
+    e.columns += p;
+  }
+  static void add_mass(std::vector<Entry>& list, int id, double p) { find(list, id).columns += p; }
+
+  std::vector<Entry> gpus_;
+  std::vector<Entry> nodes_;
+  std::vector<Entry> column_nodes_;
+};
+
+// The expected transfers of one token at one layer of a standard scheme under copy choice even,
+// as visit(phase, src, dst, expected count) calls with src != dst: each rule of the scheme's
+// transfers above, weighted by the probability that its GPU (or for DeepEP normal mode's RDMA
+// transfer, its node) is in H_l; low latency weights each transfer by the expected columns.
+// Returns the probability that the token stays on its owner.
+template <class Visit>
+double expected_transfers(Scheme scheme, const SpreadGpus& h, int owner_gpu, const HopTable& hops,
+                          Visit&& visit) {
+  const int owner_node = hops.node_of(owner_gpu);
+  for (const SpreadGpus::Entry& e : h.gpus()) {
+    if (e.id == owner_gpu) continue;
+    const double q = 1.0 - e.miss;
+    const bool remote = hops.node_of(e.id) != owner_node;
+    if (scheme == Scheme::kDeepEPLowLatency) {
+      visit(kDispatch, owner_gpu, e.id, e.columns);
+      visit(kCombine, e.id, owner_gpu, e.columns);
+    } else if (scheme == Scheme::kDeepEP && remote) {
+      const int relay = hops.relay(owner_gpu, hops.node_of(e.id));
+      if (e.id != relay) {
+        visit(kDispatch, relay, e.id, q);
+        visit(kCombine, e.id, relay, q);
+      }
+    } else {
+      visit(kDispatch, owner_gpu, e.id, q);
+      visit(kCombine, e.id, owner_gpu, q);
+    }
+  }
+  if (scheme == Scheme::kDeepEP) {
+    for (const SpreadGpus::Entry& n : h.nodes()) {
+      if (n.id == owner_node) continue;
+      const int relay = hops.relay(owner_gpu, n.id);
+      visit(kDispatch, owner_gpu, relay, 1.0 - n.miss);
+      visit(kCombine, relay, owner_gpu, 1.0 - n.miss);
+    }
+  }
+  // A column lands off the owner with positive probability unless its expert has a copy there.
+  for (const SpreadGpus::Entry& e : h.gpus()) {
+    if (e.id != owner_gpu) return 0.0;
+  }
+  return 1.0;
 }
 
 // The hop cost of a token's transfers at one layer of the context-coherent scheme.

@@ -21,6 +21,14 @@ void to_json(nlohmann::json& j, const Topology& topology) {
        {"inter_cost", topology.inter_cost()}};
 }
 
+void to_json(nlohmann::json& j, const PhaseMetrics& p) {
+  j = {{"cost", p.cost},
+       {"intra", p.intra},
+       {"inter", p.inter},
+       {"per_layer",
+        {{"cost", p.cost_per_layer}, {"intra", p.intra_per_layer}, {"inter", p.inter_per_layer}}}};
+}
+
 void to_json(nlohmann::json& j, const Metrics& m) {
   j = {{"scheme", to_string(m.scheme)},
        {"cost", m.cost},
@@ -36,6 +44,8 @@ void to_json(nlohmann::json& j, const Metrics& m) {
        {"replicas", m.replicas},
        {"replica_assignments", m.replica_assignments},
        {"replica_share", m.replica_share},
+       {"dispatch", m.dispatch},
+       {"combine", m.combine},
        {"per_layer",
         {{"local_fraction", m.local_fraction_per_layer},
          {"cost", m.cost_per_layer},

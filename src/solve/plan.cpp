@@ -43,6 +43,8 @@ SolveOptions solve_options_of(const PlanOptions& o, int k) {
   s.redundant_total = o.redundant_total;
   s.sample_tokens = o.sample_tokens;
   s.refine_time_limit = o.token_time_limit;
+  s.scheme = o.scheme;
+  s.sequence_length = o.seq_len;
   return s;
 }
 
@@ -173,6 +175,24 @@ void check_eplb_options(const PlanOptions& o, int experts) {
   }
 }
 
+// The scheme needs tokens to optimise (trace input); copy choice even applies to the standard
+// schemes.
+void check_scheme_options(const PlanOptions& o, bool trace_input) {
+  const bool chosen =
+      o.scheme != Scheme::kContextCoherent || o.replica_choice != ReplicaChoice::kNearest;
+  if (!trace_input && chosen) {
+    throw UsageError(
+        "scheme and replica_choice need a trace: counts and loads carry no tokens to route",
+        {"scheme", "replica_choice"});
+  }
+  if (o.replica_choice == ReplicaChoice::kEven && o.scheme == Scheme::kContextCoherent) {
+    throw UsageError(
+        "replica_choice even spreads tokens over copies from their owner: it applies to the "
+        "standard schemes (standard, deepep, deepep-ll), not coherent",
+        {"replica_choice", "scheme"});
+  }
+}
+
 // EPLB's placement for `loads` [L, E] with `redundant_total` redundant slots per layer; the
 // EPLB step's time goes to `seconds`, what it did to `detail`.
 Placement eplb_placement(const std::vector<std::int64_t>& loads, int layers, int experts,
@@ -222,12 +242,22 @@ std::vector<std::int64_t> trace_loads(const Trace& trace, int threads, Progress*
 // primary one.
 Comparison compare(const Trace& trace, const Placement& placement, const Placement& vanilla,
                    const Topology& topology, const EvalOptions& options) {
+  if (options.replica_choice == ReplicaChoice::kEven &&
+      options.scheme == Scheme::kContextCoherent) {
+    throw UsageError(
+        "replica choice even spreads tokens over copies from their owner: it applies to the "
+        "standard schemes (standard, deepep, deepep-ll), not coherent",
+        {"replica_choice", "scheme"});
+  }
   Comparison c;
   c.primary = options.scheme;
   EvalOptions eo = options;
   for (Scheme scheme :
        {Scheme::kContextCoherent, Scheme::kBaseline, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
     eo.scheme = scheme;
+    // Copy choice even is for the standard schemes; the coherent one always uses the nearest.
+    eo.replica_choice =
+        scheme == Scheme::kContextCoherent ? ReplicaChoice::kNearest : options.replica_choice;
     std::vector<Metrics> both = evaluate_all(trace, {&placement, &vanilla}, topology, eo);
     c.schemes.push_back({scheme, std::move(both[0]), std::move(both[1])});
   }
@@ -243,6 +273,8 @@ EvalOptions eval_options_of(const PlanOptions& options) {
   eo.threads = options.threads;
   eo.sequence_length = options.seq_len;
   eo.progress = options.progress;
+  eo.scheme = options.scheme;
+  eo.replica_choice = options.replica_choice;
   return eo;
 }
 
@@ -281,6 +313,7 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
                      {"method", "max_load_ratio"});
   }
   check_eplb_options(options, trace.experts());
+  check_scheme_options(options, true);
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
   require_divisible(trace.experts(), redundant_total, topology);
@@ -300,7 +333,8 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
                       ? solve_incremental(trace, topology, solve_options, options.incremental,
                                           &tokens_used, options.threads)
                       : solve(whole_graph(), topology, solve_options);
-  const bool graph_bound = trace.k() == 1 && redundant_total == 0;
+  const bool graph_bound =
+      trace.k() == 1 && redundant_total == 0 && options.scheme == Scheme::kContextCoherent;
   r = refine(trace, topology, solve_options, std::move(r));
   if (tokens_used < trace.tokens() && graph_bound) {
     r.optimal = false;
@@ -380,6 +414,7 @@ PlanResult plan(const AffinityGraph& graph, const Topology& topology, const Plan
     throw UsageError("method eplb needs a trace or expert loads, not affinity counts", {"method"});
   }
   check_eplb_options(options, graph.experts());
+  check_scheme_options(options, false);
   SolveOptions solve_options = solve_options_of(options, 1);
   solve_options.max_load = LoadLimit{};
   SolveResult r = solve(graph, topology, solve_options);
@@ -408,6 +443,7 @@ PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOp
         {"max_load_ratio", "method", "incremental", "bipart", "min_experts_per_gpu"});
   }
   check_eplb_options(options, loads.experts);
+  check_scheme_options(options, false);
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, loads.experts, topology.gpus());
   require_divisible(loads.experts, redundant_total, topology);

@@ -77,9 +77,10 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   const bool vanilla = result.method == Method::kVanilla && !options.bipart;
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
-  const bool needed =
-      vanilla ? redundant_total > 0 || k > 1
-              : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || redundant_total > 0;
+  const bool needed = vanilla
+                          ? redundant_total > 0 || k > 1
+                          : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone ||
+                                redundant_total > 0 || options.scheme != Scheme::kContextCoherent;
   if (!needed) return result;
   const auto start = std::chrono::steady_clock::now();
   const int L = trace.layers();
@@ -110,18 +111,26 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
       vanilla_max[static_cast<std::size_t>(l)] = *std::max_element(load.begin(), load.end());
     }
   }
+  // DeepEP low-latency mode sends one transfer per token-expert off its owner: with owners dealt
+  // round-robin and no replicas, where an expert sits changes nothing but noise in the sample.
+  const bool nothing_to_gain = options.scheme == Scheme::kDeepEPLowLatency &&
+                               redundant_total == 0 && options.sequence_length == 1;
   solvers::TokenSearchOptions search;
   if (!vanilla) search.max_load = load_limits(options.max_load, sample.tokens, k, G, vanilla_max);
-  search.improve = !vanilla;
+  search.improve = !vanilla && !nothing_to_gain;
   search.redundant_total = redundant_total;
   search.time_limit = options.refine_time_limit;
   search.log = options.log;
   search.seed = options.seed;
+  search.scheme = options.scheme;
+  search.sequence_length = options.sequence_length;
   solvers::TokenSearchResult found =
       solvers::token_search(sample, topology, result.placement, search);
 
   const bool changed = !(found.placement == result.placement);
-  const bool graph_exact = k == 1 && redundant_total == 0 && whole_trace;
+  // The graph solvers' objective is the context-coherent cost of top-1 traces.
+  const bool graph_exact =
+      k == 1 && redundant_total == 0 && whole_trace && options.scheme == Scheme::kContextCoherent;
   result.placement = std::move(found.placement);
   result.objective = found.cost;
   result.optimal = result.optimal && !changed && graph_exact;
@@ -136,6 +145,12 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
                 static_cast<long long>(sample.tokens), found.start_cost, found.cost, found.sweeps,
                 found.kicks_kept, found.kicks);
   std::string detail = buf;
+  if (nothing_to_gain) {
+    detail +=
+        "; deepep-ll: with owners dealt round-robin and no redundant slots a placement cannot "
+        "change its transfers (one per token-expert off the owner), so only the load was "
+        "repaired (give redundant slots, or seq_len for owners that follow sequences)";
+  }
   if (found.layers_reset > 0) {
     detail += ", " + std::to_string(found.layers_reset) + " layers rebalanced by load alone";
   }

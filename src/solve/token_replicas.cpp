@@ -12,7 +12,7 @@ void replica_demand(const TokenState& state, int l, std::vector<std::int64_t>& d
   const int E = state.experts();
   demand.assign(static_cast<std::size_t>(state.gpus()) * E, 0);
   for (std::int64_t t = 0; t < state.tokens(); ++t) {
-    const int at = l > 0 ? state.home(l - 1, t) : state.start_gpu(t);
+    const int at = state.entry(l, t);
     const std::span<const int> ch = state.choices(l, t);
     for (int c = 0; c < state.k(); ++c) {
       if (ch[static_cast<std::size_t>(c)] != at)

@@ -45,6 +45,7 @@ TokenSample TokenSample::from_trace(const Trace& trace, std::int64_t max_tokens)
   s.k = trace.k();
   s.experts = trace.experts();
   s.ids.resize(static_cast<std::size_t>(s.tokens) * s.layers * s.k);
+  s.position.resize(static_cast<std::size_t>(s.tokens));
   std::vector<std::int32_t> buffer;
   std::int64_t next = 0;  // sample index
   const std::int64_t block = 4096;
@@ -56,6 +57,7 @@ TokenSample TokenSample::from_trace(const Trace& trace, std::int64_t max_tokens)
     for (; next < s.tokens; ++next) {
       const std::int64_t t = (next * T) / s.tokens;
       if (t >= end) break;
+      s.position[static_cast<std::size_t>(next)] = t;
       for (int l = 0; l < s.layers; ++l) {
         for (int c = 0; c < s.k; ++c) {
           s.ids[(static_cast<std::size_t>(l) * s.tokens + next) * s.k + c] =
@@ -73,7 +75,7 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
                       const TokenSearchOptions& options) {
   token_moves::SearchControl control(options);
   TokenState state(
-      sample, topology, start,
+      sample, topology, start, options.scheme, options.sequence_length,
       options.max_load.empty()
           ? std::vector<std::int64_t>(static_cast<std::size_t>(sample.layers), kNoLoadLimit)
           : options.max_load);
@@ -82,9 +84,10 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
   result.start_cost = state.total() / tokens;
   token_moves::check_limits_reachable(state, control);
   token_moves::repair(state, result, true);
-  // The annealing counts GPUs, not hops, so it runs on one node only.
-  if (options.improve && options.anneal_swaps != 0 && state.gpus() > 1 && topology.nodes() == 1 &&
-      !state.has_replicas()) {
+  // The context-coherent annealing counts GPUs, not hops, so it runs on one node only; the
+  // owner-routed schemes' is exact on any topology.
+  if (options.improve && options.anneal_swaps != 0 && state.gpus() > 1 &&
+      (topology.nodes() == 1 || state.from_owner()) && !state.has_replicas()) {
     token_moves::anneal_layers(state, control);
   }
   if (options.redundant_total > 0) {

@@ -1,6 +1,7 @@
 // Local search on the tokens themselves (src/solve/token_search.cpp): improves a placement for
-// the evaluator's exact context-coherent cost (top-k homes, combines and dispatches, nearest
-// replicas) under per-layer GPU load limits, and fills redundant expert slots.
+// the evaluator's exact cost under one scheme (context-coherent: top-k homes, combines and
+// dispatches; standard, DeepEP normal and low-latency: the transfers from each token's owner;
+// nearest replicas) under per-layer GPU load limits, and fills redundant expert slots.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "exflow/evaluate.hpp"
 #include "exflow/placement.hpp"
 
 namespace exflow {
@@ -24,6 +26,8 @@ struct TokenSample {
   int k = 0;
   int experts = 0;
   std::vector<std::int32_t> ids;
+  // [tokens] each sample token's position in the trace (the standard schemes' owners follow it).
+  std::vector<std::int64_t> position;
 
   // All tokens when there are at most max_tokens, else max_tokens evenly spaced ones.
   static TokenSample from_trace(const Trace& trace, std::int64_t max_tokens);
@@ -33,6 +37,10 @@ struct TokenSample {
 };
 
 struct TokenSearchOptions {
+  // The scheme whose exact cost the search lowers; the standard schemes route each token from
+  // its owner, GPU (position / sequence_length) mod G.
+  Scheme scheme = Scheme::kContextCoherent;
+  std::int64_t sequence_length = 1;
   // [layers]: the most token-expert assignments a GPU may serve at each layer (on the sample);
   // empty: no limit.
   std::vector<std::int64_t> max_load;

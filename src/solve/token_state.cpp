@@ -10,9 +10,10 @@
 namespace exflow::solvers {
 
 TokenState::TokenState(const TokenSample& sample, const Topology& topology, const Placement& start,
-                       std::vector<std::int64_t> cap)
+                       Scheme scheme, std::int64_t sequence_length, std::vector<std::int64_t> cap)
     : s_(sample),
       hops_(topology),
+      scheme_(scheme),
       L_(sample.layers),
       E_(sample.experts),
       G_(topology.gpus()),
@@ -21,6 +22,12 @@ TokenState::TokenState(const TokenSample& sample, const Topology& topology, cons
       cap_(std::move(cap)),
       gpus_(sample.k),
       copies_used_(static_cast<std::size_t>(sample.k)) {
+  owner_.resize(static_cast<std::size_t>(T_));
+  for (std::int64_t t = 0; t < T_; ++t) {
+    const std::int64_t position =
+        s_.position.empty() ? t : s_.position[static_cast<std::size_t>(t)];
+    owner_[static_cast<std::size_t>(t)] = routing::owner(position, sequence_length, G_);
+  }
   primary_ = start.gpu_of();
   extra_.assign(static_cast<std::size_t>(L_) * E_, {});
   slots_.assign(static_cast<std::size_t>(L_) * G_, {});
@@ -79,9 +86,26 @@ double TokenState::layer_cost(int m, std::int64_t t, int at, routing::TokenGpus&
     copies_used[static_cast<std::size_t>(c)] = g;
     gpus.add(g);
   }
-  home = gpus.home();
-  // Layer 0 has no dispatch: the token starts on a copy it uses.
-  return routing::coherent_layer_cost(gpus, m > 0 ? at : -1, home, hops_);
+  double cost = 0;
+  auto add = [&](int, int src, int dst) { cost += hops_.cost(src, dst); };
+  switch (scheme_) {
+    case Scheme::kContextCoherent:
+      home = gpus.home();
+      // Layer 0 has no dispatch: the token starts on a copy it uses.
+      routing::coherent_transfers(gpus, m > 0 ? at : -1, home, add);
+      return cost;
+    case Scheme::kBaseline:
+      routing::baseline_transfers(gpus, at, add);
+      break;
+    case Scheme::kDeepEP:
+      routing::deepep_transfers(gpus, at, hops_, add);
+      break;
+    case Scheme::kDeepEPLowLatency:
+      routing::deepep_low_latency_transfers(gpus, at, add);
+      break;
+  }
+  home = at;
+  return cost;
 }
 
 // Tokens routed to expert e at layer l (each once), ascending.
@@ -174,7 +198,7 @@ void TokenState::apply_dload() {
 // Re-walks token t from layer l under the current placement. Accumulates the load changes in
 // dload_ and returns the cost change; with write, stores the new route.
 double TokenState::walk(std::int64_t t, int l, bool write) {
-  int at_new = l > 0 ? home(l - 1, t) : start_gpu(t);
+  int at_new = entry(l, t);
   int at_old = at_new;
   double delta = 0;
   for (int m = l; m < L_; ++m) {
@@ -234,7 +258,7 @@ void TokenState::rebuild() {
   load_.assign(static_cast<std::size_t>(L_) * G_, 0);
   total_ = 0;
   for (std::int64_t t = 0; t < T_; ++t) {
-    int at = start_gpu(t);
+    int at = entry(0, t);
     for (int m = 0; m < L_; ++m) {
       const std::size_t i = index_lt(m, t);
       int h = 0;
@@ -254,7 +278,7 @@ void TokenState::rebuild() {
 void TokenState::rehome_layer(int l) {
   for (std::int64_t t = 0; t < T_; ++t) {
     int h = 0;
-    layer_cost(l, t, l > 0 ? home(l - 1, t) : start_gpu(t), gpus_, copies_used_, h);
+    layer_cost(l, t, entry(l, t), gpus_, copies_used_, h);
     home_[index_lt(l, t)] = h;
   }
 }

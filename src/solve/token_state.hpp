@@ -10,6 +10,9 @@
 // touches; for each such token the walk recomputes c_l, c_{l+1}, ... until its home path meets
 // the stored one again (h'_{m-1} = h_{m-1} for m > l), after which nothing differs. Without
 // replicas this stops at l + 1 (homes beyond l do not depend on where the token came from).
+// The standard schemes (standard, DeepEP normal and low-latency) route every layer from the
+// token's owner: the state keeps the owner as every layer's "home", so c_m depends on layer m's
+// copies alone and the walk always stops at l + 1.
 //
 // Every routing rule (copy choice, layer-0 start, H_l, the home, the layer's transfers) is the
 // routing rulebook's (src/core/routing.hpp).
@@ -37,8 +40,9 @@ class TokenState {
  public:
   // cap: [L] each layer's load limit (the most token-expert assignments a GPU may serve), or
   // kNoLoadLimit. Routes every token of the sample under `start`.
+  // The standard schemes' owners: GPU (position / sequence_length) mod G.
   TokenState(const TokenSample& sample, const Topology& topology, const Placement& start,
-             std::vector<std::int64_t> cap);
+             Scheme scheme, std::int64_t sequence_length, std::vector<std::int64_t> cap);
 
   // ---- sizes and inputs -----------------------------------------------------------------------
   int layers() const { return L_; }
@@ -48,6 +52,9 @@ class TokenState {
   std::int64_t tokens() const { return T_; }
   const TokenSample& sample() const { return s_; }
   const routing::HopTable& hops() const { return hops_; }
+  Scheme scheme() const { return scheme_; }
+  // Whether tokens route from their owners (every scheme but the context-coherent one).
+  bool from_owner() const { return scheme_ != Scheme::kContextCoherent; }
 
   // ---- placement ------------------------------------------------------------------------------
   // The copy each expert keeps in swaps.
@@ -78,9 +85,19 @@ class TokenState {
   }
   // Where token t starts (layer 0's copy of its column-0 expert).
   int start_gpu(std::int64_t t) const;
-  // Layer m of token t for a token on GPU `at` (its previous home, or for m = 0 where it
-  // starts): fills copies_used [k] with the copies it uses and `gpus` with H_m, sets `home` to
-  // h_m and returns the layer's cost.
+  // Where token t is when it picks its copies at layer l: its owner (standard schemes), h_{l-1},
+  // or at layer 0 its start.
+  int entry(int l, std::int64_t t) const {
+    return from_owner() ? owner_[static_cast<std::size_t>(t)]
+                        : (l > 0 ? home(l - 1, t) : start_gpu(t));
+  }
+  // [T] entry(l, t) for every token, or nullptr at layer 0 of the context-coherent scheme.
+  const int* entries(int l) const {
+    return from_owner() ? owner_.data() : (l > 0 ? homes(l - 1).data() : nullptr);
+  }
+  // Layer m of token t for a token on GPU `at` (entry(m, t)): fills copies_used [k] with the
+  // copies it uses and `gpus` with H_m, sets `home` to h_m (the owner in the standard schemes)
+  // and returns the layer's cost under the scheme.
   double layer_cost(int m, std::int64_t t, int at, routing::TokenGpus& gpus,
                     std::vector<int>& copies_used, int& home) const;
   // The cost of all tokens of the sample.
@@ -170,6 +187,8 @@ class TokenState {
 
   const TokenSample& s_;
   const routing::HopTable hops_;
+  const Scheme scheme_;
+  std::vector<int> owner_;  // [T] the standard schemes' owner of each token
   const int L_, E_, G_, k_;
   const std::int64_t T_;
 

@@ -3,6 +3,7 @@
 // co-selected experts), then evaluate the most promising swaps exactly and keep those that
 // lower the cost within every load limit.
 #include <algorithm>
+#include <cmath>
 
 #include "core/routing.hpp"
 #include "solve/token_moves.hpp"
@@ -20,14 +21,29 @@ void improve_layer(TokenState& state, const SearchControl& control, int l) {
   //   + (tokens of a arriving from g - tokens of a arriving from a's GPU).
   // The pass adds 2 per token of a touching g and 1 per token of a arriving from g; the
   // constant terms are folded in per a afterwards.
+  //
+  // DeepEP normal mode across nodes merges a token's transfers per node as well: moving a to a
+  // node its token already reaches (through another expert, or the owner's node) saves an
+  // inter-node transfer each way. reach[a, n] counts a's tokens that reach node n without a;
+  // the estimate adds 2 (inter cost / intra cost) (reach[a, node(g)] - reach[a, node(a's GPU)]).
+  const routing::HopTable& hops = state.hops();
+  const int N = G > 0 ? hops.node_of(G - 1) + 1 : 1;
+  const bool node_merging = state.scheme() == Scheme::kDeepEP && N > 1;
   std::vector<std::int64_t> move(static_cast<std::size_t>(E) * G, 0);
   std::vector<std::int64_t> alone(static_cast<std::size_t>(E), 0);
   std::vector<std::int64_t> count(static_cast<std::size_t>(E), 0);
-  routing::TokenGpus gpus(k);  // H_l of the token
+  std::vector<std::int64_t> reach(node_merging ? static_cast<std::size_t>(E) * N : 0, 0);
+  routing::TokenGpus gpus(k);   // H_l of the token
+  routing::TokenGpus nodes(k);  // the nodes of its chosen copies, with multiplicities
+  const int* from = state.entries(l);
   for (std::int64_t t = 0; t < state.tokens(); ++t) {
     const std::span<const int> ch = state.choices(l, t);
     gpus.clear();
-    for (int c = 0; c < k; ++c) gpus.add(ch[static_cast<std::size_t>(c)]);
+    nodes.clear();
+    for (int c = 0; c < k; ++c) {
+      gpus.add(ch[static_cast<std::size_t>(c)]);
+      if (node_merging) nodes.add(hops.node_of(ch[static_cast<std::size_t>(c)]));
+    }
     for (int c = 0; c < k; ++c) {
       const int a = sample.id(l, t, c);
       std::int64_t* m = move.data() + static_cast<std::size_t>(a) * G;
@@ -38,9 +54,21 @@ void improve_layer(TokenState& state, const SearchControl& control, int l) {
           ++alone[static_cast<std::size_t>(a)];
         }
       }
-      if (l > 0) ++m[state.home(l - 1, t)];
+      if (from != nullptr) ++m[from[t]];
+      if (node_merging) {
+        std::int64_t* r = reach.data() + static_cast<std::size_t>(a) * N;
+        const int own = hops.node_of(ch[static_cast<std::size_t>(c)]);
+        const int owner_node = hops.node_of(from[t]);
+        for (int j = 0; j < nodes.size(); ++j) {
+          const int n = nodes.gpu(j);
+          if (n != owner_node && nodes.count(j) - (n == own ? 1 : 0) > 0) ++r[n];
+        }
+        ++r[owner_node];
+      }
     }
   }
+  const std::int64_t node_weight = static_cast<std::int64_t>(std::llround(
+      2.0 * hops.cost_of_hop(routing::kInter) / std::max(1e-9, hops.cost_of_hop(routing::kIntra))));
   for (int a = 0; a < E; ++a) {
     std::int64_t* m = move.data() + static_cast<std::size_t>(a) * G;
     const int ga = state.primary(l, a);
@@ -49,6 +77,10 @@ void improve_layer(TokenState& state, const SearchControl& control, int l) {
     const std::int64_t shift =
         2 * (alone[static_cast<std::size_t>(a)] - count[static_cast<std::size_t>(a)]) - arrive_here;
     for (int g = 0; g < G; ++g) m[g] += shift;
+    if (node_merging) {
+      const std::int64_t* r = reach.data() + static_cast<std::size_t>(a) * N;
+      for (int g = 0; g < G; ++g) m[g] += node_weight * (r[hops.node_of(g)] - r[hops.node_of(ga)]);
+    }
     m[ga] = 0;
   }
   struct Candidate {
