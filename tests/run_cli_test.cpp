@@ -1,6 +1,6 @@
-// exflow-run end to end: the reference mode in one process, and the baseline and exflow modes
-// under mpirun (with more ranks than this machine has cores, and as root where the tests run as
-// root): final states bit for bit equal to the reference, all-to-all bytes equal to the
+// exflow-run end to end: the reference mode in one process, and the baseline, exflow and deepep
+// modes under mpirun (with more ranks than this machine has cores, and as root where the tests run
+// as root): final states bit for bit equal to the reference, all-to-all bytes equal to the
 // evaluator's traffic matrices for every layer, phase and rank pair, and one error line with a
 // non-zero status on every rank for bad input.
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "exflow/error.hpp"
@@ -362,6 +363,38 @@ TEST(MpiRun, TopOneTopTwoAndTwoNodesWithMoreRanksThanCores) {
   EXPECT_EQ(base["checksum"], reference_checksum(two));
   expect_matches_cost_model(base, two, vanilla_placement(26, 64, two_nodes), two_nodes,
                             Scheme::kBaseline);
+}
+
+TEST(MpiRun, DeepEPReproducesTheReferenceAndMovesTheEvaluatorsDeepEPTraffic) {
+  // 2 nodes x 2 GPUs: a token's rows to the other node go once to the GPU with its owner's local
+  // index there, which forwards them. Top-6 on vanilla and on a placement with replicas, top-2
+  // with every position in the prefill.
+  test::TempDir dir;
+  const Topology topo(2, 2);
+  const Placement vanilla = vanilla_placement(26, 64, topo);
+  const Placement replicated = random_placement(4, 29, 2);
+  write_placement_csv(dir.file("replicated.csv"), replicated);
+  Case two;
+  two.topk = 2;
+  two.prefill = 8;
+  two.batch = 3;
+  const std::vector<std::tuple<Case, std::string, const Placement*>> runs = {
+      {Case{}, "", &vanilla},
+      {Case{}, dir.file("replicated.csv"), &replicated},
+      {two, "", &vanilla}};
+  for (const auto& [c, path, placement] : runs) {
+    SCOPED_TRACE("top-" + std::to_string(c.topk) + " " + (path.empty() ? "vanilla" : path));
+    std::vector<std::string> more = {"--gpus-per-node", "2"};
+    if (!path.empty()) more.insert(more.end(), {"--placement", path});
+    const json j = run_ok(4, parallel_args("deepep", c, more));
+    if (j.is_null()) continue;
+    EXPECT_EQ(j["mode"], "deepep");
+    EXPECT_EQ(j["checksum"], reference_checksum(c));
+    EXPECT_EQ(j["nodes"], 2);
+    EXPECT_EQ(j["expert_rows"], c.batch * c.seq_len * 26 * c.topk);
+    EXPECT_EQ(j["allgather_bytes"], 0);
+    expect_matches_cost_model(j, c, *placement, topo, Scheme::kDeepEP);
+  }
 }
 
 TEST(MpiRun, SolvedPlacementMovesFewerBytesThanVanillaAndBaseline) {

@@ -493,6 +493,49 @@ TEST(RoutePlan, FollowsTheCostModelsRules) {
       InputError);
 }
 
+TEST(RoutePlan, DeepEPSendsOneInterNodeRowPerNodeThroughTheRelay) {
+  // 2 nodes x 2 GPUs, 8 experts: vanilla puts experts 2g and 2g + 1 on GPU g. Sequences of two
+  // tokens: tokens 0, 1 are owned by GPU 0, tokens 2, 3 by GPU 1. One layer, top-3.
+  ModelConfig c = small_config();
+  c.layers = 1;
+  c.experts = 8;
+  c.k = 3;
+  Workload w;
+  w.batch = 2;
+  w.seq_len = 2;
+  const std::vector<std::int32_t> routes = {
+      6, 2, 0,  // token 0: GPUs 3, 1, 0: relay 2 (serves nothing) forwards to 3; 1 directly
+      4, 6, 5,  // token 1: GPUs 2, 3, 2: relay 2 serves two columns and forwards to 3
+      0, 1, 2,  // token 2: GPUs 0, 0, 1: within the owner's node only
+      7, 3, 3,  // token 3: GPUs 3, 1, 1: the relay of owner 1 on node 1 is GPU 3 itself
+  };
+  const Topology topo(2, 2);
+  const Placement p = vanilla_placement(1, 8, topo);
+  const RoutePlan deepep = plan_routes(routes, c, w, p, topo, ParallelMode::kDeepEP);
+  const RoutePlan baseline = plan_routes(routes, c, w, p, topo, ParallelMode::kBaseline);
+  EXPECT_EQ(deepep.copy, baseline.copy);
+  EXPECT_EQ(deepep.attention, baseline.attention);
+  EXPECT_EQ(deepep.home, baseline.home);
+
+  const std::vector<std::int64_t> rows = {0, 1, 2, 3};
+  const DeepEPStages s = deepep_stages(deepep, topo, rows, 0);
+  using T = std::vector<RowTransfer>;
+  EXPECT_EQ(s.dispatch_from_owner, (T{{0, 0, 2}, {0, 0, 1}, {1, 0, 2}, {2, 1, 0}, {3, 1, 3}}));
+  EXPECT_EQ(s.dispatch_forward, (T{{0, 2, 3}, {1, 2, 3}}));
+  EXPECT_EQ(s.combine_to_relay, (T{{0, 3, 2}, {1, 3, 2}}));
+  EXPECT_EQ(s.combine_to_owner, (T{{0, 2, 0}, {0, 1, 0}, {1, 2, 0}, {2, 0, 1}, {3, 3, 1}}));
+
+  // Rows are a step's: row 0 holding token 3 numbers its transfers 0.
+  const std::vector<std::int64_t> one = {3};
+  EXPECT_EQ(deepep_stages(deepep, topo, one, 0).dispatch_from_owner, (T{{0, 1, 3}}));
+  EXPECT_EQ(parse_parallel_mode("deepep"), ParallelMode::kDeepEP);
+  EXPECT_EQ(to_string(ParallelMode::kDeepEP), "deepep");
+  EXPECT_THROW(parse_parallel_mode("deepep-ll"), UsageError);
+  EXPECT_THROW(
+      deepep_stages(plan_routes(routes, c, w, p, topo, ParallelMode::kExflow), topo, rows, 0),
+      UsageError);
+}
+
 // The transfers the engines make from a route plan, counted from the plan alone: [L, 2, G, G]
 // as the evaluator's Metrics::traffic. Exflow: from layer 1 on the attention GPU dispatches to
 // every other GPU serving the token, and every GPU serving it but the home sends its outputs to
@@ -519,6 +562,30 @@ std::vector<std::int64_t> plan_traffic(const RoutePlan& plan) {
         if (g != home) add(l, 1, g, home);
       }
     }
+  }
+  return traffic;
+}
+
+// DeepEP mode's transfers, every token a row of one step: the four stages of every layer.
+std::vector<std::int64_t> deepep_plan_traffic(const RoutePlan& plan, const Topology& topo) {
+  const std::size_t G = static_cast<std::size_t>(plan.gpus);
+  std::vector<std::int64_t> traffic(static_cast<std::size_t>(plan.layers) * 2 * G * G, 0);
+  std::vector<std::int64_t> rows(static_cast<std::size_t>(plan.tokens));
+  std::iota(rows.begin(), rows.end(), 0);
+  for (int l = 0; l < plan.layers; ++l) {
+    const DeepEPStages s = deepep_stages(plan, topo, rows, l);
+    auto add = [&](const std::vector<RowTransfer>& stage, int phase) {
+      for (const RowTransfer& tr : stage) {
+        ++traffic[((static_cast<std::size_t>(l) * 2 + static_cast<std::size_t>(phase)) * G +
+                   static_cast<std::size_t>(tr.src)) *
+                      G +
+                  static_cast<std::size_t>(tr.dst)];
+      }
+    };
+    add(s.dispatch_from_owner, 0);
+    add(s.dispatch_forward, 0);
+    add(s.combine_to_relay, 1);
+    add(s.combine_to_owner, 1);
   }
   return traffic;
 }
@@ -562,11 +629,16 @@ TEST(RoutePlan, TrafficEqualsTheEvaluatorsOnRandomPlacements) {
         EvalOptions eo;
         eo.traffic = true;
         eo.sequence_length = w.seq_len;
-        for (ParallelMode mode : {ParallelMode::kExflow, ParallelMode::kBaseline}) {
-          eo.scheme = mode == ParallelMode::kExflow ? Scheme::kContextCoherent : Scheme::kBaseline;
+        for (ParallelMode mode :
+             {ParallelMode::kExflow, ParallelMode::kBaseline, ParallelMode::kDeepEP}) {
+          eo.scheme = mode == ParallelMode::kExflow     ? Scheme::kContextCoherent
+                      : mode == ParallelMode::kBaseline ? Scheme::kBaseline
+                                                        : Scheme::kDeepEP;
           const Metrics m = evaluate(trace, p, topo, eo);
           const RoutePlan plan = plan_routes(routes, c, w, p, topo, mode);
-          EXPECT_EQ(plan_traffic(plan), m.traffic)
+          EXPECT_EQ(
+              mode == ParallelMode::kDeepEP ? deepep_plan_traffic(plan, topo) : plan_traffic(plan),
+              m.traffic)
               << to_string(mode) << " k=" << k << " seq_len=" << w.seq_len << " seed=" << seed;
         }
       }

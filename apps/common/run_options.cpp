@@ -13,11 +13,13 @@ const OptionTable<RunArgs>& run_options() {
     t.push_back(option<RunArgs>(&RunArgs::mode, "--mode",
                                 "baseline: two all-to-alls per layer through each sequence's "
                                 "owner (data-parallel attention); exflow: context-coherent, one "
-                                "all-to-all per layer plus KV all-gathers; reference: one "
-                                "process without MPI, the ground truth both must match bit for "
-                                "bit")
+                                "all-to-all per layer plus KV all-gathers; deepep: the baseline's "
+                                "owners with DeepEP's node-deduplicated dispatch and combine (one "
+                                "inter-node row per token and node, forwarded within it); "
+                                "reference: one process without MPI, the ground truth the others "
+                                "must match bit for bit")
                     .must()
-                    .check(CLI::IsMember({"baseline", "exflow", "reference"})));
+                    .check(CLI::IsMember({"baseline", "exflow", "deepep", "reference"})));
     t.push_back(option<RunArgs>(&RunArgs::placement, "--placement",
                                 "expert placement CSV (header Expert,Node; replica rows allowed) "
                                 "for the rank count: which rank hosts which expert")

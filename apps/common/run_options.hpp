@@ -31,7 +31,7 @@ struct RunArgs {
 
 inline constexpr const char* kRunSummary =
     "Run a Mixture-of-Experts transformer whose router replays a trace: expert-parallel on MPI "
-    "(baseline, exflow; launch with mpirun -np G, one rank per GPU) or in one process "
+    "(baseline, exflow, deepep; launch with mpirun -np G, one rank per GPU) or in one process "
     "(reference). See docs/runtime.md.";
 
 const OptionTable<RunArgs>& run_options();

@@ -1,6 +1,6 @@
 // exflow-run: a small MoE transformer whose router replays a trace, run expert-parallel on MPI
-// (baseline, exflow) or, in `reference` mode, in one process without MPI, as the ground truth
-// (docs/runtime.md).
+// (baseline, exflow, deepep) or, in `reference` mode, in one process without MPI, as the ground
+// truth (docs/runtime.md).
 //
 // The CLI edge: every library error becomes one line on stderr and an exit status (0 success,
 // 1 bad input, 2 bad usage). Under MPI the line comes from one rank (the lowest that failed) and
@@ -189,7 +189,7 @@ int run_reference_mode(const RunArgs& args) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// baseline and exflow on MPI
+// baseline, exflow and deepep on MPI
 
 struct ParallelSetup {
   Setup setup;
@@ -217,6 +217,19 @@ ParallelSetup prepare_parallel(const RunArgs& args, int ranks) {
   return ParallelSetup{std::move(s), topology, std::move(placement)};
 }
 
+// The evaluator's scheme whose traffic a mode moves.
+Scheme scheme_of(rt::ParallelMode mode) {
+  switch (mode) {
+    case rt::ParallelMode::kBaseline:
+      return Scheme::kBaseline;
+    case rt::ParallelMode::kDeepEP:
+      return Scheme::kDeepEP;
+    case rt::ParallelMode::kExflow:
+      break;
+  }
+  return Scheme::kContextCoherent;
+}
+
 // The evaluator's prediction for this run: its traffic matrices on the workload's tokens, times
 // the 4·H bytes of one transfer.
 std::vector<std::int64_t> predicted_bytes(const ParallelSetup& p, rt::ParallelMode mode) {
@@ -225,7 +238,7 @@ std::vector<std::int64_t> predicted_bytes(const ParallelSetup& p, rt::ParallelMo
   const Trace tokens = Trace::from_ids(std::move(ids), s.workload.tokens(), s.config.layers,
                                        s.config.k, s.config.experts);
   EvalOptions eo;
-  eo.scheme = mode == rt::ParallelMode::kBaseline ? Scheme::kBaseline : Scheme::kContextCoherent;
+  eo.scheme = scheme_of(mode);
   eo.sequence_length = s.workload.seq_len;
   eo.traffic = true;
   eo.threads = 1;
@@ -245,8 +258,7 @@ void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::Para
   const Setup& s = p.setup;
   const int G = r.ranks;
   const int L = r.layers;
-  const auto mode =
-      args.mode == "baseline" ? rt::ParallelMode::kBaseline : rt::ParallelMode::kExflow;
+  const rt::ParallelMode mode = rt::parse_parallel_mode(args.mode);
   const std::vector<std::int64_t> predicted = predicted_bytes(p, mode);
   const std::int64_t predicted_total = sum(predicted);
   const bool matches = predicted == r.alltoall_bytes;
@@ -427,8 +439,7 @@ int run_parallel_mode(const RunArgs& args) {
   }
 
   try {
-    const auto mode =
-        args.mode == "baseline" ? rt::ParallelMode::kBaseline : rt::ParallelMode::kExflow;
+    const rt::ParallelMode mode = rt::parse_parallel_mode(args.mode);
     const rt::ParallelResult r =
         rt::run_expert_parallel(setup->setup.trace, setup->setup.config, setup->setup.workload,
                                 setup->placement, setup->topology, mode);

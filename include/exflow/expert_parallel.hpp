@@ -9,6 +9,10 @@
 //              columns (runtime.hpp, combine)
 //   combine    MPI_Alltoallv: each partial sum [H] int32 to the row's home, which adds them to
 //              the residual
+// DeepEP mode routes as the baseline but makes each phase two exchanges, node-deduplicated:
+// dispatch owner -> relays and same-node GPUs, then relays -> the GPUs of their node; combine
+// GPUs -> their node's relay, then relays and same-node GPUs -> owner (src/runtime/
+// deepep_exchange.hpp).
 // Context-coherent mode keeps every sequence's KV cache on every rank: the keys and values a
 // rank computes are all-gathered (MPI_Allgatherv) at the end of a decode step, and after each
 // layer in a step of several positions (a prefill), where later positions of the same step
@@ -17,7 +21,8 @@
 //
 // One transfer of the cost model is one row of 4·H bytes, so the bytes each (layer, phase,
 // source, destination) moves are the evaluator's traffic matrix (EvalOptions::traffic, with
-// sequence_length = the workload's for the baseline) times 4·H, exactly.
+// sequence_length = the workload's for the baseline and DeepEP; Scheme::kDeepEP for DeepEP) times
+// 4·H, exactly.
 #pragma once
 
 #include <cstdint>

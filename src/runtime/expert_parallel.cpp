@@ -19,6 +19,7 @@
 #include "exflow/placement.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
+#include "runtime/deepep_exchange.hpp"
 
 namespace exflow::runtime {
 namespace {
@@ -58,17 +59,6 @@ class Timer {
   double start_;
 };
 
-// Per-destination send buffers and per-source receive buffers of one MPI_Alltoallv.
-template <typename T>
-struct Exchange {
-  std::vector<std::vector<T>> send;  // [G]
-  std::vector<std::size_t> recv;     // [G] elements expected from each source
-  std::vector<T> recv_data;
-  std::vector<std::size_t> recv_offset;  // [G]
-
-  explicit Exchange(int gpus) : send(sz(gpus)), recv(sz(gpus), 0), recv_offset(sz(gpus), 0) {}
-};
-
 template <typename T>
 MPI_Datatype mpi_type();
 template <>
@@ -86,6 +76,7 @@ class Engine {
          const Placement& placement, const Topology& topology, ParallelMode mode)
       : config_(config),
         workload_(workload),
+        topology_(topology),
         G_(topology.gpus()),
         L_(config.layers),
         K_(config.k),
@@ -112,6 +103,7 @@ class Engine {
 
  private:
   bool exflow() const { return plan_.mode == ParallelMode::kExflow; }
+  bool deepep() const { return plan_.mode == ParallelMode::kDeepEP; }
 
   // hosted[l * E + e]: some token of the workload uses this rank's copy of expert e of layer l.
   std::vector<char> served_here() const;
@@ -120,6 +112,10 @@ class Engine {
   std::vector<int> attention_rows(int l) const;
   void attention(int l, const std::vector<int>& rows, bool every_row_kv, StepRecord& record);
   void dispatch(int l, StepRecord& record);
+  // DeepEP mode's two-stage exchanges (deepep_exchange.hpp) of layer l.
+  void deepep_dispatch_layer(int l, StepRecord& record);
+  void deepep_combine_layer(int l, const std::vector<int>& served,
+                            const std::vector<std::int64_t>& partial, StepRecord& record);
   void experts_and_combine(int l, StepRecord& record);
   // All-gathers the keys and values this rank computed at the given layers for the step's rows.
   void gather_kv(const std::vector<int>& layers, StepRecord& record);
@@ -138,6 +134,7 @@ class Engine {
 
   const ModelConfig& config_;
   const Workload& workload_;
+  Topology topology_;
   int G_;
   int L_;
   int K_;
@@ -153,7 +150,9 @@ class Engine {
   int first_position_ = 0;
   int positions_ = 0;
   int rows_ = 0;
-  std::vector<float> h_;  // [rows, H]: residuals of the rows held here
+  std::vector<float> h_;                  // [rows, H]: residuals of the rows held here
+  std::vector<std::int64_t> row_tokens_;  // [rows]: the token of each row
+  DeepEPStages deepep_stages_;            // DeepEP mode: the current layer's
 
   std::vector<std::int64_t> sent_bytes_;     // [L, 2, G] this rank's sends
   std::vector<std::int64_t> sent_messages_;  // [L, 2, G]
@@ -272,6 +271,10 @@ void Engine::attention(int l, const std::vector<int>& rows, bool every_row_kv, S
 }
 
 void Engine::dispatch(int l, StepRecord& record) {
+  if (deepep()) {
+    deepep_dispatch_layer(l, record);
+    return;
+  }
   // Skipped by every rank when no row moves anywhere (the plan is the same on every rank).
   bool any = false;
   for (int r = 0; r < rows_ && !any; ++r) {
@@ -358,6 +361,10 @@ void Engine::experts_and_combine(int l, StepRecord& record) {
     }
   }
 
+  if (deepep()) {
+    deepep_combine_layer(l, served, partial, record);
+    return;
+  }
   // Combine: partial sums of the rows homed elsewhere travel as int32 to their home.
   bool any = false;
   for (int r = 0; r < rows_ && !any; ++r) {
@@ -425,6 +432,34 @@ void Engine::experts_and_combine(int l, StepRecord& record) {
   }
 }
 
+void Engine::deepep_dispatch_layer(int l, StepRecord& record) {
+  Timer timer(seconds_.alltoall);
+  deepep_stages_ = deepep_stages(plan_, topology_, row_tokens_, l);
+  deepep_dispatch(deepep_stages_, rank_, G_, h_, H_,
+                  [&](Exchange<float>& x) { all_to_all(x, l, 0, record); });
+}
+
+void Engine::deepep_combine_layer(int l, const std::vector<int>& served,
+                                  const std::vector<std::int64_t>& partial, StepRecord& record) {
+  RowSums sums(rows_, H_);
+  {
+    Timer timer(seconds_.alltoall);
+    for (std::size_t i = 0; i < served.size(); ++i) {
+      std::copy_n(partial.begin() + static_cast<std::ptrdiff_t>(i * H_), H_,
+                  sums.at(served[i]).begin());
+    }
+    deepep_combine(deepep_stages_, rank_, G_, sums, H_,
+                   [&](Exchange<std::int32_t>& x) { all_to_all(x, l, 1, record); });
+  }
+  // The owner of a row serves one of its experts or receives a partial sum of them.
+  Timer timer(seconds_.combine);
+  for (int r = 0; r < rows_; ++r) {
+    if (plan_.home_gpu(row_tokens_[sz(r)], l) == rank_) {
+      apply_combined(sums.at(r), std::span<float>(row(h_, r), H_));
+    }
+  }
+}
+
 void Engine::gather_kv(const std::vector<int>& layers, StepRecord& record) {
   Timer timer(seconds_.allgather);
   // Rank q contributes, layer by layer and row by row, the rows whose attention ran on q.
@@ -479,6 +514,8 @@ void Engine::step(const Step& s, StepRecord& record) {
   positions_ = s.positions;
   rows_ = workload_.batch * s.positions;
   h_.assign(sz(rows_) * H_, 0.0f);
+  row_tokens_.resize(sz(rows_));
+  for (int r = 0; r < rows_; ++r) row_tokens_[sz(r)] = token(r);
   // Inputs: exflow's layer 0 runs on every GPU serving the token (and every GPU computes
   // layer 0's keys and values), the baseline's on the owner.
   for (int r = 0; r < rows_; ++r) {

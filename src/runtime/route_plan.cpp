@@ -20,7 +20,22 @@ std::size_t sz(std::int64_t n) {
 }  // namespace
 
 std::string to_string(ParallelMode mode) {
-  return mode == ParallelMode::kBaseline ? "baseline" : "exflow";
+  switch (mode) {
+    case ParallelMode::kBaseline:
+      return "baseline";
+    case ParallelMode::kExflow:
+      return "exflow";
+    case ParallelMode::kDeepEP:
+      return "deepep";
+  }
+  return "unknown";
+}
+
+ParallelMode parse_parallel_mode(const std::string& name) {
+  if (name == "baseline") return ParallelMode::kBaseline;
+  if (name == "exflow") return ParallelMode::kExflow;
+  if (name == "deepep") return ParallelMode::kDeepEP;
+  throw UsageError("unknown parallel mode '" + name + "' (baseline, exflow, deepep)");
 }
 
 bool RoutePlan::serves(std::int64_t t, int l, int g) const {
@@ -74,7 +89,7 @@ RoutePlan plan_routes(std::span<const std::int32_t> routes, const ModelConfig& c
         used[c] = copies.choose(l, ids[c], at, hops);
         h.add(used[c]);
       }
-      if (mode == ParallelMode::kBaseline) {
+      if (mode != ParallelMode::kExflow) {
         plan.attention[tl] = owner;
         plan.home[tl] = owner;
         continue;
@@ -86,6 +101,39 @@ RoutePlan plan_routes(std::span<const std::int32_t> routes, const ModelConfig& c
     }
   }
   return plan;
+}
+
+DeepEPStages deepep_stages(const RoutePlan& plan, const Topology& topology,
+                           std::span<const std::int64_t> row_tokens, int layer) {
+  if (plan.mode == ParallelMode::kExflow) {
+    throw UsageError("deepep_stages: the plan must route from owners (baseline or deepep)");
+  }
+  if (topology.gpus() != plan.gpus) {
+    throw UsageError("deepep_stages: the topology has " + std::to_string(topology.gpus()) +
+                     " GPUs, the plan " + std::to_string(plan.gpus));
+  }
+  const routing::HopTable hops(topology);
+  routing::TokenGpus h(plan.k);
+  DeepEPStages stages;
+  for (std::size_t r = 0; r < row_tokens.size(); ++r) {
+    const std::int64_t t = row_tokens[r];
+    h.clear();
+    for (int c = 0; c < plan.k; ++c) h.add(plan.gpu(t, layer, c));
+    const int owner = plan.attention_gpu(t, layer);
+    const int row = static_cast<int>(r);
+    // The rulebook's transfers start or end on the owner exactly when they belong to the
+    // exchange with the owner; the others are the relays' forwards within their node.
+    routing::deepep_transfers(h, owner, hops, [&](int phase, int src, int dst) {
+      if (phase == routing::kDispatch) {
+        (src == owner ? stages.dispatch_from_owner : stages.dispatch_forward)
+            .push_back({row, src, dst});
+      } else {
+        (dst == owner ? stages.combine_to_owner : stages.combine_to_relay)
+            .push_back({row, src, dst});
+      }
+    });
+  }
+  return stages;
 }
 
 }  // namespace exflow::runtime
