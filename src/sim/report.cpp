@@ -320,8 +320,9 @@ std::string render_html_report(const ReportData& d) {
       "height:12px;margin-right:4px;vertical-align:-1px}.loads{display:inline-block;margin-right:"
       "24px;vertical-align:top}table.schemes{border-collapse:collapse}table.schemes "
       "td,table.schemes "
-      "th{border:1px solid #ddd;padding:2px 8px;text-align:right}table.schemes td:first-child{"
-      "text-align:left}tr.primary{background:#eef4fb}</style></head><body>\n<h1>" +
+      "th{border:1px solid #ddd;padding:2px 8px;text-align:right}table.schemes th{text-align:"
+      "center}table.schemes "
+      "td:first-child{text-align:left}tr.primary{background:#eef4fb}</style></head><body>\n<h1>" +
       escape(d.title) + "</h1>\n<table class=\"facts\">";
   for (const auto& [k, v] : d.facts) {
     h += "<tr><td>" + escape(k) + "</td><td>" + escape(v) + "</td></tr>";
