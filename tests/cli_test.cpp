@@ -646,7 +646,7 @@ const std::string kExampleTrace = std::string(EXFLOW_SOURCE_DIR) + "/examples/es
 const std::string kExampleSolved =
     std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.solved-1x4.csv";
 
-TEST(Cli, SimulateReportsThreeConfigurationsFromTheEvaluator) {
+TEST(Cli, SimulateReportsEveryConfigurationFromTheEvaluator) {
   const CliRun r = exflow({"simulate", kExampleTrace, "--gpus-per-node", "4", "--placement",
                            kExampleSolved, "--model", "olmoe-1b-7b", "--json", "--quiet"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -656,7 +656,7 @@ TEST(Cli, SimulateReportsThreeConfigurationsFromTheEvaluator) {
   EXPECT_EQ(j["model"]["preset_matches_trace"], false);  // OLMoE has 16 layers, the trace 26
   EXPECT_EQ(j["tokens_per_step"], 512);
   const json& c = j["configurations"];
-  ASSERT_EQ(c.size(), 3u);
+  ASSERT_EQ(c.size(), 8u);  // every scheme with vanilla and the placement, these three first
   EXPECT_EQ(c[0]["name"], "baseline/vanilla");
   EXPECT_EQ(c[1]["name"], "exflow/vanilla");
   EXPECT_EQ(c[2]["name"], "exflow/placement");

@@ -33,8 +33,8 @@ TEST(Simulate, HandComputedAlphaBeta) {
   o.network = Network{100, 8, 10};
   const std::vector<ConfigurationResult> r =
       simulate(trace, topo,
-               {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
-                {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}},
+               {{"baseline/vanilla", Scheme::kBaseline, &vanilla, "vanilla"},
+                {"exflow/vanilla", Scheme::kContextCoherent, &vanilla, "vanilla"}},
                o);
   ASSERT_EQ(r.size(), 2u);
   // Coherent: one dispatch of 2 rows per step (4000 bytes) at layer 1, nothing else.
@@ -62,11 +62,118 @@ TEST(Simulate, HandComputedAlphaBeta) {
 
   o.matrices = true;
   const std::vector<ConfigurationResult> m =
-      simulate(trace, topo, {{"exflow/vanilla", Scheme::kContextCoherent, &vanilla}}, o);
+      simulate(trace, topo, {{"exflow/vanilla", Scheme::kContextCoherent, &vanilla, "vanilla"}}, o);
   // [L, 2, G, G]: only layer 1's dispatch 0 -> 1, one row of 2000 bytes over the whole trace.
   std::vector<std::int64_t> expected(2 * 2 * 2 * 2, 0);
   expected[((1 * 2 + 0) * 2 + 0) * 2 + 1] = 2000;
   EXPECT_EQ(m[0].bytes, expected);
+}
+
+TEST(Simulate, DeepEPNormalModeTimesTheRdmaAndNvlinkStagesByHand) {
+  // 2 nodes x 2 GPUs, vanilla: expert e on GPU e; one layer, top-2, owners t mod 4.
+  //   token 0 (owner 0): experts 2, 3: RDMA 0 -> 2 (node 1's GPU with local index 0), then
+  //                      NVLink forward 2 -> 3.
+  //   token 1 (owner 1): experts 0, 3: NVLink 1 -> 0, RDMA 1 -> 3 (node 1's local index 1).
+  //   token 2 (owner 2): experts 2, 3: NVLink 2 -> 3.
+  //   token 3 (owner 3): experts 0, 1: RDMA 3 -> 1, then NVLink forward 1 -> 0.
+  // Dispatch per GPU (rows): NVLink sent/received 0/2, 2/0, 2/0, 0/2: busiest 2 rows, 1 of them
+  // forwarded on every GPU; RDMA sent/received 1/0, 1/1, 0/1, 1/1: busiest 1 row. Without the
+  // forwards the NVLink stage's busiest GPU would move 1 row.
+  // Standard (baseline), for comparison: NVLink 1 -> 0 and 2 -> 3; NIC 0 -> 2, 0 -> 3, 1 -> 3,
+  // 3 -> 0, 3 -> 1: GPU 0 and GPU 3 send 2 rows across nodes, GPU 3 receives 2.
+  const Trace trace = Trace::from_ids({2, 3, 0, 3, 2, 3, 0, 1}, 4, 1, 2, 4);
+  const Topology topo(2, 2);
+  const Placement vanilla = vanilla_placement(1, 4, topo);
+  SimulationOptions o;
+  o.hidden = 1000;  // rows of 2000 bytes
+  o.dtype_bytes = 2;
+  o.kv_bytes_per_token = 0;
+  o.tokens_per_step = 4;           // the trace once per step
+  o.network = Network{32, 8, 10};  // NVLink 4e9 bytes/s, NIC 1e9 bytes/s, alpha 10 us
+  const std::vector<Configuration> configs = {
+      {"baseline/vanilla", Scheme::kBaseline, &vanilla, "vanilla"},
+      {"deepep/vanilla", Scheme::kDeepEP, &vanilla, "vanilla"},
+      {"deepep-ll/vanilla", Scheme::kDeepEPLowLatency, &vanilla, "vanilla"}};
+  std::vector<ConfigurationResult> r = simulate(trace, topo, configs, o);
+  ASSERT_EQ(r.size(), 3u);
+  const ConfigurationResult& d = r[1];
+  EXPECT_EQ(d.scheme, Scheme::kDeepEP);
+  EXPECT_EQ(d.placement_name, "vanilla");
+  // 3 RDMA rows and 4 NVLink rows, 2000 bytes each; combine mirrors dispatch.
+  EXPECT_DOUBLE_EQ(d.dispatch[0].bytes, 7 * 2000.0);
+  EXPECT_DOUBLE_EQ(d.combine[0].bytes, 7 * 2000.0);
+  // RDMA stage 2000 / 1e9 = 2 us, NVLink stage 4000 / 4e9 = 1 us: the RDMA stage bounds it.
+  EXPECT_NEAR(d.dispatch[0].seconds, 10e-6 + 2e-6, 1e-15);
+  EXPECT_DOUBLE_EQ(d.dispatch[0].busiest_bytes, 2000.0);
+  EXPECT_NEAR(d.combine[0].seconds, 12e-6, 1e-15);
+  EXPECT_NEAR(d.seconds_per_step, 24e-6, 1e-15);
+  EXPECT_DOUBLE_EQ(d.allgather_seconds_per_step, 0.0);  // the KV all-gather is coherent's alone
+  EXPECT_DOUBLE_EQ(d.metrics.inter, 6.0 / 4);           // 3 RDMA rows each way per 4 tokens
+  EXPECT_DOUBLE_EQ(d.metrics.intra, 8.0 / 4);
+  // Standard: the busiest NIC moves 2 rows, 4 us; NVLink 1 row, 0.5 us.
+  EXPECT_NEAR(r[0].dispatch[0].seconds, 14e-6, 1e-15);
+  EXPECT_NEAR(r[0].seconds_per_step, 28e-6, 1e-15);
+  EXPECT_NEAR(d.speedup, 28.0 / 24.0, 1e-12);
+  // Low-latency mode: no expert shares a GPU here, so the same sends as standard.
+  EXPECT_NEAR(r[2].seconds_per_step, 28e-6, 1e-15);
+  EXPECT_EQ(fastest(r), 1u);
+
+  // A slow NVLink (8 Gbit/s, 1e9 bytes/s): the NVLink stage with its forwards, 2 rows = 4 us,
+  // bounds DeepEP's dispatch now; standard's NIC side still takes 4 us.
+  o.network = Network{8, 8, 10};
+  r = simulate(trace, topo, configs, o);
+  EXPECT_NEAR(r[1].dispatch[0].seconds, 14e-6, 1e-15);
+  EXPECT_DOUBLE_EQ(r[1].dispatch[0].busiest_bytes, 4000.0);
+  EXPECT_NEAR(r[0].dispatch[0].seconds, 14e-6, 1e-15);
+  EXPECT_EQ(fastest(r), 0u);  // a tie goes to the first
+}
+
+TEST(Simulate, DeepEPLowLatencySendsEveryTokenExpertOverTheNic) {
+  // 2 nodes x 1 GPU, experts 0, 1 on GPU 0 and 2, 3 on GPU 1. Token 0 (owner 0) needs experts 2
+  // and 3: standard and DeepEP normal send it once to GPU 1, low-latency mode twice, both over
+  // the NIC (1e9 bytes/s). Token 1 (owner 1) needs 2 and 3: local.
+  const Trace trace = Trace::from_ids({2, 3, 2, 3}, 2, 1, 2, 4);
+  const Topology topo(2, 1);
+  const Placement vanilla = vanilla_placement(1, 4, topo);
+  SimulationOptions o;
+  o.hidden = 1000;
+  o.kv_bytes_per_token = 0;
+  o.tokens_per_step = 2;
+  o.network = Network{100, 8, 10};
+  const std::vector<ConfigurationResult> r =
+      simulate(trace, topo,
+               {{"baseline/vanilla", Scheme::kBaseline, &vanilla, "vanilla"},
+                {"deepep/vanilla", Scheme::kDeepEP, &vanilla, "vanilla"},
+                {"deepep-ll/vanilla", Scheme::kDeepEPLowLatency, &vanilla, "vanilla"}},
+               o);
+  EXPECT_NEAR(r[0].dispatch[0].seconds, 12e-6, 1e-15);
+  EXPECT_NEAR(r[1].dispatch[0].seconds, 12e-6, 1e-15);
+  EXPECT_NEAR(r[2].dispatch[0].seconds, 14e-6, 1e-15);
+  EXPECT_DOUBLE_EQ(r[2].dispatch[0].bytes, 4000.0);
+  EXPECT_NEAR(r[2].seconds_per_step, 28e-6, 1e-15);
+  EXPECT_NEAR(r[2].speedup, 24.0 / 28.0, 1e-12);
+}
+
+TEST(Simulate, SchemeConfigurationsKeepTheFirstThreeAndAddEveryScheme) {
+  const Topology topo(1, 2);
+  const Placement vanilla = vanilla_placement(1, 2, topo);
+  const Placement other = vanilla_placement(1, 2, topo);
+  const std::vector<Configuration> c =
+      scheme_configurations(vanilla, {{"a", &other}, {"b", &other}});
+  std::vector<std::string> names;
+  for (const Configuration& x : c) names.push_back(x.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"baseline/vanilla", "exflow/vanilla", "exflow/a",
+                                             "exflow/b", "baseline/a", "baseline/b",
+                                             "deepep/vanilla", "deepep/a", "deepep/b",
+                                             "deepep-ll/vanilla", "deepep-ll/a", "deepep-ll/b"}));
+  EXPECT_EQ(c[0].scheme, Scheme::kBaseline);
+  EXPECT_EQ(c[2].scheme, Scheme::kContextCoherent);
+  EXPECT_EQ(c[2].placement, &other);
+  EXPECT_EQ(c[2].placement_name, "a");
+  EXPECT_EQ(c[6].scheme, Scheme::kDeepEP);
+  EXPECT_EQ(c[6].placement, &vanilla);
+  EXPECT_EQ(c[11].scheme, Scheme::kDeepEPLowLatency);
+  EXPECT_EQ(std::string(configuration_prefix(Scheme::kContextCoherent)), "exflow");
 }
 
 TEST(Simulate, PresetsAndBadOptions) {
@@ -95,7 +202,7 @@ TEST(Simulate, PresetsAndBadOptions) {
   SimulationOptions o;
   o.hidden = 8;
   o.tokens_per_step = 1;
-  const std::vector<Configuration> one = {{"x", Scheme::kBaseline, &vanilla}};
+  const std::vector<Configuration> one = {{"x", Scheme::kBaseline, &vanilla, "vanilla"}};
   EXPECT_NO_THROW(simulate(trace, topo, one, o));
   SimulationOptions bad = o;
   bad.network.inter_gbps = 0;
@@ -170,6 +277,21 @@ TEST(Report, EscapesTextAndDrawsEverySection) {
   }
   EXPECT_EQ(svgs, 5u);
   EXPECT_NE(html.find("0.750 ms (1.33x)"), std::string::npos);
+  EXPECT_EQ(html.find("Schemes side by side"), std::string::npos);  // no table without rows
+
+  d.scheme_columns = {"vanilla", "a<b>.csv"};
+  d.schemes = {{"baseline", false, {{1.0, 1.0, 2.5, 0.5}, {0.8, 1.25, 2.0, 0.25}}},
+               {"deepep", true, {{0.5, 2.0, 1.0, 1.5}, {0.4, 2.5, 0.75, 1.0}}}};
+  d.fastest = "deepep/a<b>.csv";
+  const std::string table = render_html_report(d);
+  EXPECT_NE(table.find("<th colspan=\"3\">vanilla</th><th colspan=\"3\">a&lt;b&gt;.csv</th>"),
+            std::string::npos);
+  EXPECT_NE(table.find("<tr><td>baseline</td><td>1.000 (1.00x)</td><td>2.500</td><td>0.500</td>"
+                       "<td>0.800 (1.25x)</td><td>2.000</td><td>0.250</td></tr>"),
+            std::string::npos);
+  EXPECT_NE(table.find("<tr class=\"primary\"><td>deepep *</td><td>0.500 (2.00x)</td>"),
+            std::string::npos);
+  EXPECT_NE(table.find("Fastest: deepep/a&lt;b&gt;.csv"), std::string::npos);
 }
 
 }  // namespace

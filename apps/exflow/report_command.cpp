@@ -32,9 +32,10 @@ struct ReportArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs, Place
 constexpr const char* kReportSummary =
     "Write one self-contained HTML report (inline SVG, no network): affinity heatmaps of every "
     "layer pair, tokens staying on their GPU per layer and per-GPU load for vanilla and each "
-    "placement, the cost of placements solved on growing prefixes of the trace, and the "
-    "simulator's time per decode step. Solves a placement when none is given. See "
-    "docs/report.md.";
+    "placement, the cost of placements solved on growing prefixes of the trace, the "
+    "simulator's time per decode step, and every scheme side by side for vanilla and each "
+    "placement with the fastest (scheme, placement). Solves a placement for --scheme when none "
+    "is given. See docs/report.md.";
 
 constexpr const char* kDefaultModel = "mixtral-8x7b";
 // Heatmap rows need max(kMinHeatmapRowTokens, mean expert load / kSparseRowFraction) transitions.
@@ -61,6 +62,9 @@ const OptionTable<ReportArgs>& report_options() {
                                    "experts per heatmap axis: all, or the most loaded ones")
                     .check(CLI::Range(2, 1024)));
     add_simulation_rows(t, std::string(kDefaultModel) + "'s sizes");
+    add_scheme_row(t,
+                   "the scheme the report's own solves optimise and whose row the schemes table "
+                   "marks: coherent, standard, deepep or deepep-ll; every scheme is simulated");
     add_placement_file_rows(t);
     add_baseline_rows(t);
     t.push_back(option<ReportArgs>(&ReportArgs::quiet, "--quiet", "no progress bar on stderr"));
@@ -69,13 +73,24 @@ const OptionTable<ReportArgs>& report_options() {
   return table;
 }
 
-// exflow solve's placement with its defaults (exflow::plan) and `redundant_total` redundant
-// slots, on the trace's graph `graph`; the report scores it itself.
+// What the report's own solves take from its arguments.
+struct SolveSettings {
+  int threads = 0;
+  int redundant_total = 0;
+  Scheme scheme = Scheme::kContextCoherent;
+  std::int64_t seq_len = 1;
+};
+
+// exflow solve's placement with its defaults (exflow::plan), optimising `settings.scheme` with
+// `settings.redundant_total` redundant slots, on the trace's graph `graph`; the report scores it
+// itself.
 Placement solve_defaults(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
-                         int threads, int redundant_total) {
+                         const SolveSettings& settings) {
   PlanOptions options;
-  options.threads = threads;
-  options.redundant_total = redundant_total;
+  options.threads = settings.threads;
+  options.redundant_total = settings.redundant_total;
+  options.scheme = settings.scheme;
+  options.seq_len = settings.seq_len;
   options.score = false;
   return plan(trace, graph, topology, options).placement;
 }
@@ -91,6 +106,36 @@ std::vector<int> shown_experts(const AffinityGraph& graph, int layer, int count)
     std::sort(ids.begin(), ids.end());
   }
   return ids;
+}
+
+// The schemes table: one row per scheme (in the simulation's order), one column per placement
+// name (vanilla first), and the fastest configuration.
+void add_schemes_table(ReportData& d, const std::vector<ConfigurationResult>& simulated,
+                       Scheme primary) {
+  for (const ConfigurationResult& r : simulated) {
+    if (std::find(d.scheme_columns.begin(), d.scheme_columns.end(), r.placement_name) ==
+        d.scheme_columns.end()) {
+      d.scheme_columns.push_back(r.placement_name);
+    }
+  }
+  for (const ConfigurationResult& r : simulated) {
+    const std::string scheme = configuration_prefix(r.scheme);
+    auto row = std::find_if(d.schemes.begin(), d.schemes.end(),
+                            [&](const ReportSchemeRow& x) { return x.scheme == scheme; });
+    if (row == d.schemes.end()) {
+      d.schemes.push_back(
+          {scheme, r.scheme == primary, std::vector<ReportSchemeCell>(d.scheme_columns.size())});
+      row = d.schemes.end() - 1;
+    }
+    const auto column = static_cast<std::size_t>(
+        std::find(d.scheme_columns.begin(), d.scheme_columns.end(), r.placement_name) -
+        d.scheme_columns.begin());
+    row->cells[column] = {r.seconds_per_step * 1e3, r.speedup, r.metrics.inter, r.metrics.intra};
+  }
+  const ConfigurationResult& best = simulated[fastest(simulated)];
+  d.fastest = best.name + " (scheme " + configuration_prefix(best.scheme) + ", placement " +
+              best.placement_name + "): " + format_fixed(best.seconds_per_step * 1e3, 3) +
+              " ms per decode step, " + format_fixed(best.speedup, 2) + "x baseline/vanilla.";
 }
 
 int run_report(const ReportArgs& args) {
@@ -128,20 +173,20 @@ int run_report(const ReportArgs& args) {
                                   ? args.redundant_total
                                   : static_cast<int>(vanilla.replicas().size()) / L;
   const AffinityGraph graph = AffinityGraph::from_trace(trace, args.threads, &bar);
+  const SolveSettings settings{args.threads, redundant_total, args.scheme, args.seq_len};
   std::optional<Placement> solved_full;
   if (placements.empty()) {
-    solved_full = solve_defaults(trace, graph, topology, args.threads, redundant_total);
+    solved_full = solve_defaults(trace, graph, topology, settings);
     placements.emplace_back("solved", *solved_full);
   }
 
-  // Simulation: baseline/vanilla, exflow/vanilla, exflow/<each placement>. Its evaluator passes
-  // also give the context-coherent metrics of vanilla and every placement.
-  std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
-                                        {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
-  for (const auto& [name, p] : placements) {
-    configs.push_back({"exflow/" + name, Scheme::kContextCoherent, &p});
-  }
-  const std::vector<ConfigurationResult> simulated = simulate(trace, topology, configs, so);
+  // Simulation: every scheme for vanilla and each placement (scheme_configurations: first
+  // baseline/vanilla, exflow/vanilla, exflow/<each placement>). Its evaluator passes also give
+  // the context-coherent metrics of vanilla and every placement, at 1 + i.
+  std::vector<NamedPlacement> named;
+  for (const auto& [name, p] : placements) named.push_back({name, &p});
+  const std::vector<ConfigurationResult> simulated =
+      simulate(trace, topology, scheme_configurations(vanilla, named), so);
 
   ReportData d;
   d.title = "exflow report: " + std::filesystem::path(trace.source()).filename().string();
@@ -177,6 +222,7 @@ int run_report(const ReportArgs& args) {
                       " Gbit/s within a node, " + format_fixed(so.network.inter_gbps, 0) +
                       " Gbit/s across nodes, " + format_fixed(so.network.latency_us, 1) +
                       " us per collective. Speedup over baseline/vanilla in brackets.";
+  add_schemes_table(d, simulated, args.scheme);
 
   // Convergence: placements solved on growing prefixes, scored on the whole trace.
   if (args.convergence_points > 0) {
@@ -189,24 +235,28 @@ int run_report(const ReportArgs& args) {
     std::vector<Placement> solved;
     for (std::int64_t n : sizes) {
       if (n == trace.tokens()) {
-        solved.push_back(
-            solved_full ? *solved_full
-                        : solve_defaults(trace, graph, topology, args.threads, redundant_total));
+        solved.push_back(solved_full ? *solved_full
+                                     : solve_defaults(trace, graph, topology, settings));
       } else {
         const Trace head = trace.prefix(n);
         solved.push_back(solve_defaults(head, AffinityGraph::from_trace(head, args.threads),
-                                        topology, args.threads, redundant_total));
+                                        topology, settings));
       }
     }
     std::vector<const Placement*> ptrs;
     for (const Placement& p : solved) ptrs.push_back(&p);
+    // Scored under the scheme the solves optimise, against that scheme's vanilla.
     EvalOptions eo;
     eo.threads = args.threads;
     eo.progress = &bar;
+    eo.scheme = args.scheme;
+    eo.sequence_length = args.seq_len;
     const std::vector<Metrics> scored = evaluate_all(trace, ptrs, topology, eo);
     for (std::size_t i = 0; i < sizes.size(); ++i)
       d.convergence.push_back({sizes[i], scored[i].cost});
-    d.vanilla_cost = vanilla_metrics.cost;
+    for (const ConfigurationResult& r : simulated) {
+      if (r.scheme == args.scheme && r.placement_name == "vanilla") d.vanilla_cost = r.metrics.cost;
+    }
   }
 
   // Affinity heatmaps.

@@ -23,9 +23,12 @@ struct SimulateArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs, Pla
 
 constexpr const char* kSimulateSummary =
     "Project the communication time of every MoE layer on a described cluster (alpha-beta model, "
-    "bounded by the busiest GPU) for baseline/vanilla (two all-to-alls), exflow/vanilla and "
-    "exflow/placement (one all-to-all plus the KV all-gather), per decode step and per token, "
-    "with the speedup over baseline/vanilla. See docs/simulator.md.";
+    "bounded by the busiest GPU) under every scheme, each from its own traffic, for vanilla and "
+    "the placement: baseline (two all-to-alls), exflow (context-coherent: one all-to-all plus the "
+    "KV all-gather), deepep (DeepEP normal mode: RDMA to one GPU per node, NVLink forwards) and "
+    "deepep-ll (DeepEP low-latency: one transfer per token-expert); per decode step and per "
+    "token, with the speedup over baseline/vanilla and the fastest (scheme, placement). See "
+    "docs/simulator.md.";
 
 }  // namespace
 
@@ -63,8 +66,8 @@ const OptionTable<SimulateArgs>& simulate_options() {
     OptionTable<SimulateArgs> t;
     add_trace_rows(t);
     t.push_back(option<SimulateArgs>(&SimulateArgs::placement, "--placement",
-                                     "placement to simulate as exflow/placement (CSV, SGLang or "
-                                     "EPLB JSON)")
+                                     "placement to simulate under every scheme as "
+                                     "<scheme>/placement (CSV, SGLang or EPLB JSON)")
                     .check(CLI::ExistingFile)
                     .shown_default("none: the two vanilla configurations only"));
     add_topology_rows(t);
@@ -72,6 +75,9 @@ const OptionTable<SimulateArgs>& simulate_options() {
         option<SimulateArgs>(&SimulateArgs::unbalanced, "--unbalanced",
                              "accept a placement without exactly E/G experts per GPU per layer"));
     add_simulation_rows(t, "");
+    add_scheme_row(t,
+                   "the headline scheme (its rows come first): coherent, standard, deepep or "
+                   "deepep-ll; every scheme is simulated");
     add_placement_file_rows(t);
     add_baseline_rows(t);
     t.push_back(option<SimulateArgs>(&SimulateArgs::matrices, "--matrices",
@@ -103,6 +109,92 @@ nlohmann::json matrix_json(const std::vector<std::int64_t>& bytes, int l, int ph
   return m;
 }
 
+// The name --scheme takes for a scheme ("coherent", "standard", "deepep", "deepep-ll").
+std::string option_scheme_name(Scheme scheme) {
+  PlanOptions o;
+  o.scheme = scheme;
+  return plan_option_spec("scheme").value(o);
+}
+
+// The headline scheme's vanilla and placement configurations (placement: none without one).
+struct Headline {
+  Scheme scheme = Scheme::kContextCoherent;
+  std::size_t vanilla = 0;
+  std::optional<std::size_t> placement;
+};
+
+Headline headline_of(const std::vector<ConfigurationResult>& results, Scheme scheme) {
+  Headline h;
+  h.scheme = scheme;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (results[i].scheme != scheme) continue;
+    if (results[i].placement_name == "vanilla") {
+      h.vanilla = i;
+    } else if (!h.placement) {
+      h.placement = i;
+    }
+  }
+  return h;
+}
+
+double ratio(double a, double b) {
+  return b > 0 ? a / b : 0.0;
+}
+
+nlohmann::json configuration_summary_json(const ConfigurationResult& r) {
+  return {{"name", r.name},
+          {"scheme", to_string(r.scheme)},
+          {"placement", r.placement_name},
+          {"seconds_per_step", r.seconds_per_step},
+          {"speedup", r.speedup}};
+}
+
+// The headline: the --scheme's placement against its own vanilla, and against baseline/vanilla.
+nlohmann::json headline_json(const std::vector<ConfigurationResult>& results, const Headline& h) {
+  const ConfigurationResult& v = results[h.vanilla];
+  nlohmann::json j = {{"scheme", to_string(h.scheme)},
+                      {"vanilla", v.name},
+                      {"placement", nullptr},
+                      {"speedup_over_vanilla", nullptr},
+                      {"speedup", v.speedup}};
+  if (h.placement) {
+    const ConfigurationResult& p = results[*h.placement];
+    j["placement"] = p.name;
+    j["speedup_over_vanilla"] = ratio(v.seconds_per_step, p.seconds_per_step);
+    j["speedup"] = p.speedup;
+  }
+  return j;
+}
+
+std::string headline_text(const std::vector<ConfigurationResult>& results, const Headline& h) {
+  const ConfigurationResult& v = results[h.vanilla];
+  std::string text = "headline  " + option_scheme_name(h.scheme) + ": ";
+  if (h.placement) {
+    const ConfigurationResult& p = results[*h.placement];
+    text += "the placement takes " + format_fixed(p.seconds_per_step * 1e3, 4) +
+            " ms per step, vanilla " + format_fixed(v.seconds_per_step * 1e3, 4) + " ms (" +
+            format_fixed(ratio(v.seconds_per_step, p.seconds_per_step), 2) + "x); " +
+            format_fixed(p.speedup, 2) + "x baseline/vanilla\n";
+  } else {
+    text += "vanilla takes " + format_fixed(v.seconds_per_step * 1e3, 4) + " ms per step, " +
+            format_fixed(v.speedup, 2) + "x baseline/vanilla\n";
+  }
+  return text;
+}
+
+// The text table's order: the --scheme's configurations, then the others as simulated.
+std::vector<std::size_t> text_order(const std::vector<ConfigurationResult>& results,
+                                    Scheme scheme) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (results[i].scheme == scheme) order.push_back(i);
+  }
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (results[i].scheme != scheme) order.push_back(i);
+  }
+  return order;
+}
+
 int run_simulate(const SimulateArgs& args) {
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
@@ -124,10 +216,12 @@ int run_simulate(const SimulateArgs& args) {
   const Placement vanilla = placement
                                 ? stock_placement_for(*placement, topology)
                                 : vanilla_placement_any(trace.layers(), trace.experts(), topology);
-  std::vector<Configuration> configs = {{"baseline/vanilla", Scheme::kBaseline, &vanilla},
-                                        {"exflow/vanilla", Scheme::kContextCoherent, &vanilla}};
-  if (placement) configs.push_back({"exflow/placement", Scheme::kContextCoherent, &*placement});
-  const std::vector<ConfigurationResult> results = simulate(trace, topology, configs, so);
+  std::vector<NamedPlacement> named;
+  if (placement) named.push_back({"placement", &*placement});
+  const std::vector<ConfigurationResult> results =
+      simulate(trace, topology, scheme_configurations(vanilla, named), so);
+  const std::size_t best = fastest(results);
+  const Headline headline = headline_of(results, args.scheme);
   const int L = trace.layers();
   const int G = topology.gpus();
   const bool shape_matches =
@@ -155,7 +249,10 @@ int run_simulate(const SimulateArgs& args) {
     for (const ConfigurationResult& r : results) {
       nlohmann::json c = {{"name", r.name},
                           {"scheme", to_string(r.scheme)},
+                          {"placement", r.placement_name},
                           {"cost", r.metrics.cost},
+                          {"intra", r.metrics.intra},
+                          {"inter", r.metrics.inter},
                           {"alltoall_bytes_per_step", r.alltoall_bytes_per_step},
                           {"alltoall_seconds_per_step", r.alltoall_seconds_per_step},
                           {"allgather_bytes_per_step", r.allgather_bytes_per_step},
@@ -179,6 +276,9 @@ int run_simulate(const SimulateArgs& args) {
       cs.push_back(c);
     }
     j["configurations"] = cs;
+    j["scheme"] = to_string(args.scheme);
+    j["headline"] = headline_json(results, headline);
+    j["fastest"] = configuration_summary_json(results[best]);
     j["options"] = options_json(simulate_options(), args);
     print_json(j);
     return 0;
@@ -198,28 +298,47 @@ int run_simulate(const SimulateArgs& args) {
       << format_fixed(so.network.inter_gbps, 0) << " Gbit/s across nodes, "
       << format_fixed(so.network.latency_us, 1) << " us per collective; " << so.tokens_per_step
       << " tokens per decode step\n\n";
+  out << "per decode step, speedup over baseline/vanilla; * --scheme "
+      << option_scheme_name(args.scheme) << "\n";
   char line[256];
-  std::snprintf(line, sizeof line, "%-18s %12s %12s %12s %12s %12s %12s %8s\n", "per decode step",
+  std::snprintf(line, sizeof line, "%-22s %11s %11s %11s %11s %11s %11s %8s\n", "configuration",
                 "a2a MiB", "a2a ms", "gather MiB", "gather ms", "total ms", "us/token", "speedup");
   out << line;
-  for (const ConfigurationResult& r : results) {
-    std::snprintf(line, sizeof line, "%-18s %12.3f %12.4f %12.3f %12.4f %12.4f %12.4f %7.2fx\n",
-                  r.name.c_str(), r.alltoall_bytes_per_step / 1048576.0,
+  for (std::size_t i : text_order(results, args.scheme)) {
+    const ConfigurationResult& r = results[i];
+    const std::string name = r.name + (r.scheme == args.scheme ? " *" : "");
+    std::snprintf(line, sizeof line, "%-22s %11.3f %11.4f %11.3f %11.4f %11.4f %11.4f %7.2fx\n",
+                  name.c_str(), r.alltoall_bytes_per_step / 1048576.0,
                   r.alltoall_seconds_per_step * 1e3, r.allgather_bytes_per_step / 1048576.0,
                   r.allgather_seconds_per_step * 1e3, r.seconds_per_step * 1e3,
                   r.seconds_per_token * 1e6, r.speedup);
     out << line;
   }
+  out << "\n"
+      << headline_text(results, headline) << "fastest   " << results[best].name << ": "
+      << format_fixed(results[best].seconds_per_step * 1e3, 4) << " ms per step, "
+      << format_fixed(results[best].speedup, 2) << "x baseline/vanilla\n";
+  if (placement) {
+    out << "note      deepep-ll sends one transfer per token-expert from the token's owner: under "
+           "round-robin owners a placement barely changes it; replicas and owners that follow "
+           "routing (--seq-len) can\n";
+  }
+  // Per layer: baseline/vanilla and the headline scheme's configurations (all of them in --json).
+  std::vector<const ConfigurationResult*> shown = {&results.front()};
+  for (const ConfigurationResult& r : results) {
+    if (r.scheme == args.scheme && &r != &results.front()) shown.push_back(&r);
+  }
   out << "\nper layer, all-to-all ms per decode step (dispatch + combine)\n";
   std::string head = "layer";
-  for (const ConfigurationResult& r : results) head += "  " + r.name;
+  for (const ConfigurationResult* r : shown) head += "  " + r->name;
   out << head << "\n";
   for (int l = 0; l < L; ++l) {
     out << (l < 10 ? "    " : l < 100 ? "   " : "  ") << l;
-    for (const ConfigurationResult& r : results) {
+    for (const ConfigurationResult* r : shown) {
       const auto i = static_cast<std::size_t>(l);
-      const std::string v = format_fixed((r.dispatch[i].seconds + r.combine[i].seconds) * 1e3, 4);
-      out << std::string(r.name.size() + 2 > v.size() ? r.name.size() + 2 - v.size() : 1, ' ') << v;
+      const std::string v = format_fixed((r->dispatch[i].seconds + r->combine[i].seconds) * 1e3, 4);
+      out << std::string(r->name.size() + 2 > v.size() ? r->name.size() + 2 - v.size() : 1, ' ')
+          << v;
     }
     out << "\n";
   }

@@ -1,5 +1,5 @@
 // `exflow simulate`: per-layer all-to-all and all-gather time of a trace and placement on a
-// described cluster, for baseline/vanilla, exflow/vanilla and exflow/placement (simulate.hpp).
+// described cluster, for every scheme with vanilla and with the placement (simulate.hpp).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -20,7 +20,8 @@ struct SimulationArgs {
   double intra_gbps = Network{}.intra_gbps;
   double inter_gbps = Network{}.inter_gbps;
   double latency_us = Network{}.latency_us;
-  std::int64_t tokens_per_step = 0;  // 0: 128 per GPU
+  std::int64_t tokens_per_step = 0;          // 0: 128 per GPU
+  Scheme scheme = Scheme::kContextCoherent;  // the headline's scheme (add_scheme_row)
 };
 
 // "mixtral-8x7b, ..., olmoe-1b-7b"
@@ -60,6 +61,33 @@ void add_simulation_rows(OptionTable<Args>& t, const std::string& default_model)
                            "tokens of one decode step over all GPUs")
                   .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))
                   .shown_default("128 x GPUs"));
+}
+
+// --scheme, read and checked by PlanOptions' own row (plan_option_spec("scheme"), as solve's):
+// an unknown name is a UsageError naming --scheme. `help` says what the command does with it.
+template <class Args>
+void add_scheme_row(OptionTable<Args>& t, std::string help) {
+  const PlanOptionSpec* s = &plan_option_spec("scheme");
+  OptionRow<Args> row;
+  row.name = option_flag(s->name);
+  row.help = std::move(help);
+  row.default_text = s->shown_default;
+  row.bind = [s, flag = row.name](CLI::App& app, Args& args) -> CLI::Option* {
+    Scheme* scheme = &args.scheme;
+    CLI::Option* o = app.add_option_function<std::string>(flag, [s, scheme](const std::string& v) {
+      PlanOptions parsed;
+      s->set(parsed, v);
+      *scheme = parsed.scheme;
+    });
+    o->type_name("TEXT");
+    return o;
+  };
+  row.value = [s](const Args& args) {
+    PlanOptions o;
+    o.scheme = args.scheme;
+    return nlohmann::json(s->value(o));
+  };
+  t.push_back(std::move(row));
 }
 
 // The simulator's options from the arguments: the preset's sizes unless given explicitly;

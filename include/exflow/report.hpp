@@ -42,6 +42,21 @@ struct ReportSimulation {
   double speedup = 0;       // over the first configuration
 };
 
+// One configuration of the schemes table: a scheme with one placement (or vanilla).
+struct ReportSchemeCell {
+  double ms = 0;       // communication per decode step
+  double speedup = 0;  // over the simulation's first configuration (baseline/vanilla)
+  double inter = 0;    // inter-node transfers per token (evaluator)
+  double intra = 0;    // intra-node transfers per token
+};
+
+// A row of the schemes table: one cell per column (vanilla, then each placement).
+struct ReportSchemeRow {
+  std::string scheme;
+  bool primary = false;  // the scheme the report was asked about (--scheme)
+  std::vector<ReportSchemeCell> cells;
+};
+
 struct ReportData {
   std::string title;
   std::vector<std::pair<std::string, std::string>> facts;  // shown at the top, in order
@@ -52,7 +67,10 @@ struct ReportData {
   std::vector<ReportConvergencePoint> convergence;
   double vanilla_cost = 0;  // the convergence chart's reference line
   std::vector<ReportSimulation> simulation;
-  std::string simulation_note;  // the cluster and model the simulation assumed
+  std::string simulation_note;              // the cluster and model the simulation assumed
+  std::vector<std::string> scheme_columns;  // "vanilla", then each placement's name
+  std::vector<ReportSchemeRow> schemes;     // the schemes side by side
+  std::string fastest;                      // the fastest (scheme, placement), in words
 };
 
 std::string render_html_report(const ReportData& data);

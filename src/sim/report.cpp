@@ -284,6 +284,29 @@ std::string simulation_svg(const std::vector<ReportSimulation>& sims) {
   return svg;
 }
 
+// The schemes side by side: rows schemes, columns vanilla and each placement.
+std::string schemes_table(const ReportData& d) {
+  std::string t = "<table class=\"schemes\"><tr><th rowspan=\"2\">scheme</th>";
+  for (const std::string& c : d.scheme_columns) {
+    t += "<th colspan=\"3\">" + escape(c) + "</th>";
+  }
+  t += "</tr><tr>";
+  for (std::size_t i = 0; i < d.scheme_columns.size(); ++i) {
+    t += "<th>ms per step (speedup)</th><th>inter-node / token</th><th>intra-node / token</th>";
+  }
+  t += "</tr>";
+  for (const ReportSchemeRow& r : d.schemes) {
+    t += std::string("<tr") + (r.primary ? " class=\"primary\"" : "") + "><td>" + escape(r.scheme) +
+         (r.primary ? " *" : "") + "</td>";
+    for (const ReportSchemeCell& c : r.cells) {
+      t += "<td>" + num(c.ms, 3) + " (" + num(c.speedup, 2) + "x)</td><td>" + num(c.inter, 3) +
+           "</td><td>" + num(c.intra, 3) + "</td>";
+    }
+    t += "</tr>";
+  }
+  return t + "</table>";
+}
+
 }  // namespace
 
 std::string render_html_report(const ReportData& d) {
@@ -295,7 +318,11 @@ std::string render_html_report(const ReportData& d) {
       "center}.heat figcaption{font-size:11px}.tick{font-size:11px;fill:#555}.label{font-size:"
       "12px;fill:#222}.legend span{margin-right:16px}.legend i{display:inline-block;width:12px;"
       "height:12px;margin-right:4px;vertical-align:-1px}.loads{display:inline-block;margin-right:"
-      "24px;vertical-align:top}</style></head><body>\n<h1>" +
+      "24px;vertical-align:top}table.schemes{border-collapse:collapse}table.schemes "
+      "td,table.schemes "
+      "th{border:1px solid #ddd;padding:2px 8px;text-align:right}table.schemes th{text-align:"
+      "center}table.schemes "
+      "td:first-child{text-align:left}tr.primary{background:#eef4fb}</style></head><body>\n<h1>" +
       escape(d.title) + "</h1>\n<table class=\"facts\">";
   for (const auto& [k, v] : d.facts) {
     h += "<tr><td>" + escape(k) + "</td><td>" + escape(v) + "</td></tr>";
@@ -304,6 +331,14 @@ std::string render_html_report(const ReportData& d) {
   if (!d.simulation.empty()) {
     h += "<h2>Projected communication time per decode step</h2><p>" + escape(d.simulation_note) +
          "</p>" + simulation_svg(d.simulation) + "\n";
+  }
+  if (!d.schemes.empty()) {
+    h += "<h2>Schemes side by side</h2><p>Each engine's communication scheme timed from its own "
+         "traffic (docs/simulator.md): time per decode step with the speedup over "
+         "baseline/vanilla, and the evaluator's transfers per token across and within nodes. "
+         "* marks the scheme asked for.</p>" +
+         schemes_table(d) + "\n";
+    if (!d.fastest.empty()) h += "<p class=\"fastest\">Fastest: " + escape(d.fastest) + "</p>\n";
   }
   if (!d.local_fraction.empty()) {
     h += "<h2>Tokens that stay on their GPU</h2><p>Share of tokens whose experts of the next "

@@ -84,9 +84,13 @@ std::vector<ConfigurationResult> simulate(const Trace& trace, const Topology& to
   const double b_intra = bytes_per_second(options.network.intra_gbps);
   const double b_inter = bytes_per_second(options.network.inter_gbps);
 
-  // One evaluator pass per scheme over all of that scheme's placements.
+  // One evaluator pass per scheme over all of that scheme's placements. Each scheme's transfers
+  // (routing.hpp) land in gpu_traffic by link class: DeepEP normal mode's RDMA writes to the
+  // relays as inter-node, the relays' NVLink forwards as intra-node; low-latency mode's
+  // per-expert sends by where the expert's copy is.
   std::vector<ConfigurationResult> results(configurations.size());
-  for (Scheme scheme : {Scheme::kBaseline, Scheme::kContextCoherent}) {
+  for (Scheme scheme :
+       {Scheme::kBaseline, Scheme::kContextCoherent, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
     std::vector<const Placement*> placements;
     std::vector<std::size_t> index;
     for (std::size_t i = 0; i < configurations.size(); ++i) {
@@ -105,11 +109,16 @@ std::vector<ConfigurationResult> simulate(const Trace& trace, const Topology& to
     for (std::size_t j = 0; j < index.size(); ++j) {
       ConfigurationResult& r = results[index[j]];
       r.name = configurations[index[j]].name;
+      r.placement_name = configurations[index[j]].placement_name;
       r.scheme = scheme;
       r.metrics = std::move(metrics[j]);
     }
   }
 
+  // Every scheme's all-to-alls by the one α-β formula (simulate.hpp). For DeepEP normal mode it
+  // is the two pipelined stages of csrc/kernels/internode.cu: max over GPUs of the per-GPU max
+  // of the two link classes = max(busiest GPU's RDMA time, busiest GPU's NVLink time), the
+  // NVLink side holding both the owner's direct sends and the relays' forwards.
   for (ConfigurationResult& r : results) {
     const std::vector<std::int64_t>& v = r.metrics.gpu_traffic;  // [L, 2, G, 4]
     for (int l = 0; l < L; ++l) {
@@ -154,6 +163,35 @@ std::vector<ConfigurationResult> simulate(const Trace& trace, const Topology& to
     r.speedup = r.seconds_per_step > 0 ? results.front().seconds_per_step / r.seconds_per_step : 0;
   }
   return results;
+}
+
+const char* configuration_prefix(Scheme scheme) {
+  return scheme == Scheme::kContextCoherent ? "exflow" : to_string(scheme);
+}
+
+std::vector<Configuration> scheme_configurations(const Placement& vanilla,
+                                                 const std::vector<NamedPlacement>& placements) {
+  std::vector<Configuration> configs;
+  auto add = [&](Scheme scheme, const std::string& name, const Placement* p) {
+    configs.push_back({std::string(configuration_prefix(scheme)) + "/" + name, scheme, p, name});
+  };
+  add(Scheme::kBaseline, "vanilla", &vanilla);
+  add(Scheme::kContextCoherent, "vanilla", &vanilla);
+  for (const NamedPlacement& p : placements) add(Scheme::kContextCoherent, p.name, p.placement);
+  for (const NamedPlacement& p : placements) add(Scheme::kBaseline, p.name, p.placement);
+  for (Scheme scheme : {Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
+    add(scheme, "vanilla", &vanilla);
+    for (const NamedPlacement& p : placements) add(scheme, p.name, p.placement);
+  }
+  return configs;
+}
+
+std::size_t fastest(const std::vector<ConfigurationResult>& results) {
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < results.size(); ++i) {
+    if (results[i].seconds_per_step < results[best].seconds_per_step) best = i;
+  }
+  return best;
 }
 
 }  // namespace exflow
