@@ -8,8 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <random>
 #include <set>
 #include <string>
@@ -131,6 +133,206 @@ TEST(DeepEPSchemes, MatchAnIndependentImplementation) {
       EXPECT_DOUBLE_EQ(m.local_fraction, static_cast<double>(want.local) / (tokens * c.layers))
           << at;
       EXPECT_EQ(m.gpu_load, want.gpu_load) << at;
+    }
+  }
+}
+
+// Transfers of one token-layer under a standard scheme, from the GPUs its columns use: (intra,
+// inter), dispatch and combine together.
+std::pair<double, double> scheme_transfers(const std::vector<int>& used, int owner, int per_node,
+                                           Scheme scheme) {
+  const auto node = [&](int g) { return g / per_node; };
+  double intra = 0, inter = 0;
+  const auto count = [&](int a, int b) {
+    if (a != b) (node(a) == node(b) ? intra : inter) += 2;
+  };
+  const std::set<int> h(used.begin(), used.end());
+  if (scheme == Scheme::kDeepEPLowLatency) {
+    for (int g : used) count(owner, g);
+  } else if (scheme == Scheme::kDeepEP) {
+    std::set<int> remote;
+    for (int g : h) {
+      if (node(g) != node(owner)) remote.insert(node(g));
+    }
+    for (int m : remote) {
+      const int relay = m * per_node + owner % per_node;
+      count(owner, relay);
+      for (int g : h) {
+        if (node(g) == m) count(relay, g);
+      }
+    }
+    for (int g : h) {
+      if (node(g) == node(owner)) count(owner, g);
+    }
+  } else {
+    for (int g : h) count(owner, g);
+  }
+  return {intra, inter};
+}
+
+// Copy choice even by enumeration: every combination of the columns' copies (the owner's copy
+// if it has one, else any copy, each equally likely, columns independent), weighted by its
+// probability. Returns expected (intra, inter) transfers and loads [L, G] over the trace.
+struct Expected {
+  double intra = 0, inter = 0;
+  std::vector<double> gpu_load;
+};
+
+Expected enumerate_even(const std::vector<std::int32_t>& ids, std::int64_t tokens, int layers,
+                        int k, const Placement& p, int per_node, std::int64_t seq_len,
+                        Scheme scheme) {
+  const int G = p.gpus();
+  Expected x;
+  x.gpu_load.assign(static_cast<std::size_t>(layers) * G, 0.0);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const int owner = static_cast<int>((t / seq_len) % G);
+    for (int l = 0; l < layers; ++l) {
+      std::vector<std::vector<int>> options;  // per column, the copies it may use
+      for (int c = 0; c < k; ++c) {
+        const int e = ids[(static_cast<std::size_t>(t) * layers + l) * k + c];
+        std::vector<int> copies = p.copies(l, e);
+        std::sort(copies.begin(), copies.end());
+        copies.erase(std::unique(copies.begin(), copies.end()), copies.end());
+        if (std::find(copies.begin(), copies.end(), owner) != copies.end()) copies = {owner};
+        options.push_back(copies);
+      }
+      std::vector<std::size_t> pick(static_cast<std::size_t>(k), 0);
+      while (true) {
+        double prob = 1;
+        std::vector<int> used;
+        for (int c = 0; c < k; ++c) {
+          used.push_back(options[static_cast<std::size_t>(c)][pick[static_cast<std::size_t>(c)]]);
+          prob /= static_cast<double>(options[static_cast<std::size_t>(c)].size());
+        }
+        const auto [intra, inter] = scheme_transfers(used, owner, per_node, scheme);
+        x.intra += prob * intra;
+        x.inter += prob * inter;
+        for (int g : used) x.gpu_load[static_cast<std::size_t>(l) * G + g] += prob;
+        int c = 0;
+        while (c < k && ++pick[static_cast<std::size_t>(c)] ==
+                            options[static_cast<std::size_t>(c)].size()) {
+          pick[static_cast<std::size_t>(c)] = 0;
+          ++c;
+        }
+        if (c == k) break;
+      }
+    }
+  }
+  return x;
+}
+
+TEST(DeepEPSchemes, EvenCopyChoiceMatchesAnEnumerationOfEveryChoice) {
+  std::mt19937 rng(31);
+  struct Case {
+    int nodes, per_node, experts, layers, k;
+    std::int64_t seq_len;
+  };
+  for (const Case c : {Case{2, 4, 16, 2, 1, 1}, Case{2, 4, 16, 2, 4, 1}, Case{3, 2, 12, 3, 3, 5},
+                       Case{1, 4, 8, 2, 2, 3}}) {
+    const int G = c.nodes * c.per_node;
+    const Topology topology(c.nodes, c.per_node);
+    const std::int64_t tokens = 200;
+    std::vector<std::int32_t> ids;
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      for (int l = 0; l < c.layers; ++l) {
+        std::vector<int> row;
+        while (static_cast<int>(row.size()) < c.k) {
+          const int e = static_cast<int>(rng() % static_cast<unsigned>(c.experts));
+          if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
+        }
+        ids.insert(ids.end(), row.begin(), row.end());
+      }
+    }
+    const Trace trace = Trace::from_ids(ids, tokens, c.layers, c.k, c.experts);
+    Placement p(c.layers, c.experts, G);
+    for (int l = 0; l < c.layers; ++l) {
+      for (int e = 0; e < c.experts; ++e) p.set(l, e, static_cast<int>(rng() % G));
+      for (int r = 0; r < G; ++r) {
+        p.add_copy(l, static_cast<int>(rng() % c.experts), static_cast<int>(rng() % G));
+      }
+    }
+    for (Scheme scheme : {Scheme::kBaseline, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
+      EvalOptions eo;
+      eo.scheme = scheme;
+      eo.sequence_length = c.seq_len;
+      eo.replica_choice = ReplicaChoice::kEven;
+      const Metrics m = evaluate(trace, p, topology, eo);
+      const Expected want =
+          enumerate_even(ids, tokens, c.layers, c.k, p, c.per_node, c.seq_len, scheme);
+      const std::string at = std::string(to_string(scheme)) + " " + std::to_string(c.nodes) + "x" +
+                             std::to_string(c.per_node) + " k " + std::to_string(c.k);
+      EXPECT_NEAR(m.intra, want.intra / tokens, 1e-5) << at;
+      EXPECT_NEAR(m.inter, want.inter / tokens, 1e-5) << at;
+      // The whole-number totals are the expected ones rounded (halves either way).
+      EXPECT_NEAR(static_cast<double>(m.intra_transfers), want.intra, 0.5 + 1e-6) << at;
+      EXPECT_NEAR(static_cast<double>(m.inter_transfers), want.inter, 0.5 + 1e-6) << at;
+      for (std::size_t i = 0; i < want.gpu_load.size(); ++i) {
+        EXPECT_NEAR(static_cast<double>(m.gpu_load[i]), want.gpu_load[i], 0.5 + 1e-6) << at;
+      }
+      // The phases mirror each other and add up to the whole.
+      EXPECT_NEAR(m.dispatch.inter + m.combine.inter, m.inter, 1e-9) << at;
+      EXPECT_NEAR(m.dispatch.intra, m.combine.intra, 1e-9) << at;
+    }
+  }
+}
+
+TEST(DeepEPSchemes, EvenEqualsNearestWithoutReplicasAndIsRefusedForCoherent) {
+  const Topology topology(2, 2);
+  const Trace trace = Trace::from_ids({0, 3, 1, 2, 2, 3, 0, 1}, 4, 1, 2, 4);
+  const Placement p(1, 4, 4, {0, 1, 2, 3});
+  EvalOptions eo;
+  eo.scheme = Scheme::kDeepEP;
+  const Metrics nearest = evaluate(trace, p, topology, eo);
+  eo.replica_choice = ReplicaChoice::kEven;
+  const Metrics even = evaluate(trace, p, topology, eo);
+  EXPECT_EQ(nearest.intra_transfers, even.intra_transfers);
+  EXPECT_EQ(nearest.inter_transfers, even.inter_transfers);
+  EXPECT_EQ(nearest.gpu_load, even.gpu_load);
+  eo.scheme = Scheme::kContextCoherent;
+  EXPECT_THROW(evaluate(trace, p, topology, eo), UsageError);
+  EXPECT_EQ(parse_replica_choice("even"), ReplicaChoice::kEven);
+  EXPECT_STREQ(to_string(ReplicaChoice::kNearest), "nearest");
+  EXPECT_THROW(parse_replica_choice("random"), UsageError);
+}
+
+TEST(DeepEPSchemes, PhasesAddUpToTheTotalsOnEveryLayer) {
+  std::mt19937 rng(7);
+  const Topology topology(2, 2);
+  std::vector<std::int32_t> ids;
+  for (int i = 0; i < 300 * 3 * 2; i += 2) {
+    const int a = static_cast<int>(rng() % 8);
+    ids.push_back(a);
+    ids.push_back((a + 1 + static_cast<int>(rng() % 7)) % 8);
+  }
+  const Trace trace = Trace::from_ids(ids, 300, 3, 2, 8);
+  Placement p(3, 8, 4, {0, 0, 1, 1, 2, 2, 3, 3, 1, 0, 3, 2, 0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 3, 2});
+  p.add_copy(1, 4, 1);
+  for (Scheme scheme : {Scheme::kContextCoherent, Scheme::kBaseline, Scheme::kDeepEP,
+                        Scheme::kDeepEPLowLatency}) {
+    EvalOptions eo;
+    eo.scheme = scheme;
+    const Metrics m = evaluate(trace, p, topology, eo);
+    const std::string at = to_string(scheme);
+    EXPECT_NEAR(m.dispatch.cost + m.combine.cost, m.cost, 1e-9) << at;
+    EXPECT_NEAR(m.dispatch.intra + m.combine.intra, m.intra, 1e-9) << at;
+    EXPECT_NEAR(m.dispatch.inter + m.combine.inter, m.inter, 1e-9) << at;
+    ASSERT_EQ(m.dispatch.cost_per_layer.size(), 3u) << at;
+    double sum = 0;
+    for (int l = 0; l < 3; ++l) {
+      EXPECT_NEAR(m.dispatch.cost_per_layer[l] + m.combine.cost_per_layer[l], m.cost_per_layer[l],
+                  1e-9)
+          << at;
+      EXPECT_NEAR(m.dispatch.intra_per_layer[l] * topology.intra_cost() +
+                      m.dispatch.inter_per_layer[l] * topology.inter_cost(),
+                  m.dispatch.cost_per_layer[l], 1e-9)
+          << at;
+      sum += m.dispatch.cost_per_layer[l];
+    }
+    EXPECT_NEAR(sum, m.dispatch.cost, 1e-9) << at;
+    if (scheme != Scheme::kContextCoherent) {
+      EXPECT_NEAR(m.dispatch.cost, m.combine.cost, 1e-9) << at;  // combine mirrors dispatch
+    } else {
+      EXPECT_NEAR(m.dispatch.cost_per_layer[0], 0.0, 1e-12) << at;  // no dispatch into layer 0
     }
   }
 }

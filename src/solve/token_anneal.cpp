@@ -23,11 +23,13 @@ namespace exflow::solvers::token_moves {
 
 namespace {
 
-// 100 E (E/G) swaps per layer, fewer where that would touch over 2e9 tokens in all.
+// 100 E (E/G) swaps per layer, fewer where that would touch over 2e9 tokens in all (5e8 for the
+// owner-routed schemes, whose annealing runs on DeepSeek-scale topologies too).
 std::int64_t default_anneal_swaps(const TokenState& state) {
   const int E = state.experts();
   const double per_swap = 2.0 * static_cast<double>(state.tokens()) * state.k() / E;
-  const double cap = 2e9 / state.layers() / std::max(1.0, per_swap);
+  const double touches = state.from_owner() ? 5e8 : 2e9;
+  const double cap = touches / state.layers() / std::max(1.0, per_swap);
   const double full = 100.0 * E * std::max(1, E / state.gpus());
   return std::max<std::int64_t>(1000, static_cast<std::int64_t>(std::min(full, cap)));
 }
@@ -182,8 +184,23 @@ void anneal_layers(TokenState& state, const SearchControl& control) {
   std::vector<std::int32_t> cnt(static_cast<std::size_t>(state.tokens()) * state.gpus());
   std::vector<std::int32_t> node_cnt(static_cast<std::size_t>(state.tokens()) * nodes);
   std::vector<std::int32_t> stamp(static_cast<std::size_t>(state.tokens()), -1);
-  for (int l = 0; l < state.layers() && !control.out_of_time(state); ++l) {
-    anneal_layer(state, l, swaps, rng, cnt, node_cnt, stamp);
+  // Under a time limit the annealing takes at most 40% of it: after each layer, the swaps of the
+  // layers left are cut to what the time left allows at the rate measured so far.
+  const double time_limit = control.options().time_limit;
+  const double started = control.elapsed();
+  std::int64_t swaps_done = 0;
+  const int L = state.layers();
+  for (int l = 0; l < L && !control.out_of_time(state); ++l) {
+    std::int64_t layer_swaps = swaps;
+    if (time_limit > 0 && swaps_done > 0) {
+      const double spent = control.elapsed() - started;
+      const double left = 0.4 * time_limit - spent;
+      const double per_swap = spent / static_cast<double>(swaps_done);
+      layer_swaps = std::clamp<std::int64_t>(
+          static_cast<std::int64_t>(left / (L - l) / std::max(1e-12, per_swap)), 100, swaps);
+    }
+    anneal_layer(state, l, layer_swaps, rng, cnt, node_cnt, stamp);
+    swaps_done += layer_swaps;
     // This layer's homes, for the next layer's annealing.
     state.rehome_layer(l);
   }

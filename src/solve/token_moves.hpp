@@ -39,6 +39,7 @@ class SearchControl {
   bool over_work_budget(const TokenState& state) const {
     return state.walks() - walks_before_ > walk_budget_;
   }
+  double elapsed() const { return std::chrono::duration<double>(Clock::now() - started_).count(); }
   void log(const std::string& line) const {
     if (options_.log) options_.log(line);
   }

@@ -83,6 +83,22 @@ class ServingLayout(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "unknown scheme 'ring'"):
             exflow.evaluate(self.ids, p, scheme="ring")
 
+    def test_solve_and_evaluate_take_the_scheme_and_copy_choice(self):
+        p = exflow.solve(self.ids, gpus_per_node=4, nodes=2, redundant_total=4, scheme="deepep",
+                         time_limit=1, token_time_limit=2)
+        m = p.metrics
+        self.assertEqual(m["scheme"], "deepep")
+        self.assertEqual(m["options"]["scheme"], "deepep")
+        self.assertAlmostEqual(m["dispatch"]["cost"] + m["combine"]["cost"], m["cost"])
+        even = exflow.evaluate(self.ids, p, scheme="deepep", replica_choice="even")
+        nearest = exflow.evaluate(self.ids, p, scheme="deepep")
+        self.assertAlmostEqual(nearest["cost"], m["cost"])
+        self.assertEqual(even["schemes"]["context-coherent"], nearest["schemes"]["context-coherent"])
+        with self.assertRaisesRegex(ValueError, "not coherent"):
+            exflow.evaluate(self.ids, p, replica_choice="even")
+        with self.assertRaisesRegex(ValueError, "replica_choice"):
+            exflow.solve(self.ids, gpus_per_node=4, nodes=2, replica_choice="random")
+
     def test_eplb_maps_padding_and_dense_rows(self):
         p = self.placement
         wide = p.to_eplb(padding="redundant+1", dense_layers=1)
