@@ -77,15 +77,20 @@ if [[ -f "$shared/esft-intent-top6.npy" ]]; then
       read -r p n <<<"$shape"
       solve_json "$work/eplb.json" "$t" "$p" "$n" --method eplb
       ratio=$(field "$work/eplb.json" "j['load_ratio_max']")
-      solve_json "$work/deepep.json" "$t" "$p" "$n" --scheme deepep --max-load-ratio "$ratio"
       row "ESFT $task, ${n}x$p, EPLB" "$work/eplb.json"
-      row "ESFT $task, ${n}x$p, exflow deepep" "$work/deepep.json"
-      summary+="| ESFT $task | ${n}x$p | $ratio | $(saving "$work/eplb.json" "$work/deepep.json") |"$'\n'
+      # Hop costs: the default (inter-node 2, NVLink 1), then the bandwidth ratio of a 400 Gbit/s
+      # NIC to 3600 Gbit/s of NVLink (9), the simulator's default network.
+      for cost in 2 9; do
+        solve_json "$work/deepep.json" "$t" "$p" "$n" --scheme deepep --max-load-ratio "$ratio" \
+          --inter-cost "$cost"
+        row "ESFT $task, ${n}x$p, exflow deepep, inter cost $cost" "$work/deepep.json"
+        summary+="| ESFT $task | ${n}x$p | $ratio | $cost | $(saving "$work/eplb.json" "$work/deepep.json") |"$'\n'
+      done
     done
   done
   echo
-  echo "| trace | topology | load limit (EPLB's ratio) | fewer inter-node transfers than EPLB |"
-  echo "|---|---|---:|---:|"
+  echo "| trace | topology | load limit (EPLB's ratio) | inter-node hop cost | fewer inter-node transfers than EPLB |"
+  echo "|---|---|---:|---:|---:|"
   printf "%s" "$summary"
   echo
 
@@ -137,4 +142,19 @@ if [[ -z "${QUICK:-}" ]]; then
   row "V3 shape, EPLB (8 groups)" "$work/eplb.json"
   solve_json "$work/x.json" "$work/v3.npy" 8 8 --scheme deepep --max-load-ratio "$ratio"
   row "V3 shape, exflow deepep" "$work/x.json"
+  solve_json "$work/x.json" "$work/v3.npy" 8 8 --scheme deepep --max-load-ratio "$ratio" \
+    --token-time-limit 25
+  row "V3 shape, exflow deepep, --token-time-limit 25" "$work/x.json"
+  echo
+  echo "Qwen3-235B shape: 94 layers x 128 experts, top-8, 8 x 8 GPUs, 20 000 tokens"
+  echo
+  header
+  "$build/bin/synthetic_trace" "$work/qwen3.npy" --tokens 20000 --layers 94 --experts 128 --k 8 \
+    --seed 7 >/dev/null
+  solve_json "$work/eplb.json" "$work/qwen3.npy" 8 8 --method eplb
+  ratio=$(field "$work/eplb.json" "j['load_ratio_max']")
+  row "Qwen3 shape, EPLB" "$work/eplb.json"
+  solve_json "$work/x.json" "$work/qwen3.npy" 8 8 --scheme deepep --max-load-ratio "$ratio" \
+    --token-time-limit 25
+  row "Qwen3 shape, exflow deepep, --token-time-limit 25" "$work/x.json"
 fi

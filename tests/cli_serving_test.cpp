@@ -187,7 +187,8 @@ TEST(CliServing, SolveOptimisesTheChosenSchemeAndShowsItsPhases) {
   ASSERT_TRUE(j.is_object());
   EXPECT_EQ(j["scheme"], "deepep");
   EXPECT_EQ(j["options"]["scheme"], "deepep");
-  EXPECT_DOUBLE_EQ(j["cost"].get<double>(), j["schemes"]["deepep"]["placement"]["cost"].get<double>());
+  EXPECT_DOUBLE_EQ(j["cost"].get<double>(),
+                   j["schemes"]["deepep"]["placement"]["cost"].get<double>());
   EXPECT_DOUBLE_EQ(j["dispatch"]["cost"].get<double>() + j["combine"]["cost"].get<double>(),
                    j["cost"].get<double>());
   EXPECT_EQ(j["dispatch"]["per_layer"]["inter"].size(), 3u);
@@ -196,20 +197,19 @@ TEST(CliServing, SolveOptimisesTheChosenSchemeAndShowsItsPhases) {
   json e = run_json({"eval", trace, j["placement"].get<std::string>(), "--gpus-per-node", "2",
                      "--nodes", "2", "--scheme", "deepep", "--json", "--quiet"});
   EXPECT_DOUBLE_EQ(e["cost"].get<double>(), j["cost"].get<double>());
-  json even = run_json({"eval", trace, j["placement"].get<std::string>(), "--gpus-per-node", "2",
-                        "--nodes", "2", "--scheme", "deepep", "--replica-choice", "even", "--json",
-                        "--quiet"});
+  json even =
+      run_json({"eval", trace, j["placement"].get<std::string>(), "--gpus-per-node", "2", "--nodes",
+                "2", "--scheme", "deepep", "--replica-choice", "even", "--json", "--quiet"});
   EXPECT_EQ(even["options"]["replica_choice"], "even");
   EXPECT_EQ(even["schemes"]["context-coherent"]["placement"]["cost"],
             e["schemes"]["context-coherent"]["placement"]["cost"]);  // coherent keeps nearest
-  expect_one_line_error(exflow({"eval", trace, j["placement"].get<std::string>(),
-                                "--gpus-per-node", "2", "--nodes", "2", "--replica-choice", "even",
-                                "--quiet"}),
+  expect_one_line_error(exflow({"eval", trace, j["placement"].get<std::string>(), "--gpus-per-node",
+                                "2", "--nodes", "2", "--replica-choice", "even", "--quiet"}),
                         2, "not coherent");
-  expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "2", "--nodes", "2",
-                                "--replica-choice", "even", "--quiet", "--out-dir",
-                                dir.file("never")}),
-                        2, "--replica-choice even");
+  expect_one_line_error(
+      exflow({"solve", trace, "--gpus-per-node", "2", "--nodes", "2", "--replica-choice", "even",
+              "--quiet", "--out-dir", dir.file("never")}),
+      2, "--replica-choice even");
   EXPECT_FALSE(std::filesystem::exists(dir.file("never")));
   expect_one_line_error(exflow({"solve", trace, "--gpus-per-node", "2", "--scheme", "ring",
                                 "--quiet", "--out-dir", dir.file("never")}),

@@ -11,10 +11,10 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
-#include <utility>
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "exflow/error.hpp"
@@ -209,8 +209,8 @@ Expected enumerate_even(const std::vector<std::int32_t>& ids, std::int64_t token
         x.inter += prob * inter;
         for (int g : used) x.gpu_load[static_cast<std::size_t>(l) * G + g] += prob;
         int c = 0;
-        while (c < k && ++pick[static_cast<std::size_t>(c)] ==
-                            options[static_cast<std::size_t>(c)].size()) {
+        while (c < k &&
+               ++pick[static_cast<std::size_t>(c)] == options[static_cast<std::size_t>(c)].size()) {
           pick[static_cast<std::size_t>(c)] = 0;
           ++c;
         }
@@ -307,8 +307,8 @@ TEST(DeepEPSchemes, PhasesAddUpToTheTotalsOnEveryLayer) {
   const Trace trace = Trace::from_ids(ids, 300, 3, 2, 8);
   Placement p(3, 8, 4, {0, 0, 1, 1, 2, 2, 3, 3, 1, 0, 3, 2, 0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 3, 2});
   p.add_copy(1, 4, 1);
-  for (Scheme scheme : {Scheme::kContextCoherent, Scheme::kBaseline, Scheme::kDeepEP,
-                        Scheme::kDeepEPLowLatency}) {
+  for (Scheme scheme :
+       {Scheme::kContextCoherent, Scheme::kBaseline, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
     EvalOptions eo;
     eo.scheme = scheme;
     const Metrics m = evaluate(trace, p, topology, eo);

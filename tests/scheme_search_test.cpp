@@ -25,8 +25,8 @@ namespace {
 // Tokens whose k experts at each layer come from one of `clusters` groups of experts (a
 // shuffled grouping per layer, so that vanilla splits every group), with probability
 // `inside` percent per column; otherwise any expert. Ids [tokens, layers, k].
-Trace clustered_trace(std::int64_t tokens, int layers, int k, int experts, int clusters,
-                      int inside, unsigned seed) {
+Trace clustered_trace(std::int64_t tokens, int layers, int k, int experts, int clusters, int inside,
+                      unsigned seed) {
   std::mt19937 rng(seed);
   std::vector<std::vector<int>> order(static_cast<std::size_t>(layers));
   for (auto& o : order) {
@@ -42,9 +42,10 @@ Trace clustered_trace(std::int64_t tokens, int layers, int k, int experts, int c
       std::vector<int> row;
       while (static_cast<int>(row.size()) < k) {
         const bool in = static_cast<int>(rng() % 100) < inside;
-        const int e = in ? order[static_cast<std::size_t>(l)][static_cast<std::size_t>(
-                               cluster * size + static_cast<int>(rng() % size))]
-                         : static_cast<int>(rng() % static_cast<unsigned>(experts));
+        const int e =
+            in ? order[static_cast<std::size_t>(l)]
+                      [static_cast<std::size_t>(cluster * size + static_cast<int>(rng() % size))]
+               : static_cast<int>(rng() % static_cast<unsigned>(experts));
         if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
       }
       ids.insert(ids.end(), row.begin(), row.end());

@@ -14,6 +14,7 @@
 //   deepep-ll   sum over columns c of 2 d(o, g_c)
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "core/routing.hpp"
 #include "core/splitmix64.hpp"
@@ -139,11 +140,25 @@ void anneal_layer(TokenState& state, int l, std::int64_t swaps, SplitMix64& rng,
   const double t1 = 0.001 * per_expert;
   double current = 0, best = 0;
   std::vector<int> best_primary(state.primaries(l).begin(), state.primaries(l).end());
+  // Under a load limit most swaps of experts with unlike loads are infeasible: every other
+  // proposal pairs an expert with one of its 8 nearest in load on either side.
+  std::vector<int> by_load(static_cast<std::size_t>(E));
+  std::vector<int> rank(static_cast<std::size_t>(E));
+  std::iota(by_load.begin(), by_load.end(), 0);
+  std::stable_sort(by_load.begin(), by_load.end(),
+                   [&](int x, int y) { return eload[x] < eload[y]; });
+  for (int i = 0; i < E; ++i)
+    rank[static_cast<std::size_t>(by_load[static_cast<std::size_t>(i)])] = i;
+  const bool limited = cap != kNoLoadLimit;
   for (std::int64_t it = 0; it < swaps; ++it) {
     const double temp =
         t0 * std::pow(t1 / t0, static_cast<double>(it) / static_cast<double>(swaps));
     const int a = rng.below(E);
-    const int b = rng.below(E);
+    int b = rng.below(E);
+    if (limited && (it & 1) != 0) {
+      const int r = std::clamp(rank[static_cast<std::size_t>(a)] + rng.below(17) - 8, 0, E - 1);
+      b = by_load[static_cast<std::size_t>(r)];
+    }
     const int ga = state.primary(l, a);
     const int gb = state.primary(l, b);
     if (ga == gb) continue;
