@@ -203,6 +203,34 @@ TEST(CliSimulate, UnknownSchemeIsOneLineAndExitTwo) {
                         2, "--scheme must be one of coherent, standard, deepep, deepep-ll");
 }
 
+TEST(CliSimulate, EvenCopyChoiceSimulatesTheExpectedTraffic) {
+  // A placement with replicas, so that the copy choice matters.
+  TempDir dir;
+  const json solved =
+      run_json({"solve", kTrace, "--gpus-per-node", "2", "--nodes", "2", "--redundant", "1",
+                "--scheme", "deepep", "--time-limit", "1", "--token-time-limit", "1", "--out-dir",
+                dir.file("out"), "--json", "--quiet"});
+  ASSERT_TRUE(solved.is_object());
+  const std::string placement = solved["placement"];
+  const json j = run_json({"simulate", kTrace, "--gpus-per-node", "2", "--nodes", "2",
+                           "--placement", placement, "--model", "olmoe-1b-7b", "--scheme", "deepep",
+                           "--replica-choice", "even", "--json", "--quiet"});
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j["options"]["replica_choice"], "even");
+  const json e = run_json({"eval", kTrace, placement, "--gpus-per-node", "2", "--nodes", "2",
+                           "--scheme", "deepep", "--replica-choice", "even", "--json", "--quiet"});
+  const json n = run_json({"eval", kTrace, placement, "--gpus-per-node", "2", "--nodes", "2",
+                           "--scheme", "deepep", "--json", "--quiet"});
+  for (const json& c : j["configurations"]) {
+    if (c["name"] != "deepep/placement") continue;
+    EXPECT_DOUBLE_EQ(c["cost"].get<double>(), e["cost"].get<double>());
+    EXPECT_NE(c["cost"].get<double>(), n["cost"].get<double>());  // the replicas are spread
+  }
+  expect_one_line_error(exflow({"simulate", kTrace, "--gpus-per-node", "2", "--nodes", "2",
+                                "--model", "olmoe-1b-7b", "--replica-choice", "even", "--quiet"}),
+                        2, "not coherent");
+}
+
 TEST(CliReport, ShowsTheSchemesSideBySideAndNamesTheFastest) {
   TempDir dir;
   const std::string html = dir.file("report.html");

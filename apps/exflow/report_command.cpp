@@ -65,6 +65,7 @@ const OptionTable<ReportArgs>& report_options() {
     add_scheme_row(t,
                    "the scheme the report's own solves optimise and whose row the schemes table "
                    "marks: coherent, standard, deepep or deepep-ll; every scheme is simulated");
+    add_replica_choice_row(t);
     add_placement_file_rows(t);
     add_baseline_rows(t);
     t.push_back(option<ReportArgs>(&ReportArgs::quiet, "--quiet", "no progress bar on stderr"));
@@ -78,6 +79,7 @@ struct SolveSettings {
   int threads = 0;
   int redundant_total = 0;
   Scheme scheme = Scheme::kContextCoherent;
+  ReplicaChoice replica_choice = ReplicaChoice::kNearest;
   std::int64_t seq_len = 1;
 };
 
@@ -90,6 +92,7 @@ Placement solve_defaults(const Trace& trace, const AffinityGraph& graph, const T
   options.threads = settings.threads;
   options.redundant_total = settings.redundant_total;
   options.scheme = settings.scheme;
+  options.replica_choice = settings.replica_choice;
   options.seq_len = settings.seq_len;
   options.score = false;
   return plan(trace, graph, topology, options).placement;
@@ -173,7 +176,8 @@ int run_report(const ReportArgs& args) {
                                   ? args.redundant_total
                                   : static_cast<int>(vanilla.replicas().size()) / L;
   const AffinityGraph graph = AffinityGraph::from_trace(trace, args.threads, &bar);
-  const SolveSettings settings{args.threads, redundant_total, args.scheme, args.seq_len};
+  const SolveSettings settings{args.threads, redundant_total, args.scheme, args.replica_choice,
+                               args.seq_len};
   std::optional<Placement> solved_full;
   if (placements.empty()) {
     solved_full = solve_defaults(trace, graph, topology, settings);
@@ -250,6 +254,7 @@ int run_report(const ReportArgs& args) {
     eo.threads = args.threads;
     eo.progress = &bar;
     eo.scheme = args.scheme;
+    eo.replica_choice = args.replica_choice;
     eo.sequence_length = args.seq_len;
     const std::vector<Metrics> scored = evaluate_all(trace, ptrs, topology, eo);
     for (std::size_t i = 0; i < sizes.size(); ++i)

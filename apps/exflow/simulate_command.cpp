@@ -55,6 +55,12 @@ SimulationOptions simulation_options_of(const SimulationArgs& args, const Baseli
   so.tokens_per_step =
       args.tokens_per_step > 0 ? args.tokens_per_step : std::int64_t{128} * topology.gpus();
   so.sequence_length = baseline.seq_len;
+  so.replica_choice = args.replica_choice;
+  if (args.replica_choice == ReplicaChoice::kEven && args.scheme == Scheme::kContextCoherent) {
+    throw UsageError(
+        "--replica-choice even spreads tokens over copies from their owner: it applies to the "
+        "standard schemes (standard, deepep, deepep-ll), not coherent");
+  }
   so.network = Network{args.intra_gbps, args.inter_gbps, args.latency_us};
   return so;
 }
@@ -78,6 +84,7 @@ const OptionTable<SimulateArgs>& simulate_options() {
     add_scheme_row(t,
                    "the headline scheme (its rows come first): coherent, standard, deepep or "
                    "deepep-ll; every scheme is simulated");
+    add_replica_choice_row(t);
     add_placement_file_rows(t);
     add_baseline_rows(t);
     t.push_back(option<SimulateArgs>(&SimulateArgs::matrices, "--matrices",

@@ -20,8 +20,9 @@ struct SimulationArgs {
   double intra_gbps = Network{}.intra_gbps;
   double inter_gbps = Network{}.inter_gbps;
   double latency_us = Network{}.latency_us;
-  std::int64_t tokens_per_step = 0;          // 0: 128 per GPU
-  Scheme scheme = Scheme::kContextCoherent;  // the headline's scheme (add_scheme_row)
+  std::int64_t tokens_per_step = 0;                        // 0: 128 per GPU
+  Scheme scheme = Scheme::kContextCoherent;                // the headline's scheme (add_scheme_row)
+  ReplicaChoice replica_choice = ReplicaChoice::kNearest;  // add_replica_choice_row
 };
 
 // "mixtral-8x7b, ..., olmoe-1b-7b"
@@ -85,6 +86,32 @@ void add_scheme_row(OptionTable<Args>& t, std::string help) {
   row.value = [s](const Args& args) {
     PlanOptions o;
     o.scheme = args.scheme;
+    return nlohmann::json(s->value(o));
+  };
+  t.push_back(std::move(row));
+}
+
+// --replica-choice from the options table's row, into SimulationArgs::replica_choice.
+template <class Args>
+void add_replica_choice_row(OptionTable<Args>& t) {
+  const PlanOptionSpec* s = &plan_option_spec("replica_choice");
+  OptionRow<Args> row;
+  row.name = option_flag(s->name);
+  row.help = s->help;
+  row.default_text = s->value(PlanOptions{});
+  row.bind = [s, flag = row.name](CLI::App& app, Args& args) -> CLI::Option* {
+    ReplicaChoice* choice = &args.replica_choice;
+    CLI::Option* o = app.add_option_function<std::string>(flag, [s, choice](const std::string& v) {
+      PlanOptions parsed;
+      s->set(parsed, v);
+      *choice = parsed.replica_choice;
+    });
+    o->type_name("TEXT");
+    return o;
+  };
+  row.value = [s](const Args& args) {
+    PlanOptions o;
+    o.replica_choice = args.replica_choice;
     return nlohmann::json(s->value(o));
   };
   t.push_back(std::move(row));

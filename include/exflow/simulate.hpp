@@ -69,6 +69,9 @@ struct SimulationOptions {
   std::int64_t kv_bytes_per_token = 0;
   std::int64_t tokens_per_step = 0;  // decode batch over all GPUs
   std::int64_t sequence_length = 1;  // baseline owners: whole sequences (evaluate.hpp)
+  // The standard schemes' copy choice (evaluate.hpp); the context-coherent scheme always uses
+  // the nearest copy.
+  ReplicaChoice replica_choice = ReplicaChoice::kNearest;
   Network network;
   bool matrices = false;  // keep the GPU-pair byte matrices (L·2·G² numbers)
   int threads = 0;

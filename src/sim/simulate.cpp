@@ -102,6 +102,8 @@ std::vector<ConfigurationResult> simulate(const Trace& trace, const Topology& to
     EvalOptions eo;
     eo.scheme = scheme;
     eo.sequence_length = options.sequence_length;
+    eo.replica_choice =
+        scheme == Scheme::kContextCoherent ? ReplicaChoice::kNearest : options.replica_choice;
     eo.gpu_traffic = true;
     eo.traffic = options.matrices;
     eo.threads = options.threads;
