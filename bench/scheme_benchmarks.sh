@@ -57,7 +57,7 @@ saving() {
   python3 - "$1" "$2" <<'PY'
 import json, sys
 a, b = (json.load(open(p))["schemes"]["deepep"]["placement"]["inter"] for p in sys.argv[1:])
-print(f"{100 * (a - b) / a:.1f}%")
+print(f"{100 * (a - b) / a:.1f}%" if a > 0 else "one node: none cross")
 PY
 }
 

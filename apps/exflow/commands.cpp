@@ -92,6 +92,7 @@ struct SolveArgs : TraceArgs, TopologyArgs {
   std::string vllm_ascend;
   std::string eplb_padding = "max";
   std::string dense_layers;
+  std::string previous;
   bool verbose = false;
 };
 
@@ -183,6 +184,12 @@ const OptionTable<SolveArgs>& solve_options() {
                                   "expert, as SGLang and EPLB) or redundant+1 (as vLLM's EPLB)")
                     .check(CLI::IsMember({"max", "redundant+1"})));
     add_dense_layers_row(t);
+    t.push_back(option<SolveArgs>(&SolveArgs::previous, "--previous",
+                                  "rebalance: the placement the engine runs now (CSV, SGLang or "
+                                  "EPLB JSON); the search starts there and --max-moves limits "
+                                  "the slots it changes")
+                    .check(CLI::ExistingFile)
+                    .shown_default("none"));
     t.push_back(plan_option_row<SolveArgs>(plan_option_spec("seq_len")));
     add_output_rows(t);
     t.push_back(option<SolveArgs>(&SolveArgs::verbose, "--verbose",
@@ -421,7 +428,13 @@ int run_solve(const SolveArgs& args) {
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
-  const PlanResult r = plan(trace, topology, plan_options_of(args, &bar));
+  PlanOptions options = plan_options_of(args, &bar);
+  if (!args.previous.empty()) {
+    options.previous = read_placement_file(
+        args.previous, trace.layers(), trace.experts(), topology.gpus(),
+        args.dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(args.dense_layers));
+  }
+  const PlanResult r = plan(trace, topology, options);
   const Comparison& m = *r.metrics;
   std::string name =
       seed_solution_filename(topology.gpus_per_node(), topology.nodes(), m.placement.cost,
@@ -440,8 +453,12 @@ int run_solve(const SolveArgs& args) {
     print_json(j);
     return 0;
   }
-  std::cout << solve_summary(r, seconds, trace.tokens()) << "  placement written to " << path
-            << "\n\n"
+  std::cout << solve_summary(r, seconds, trace.tokens());
+  if (!args.previous.empty()) {
+    std::cout << "  " << r.moves.size() << " expert slots change from " << args.previous
+              << " (every other copy stays on its GPU)\n";
+  }
+  std::cout << "  placement written to " << path << "\n\n"
             << "trace     " << describe(trace) << "\n"
             << "topology  " << describe(topology) << "\n\n"
             << compare_metrics({to_string(r.method), "vanilla"}, {&m.placement, &m.vanilla},

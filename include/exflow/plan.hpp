@@ -52,6 +52,11 @@ struct PlanOptions {
   // The scheme the token search optimises and the metrics' top-level keys show.
   Scheme scheme = Scheme::kContextCoherent;
   ReplicaChoice replica_choice = ReplicaChoice::kNearest;  // standard schemes only: even
+  // Rebalancing (trace input): the placement the engine runs now. The search starts there (no
+  // graph solver) and moves at most max_moves expert slots (-1: any number); every copy it does
+  // not move stays on its GPU. Not in the options table (a placement, not a value).
+  std::optional<Placement> previous;
+  std::int64_t max_moves = -1;
 
   int threads = 0;    // 0: all cores
   bool score = true;  // trace input: fill PlanResult::metrics (two evaluator passes)
@@ -88,6 +93,20 @@ struct Comparison {
   Scheme primary = Scheme::kContextCoherent;
 };
 
+// One expert slot that rebalancing changes: on `gpu` at `layer`, expert `removed` gives way to
+// `added`.
+struct SlotMove {
+  int layer = 0;
+  int gpu = 0;
+  int removed = 0;
+  int added = 0;
+};
+
+// The slots in which `next` differs from `previous` (same shape and slots per GPU), by layer,
+// GPU, then expert: per GPU, the experts only `previous` holds paired in ascending order with
+// those only `next` holds.
+std::vector<SlotMove> slot_moves(const Placement& previous, const Placement& next);
+
 struct PlanResult {
   PlanResult(Placement p, Placement v) : placement(std::move(p)), vanilla(std::move(v)) {}
 
@@ -110,6 +129,10 @@ struct PlanResult {
   std::string detail;                                // what each stage did, for humans
   std::vector<std::string> steps;                    // incremental and bisection: one line per step
   int layers_over_load_limit = 0;
+  // Rebalancing from PlanOptions::previous: the slots that change (SlotMove), and the search's
+  // exact cost on its tokens against the slots moved, after each of its steps (the start first).
+  std::vector<SlotMove> moves;
+  std::vector<std::pair<std::int64_t, double>> moves_trajectory;
   std::int64_t tokens_used = 0;  // tokens profiled (< the trace's with `incremental`)
   double seconds = 0;            // the whole call
   double solve_seconds = 0;      // the solvers alone

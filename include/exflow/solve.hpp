@@ -84,6 +84,10 @@ struct SolveOptions {
   double refine_time_limit = 0;    // seconds for the token search; 0: until it converges
   Scheme scheme = Scheme::kContextCoherent;  // whose exact cost the token search lowers
   std::int64_t sequence_length = 1;          // the standard schemes' owners
+  // Rebalancing: the start placement is what the engine runs now; move at most max_moves slots
+  // (-1: any number).
+  bool from_previous = false;
+  std::int64_t max_moves = -1;
 };
 
 // Why a search ended.
@@ -106,6 +110,8 @@ struct SolveResult {
   std::vector<std::string> steps;  // bipart / incremental: one line per step
   int layers_over_load_limit = 0;  // refine(): layers the load limit could not be kept on
   StopReason stop = StopReason::kConverged;
+  // refine() with from_previous: (slots moved, exact cost per token) after each search step.
+  std::vector<std::pair<std::int64_t, double>> moves_trajectory;
 };
 
 // Solves on the affinity graph. Throws UsageError for inconsistent options (E not divisible

@@ -93,6 +93,14 @@ void to_json(nlohmann::json& j, const PlanResult& r) {
   j["steps"] = r.steps;
   j["tokens_used"] = r.tokens_used;
   j["solve_seconds"] = r.solve_seconds;
+  if (!r.moves_trajectory.empty() || !r.moves.empty()) {
+    nlohmann::json moves = nlohmann::json::array();
+    for (const SlotMove& m : r.moves) {
+      moves.push_back({{"layer", m.layer}, {"gpu", m.gpu}, {"removed", m.removed}, {"added", m.added}});
+    }
+    j["moved_slots"] = r.moves.size();
+    j["moves"] = std::move(moves);
+  }
 }
 
 void to_json(nlohmann::json& j, const AffinityProfile& p) {

@@ -45,6 +45,8 @@ SolveOptions solve_options_of(const PlanOptions& o, int k) {
   s.refine_time_limit = o.token_time_limit;
   s.scheme = o.scheme;
   s.sequence_length = o.seq_len;
+  s.from_previous = o.previous.has_value();
+  s.max_moves = o.max_moves;
   return s;
 }
 
@@ -193,6 +195,49 @@ void check_scheme_options(const PlanOptions& o, bool trace_input) {
   }
 }
 
+// Rebalancing: `previous` must fit the trace and topology with the same slots on every GPU and
+// distinct copies per GPU; returns its redundant slots per layer (checked against the options').
+int check_previous(const Placement& previous, const Trace& trace, const Topology& topology,
+                   const PlanOptions& o) {
+  const int L = trace.layers(), E = trace.experts(), G = topology.gpus();
+  if (previous.layers() != L || previous.experts() != E || previous.gpus() != G) {
+    throw InputError("previous placement has " + std::to_string(previous.layers()) +
+                     " layers x " + std::to_string(previous.experts()) + " experts on " +
+                     std::to_string(previous.gpus()) + " GPUs, the trace and topology " +
+                     std::to_string(L) + " x " + std::to_string(E) + " on " + std::to_string(G));
+  }
+  std::vector<int> per_layer(static_cast<std::size_t>(L), 0);
+  for (const Replica& r : previous.replicas()) {
+    ++per_layer[static_cast<std::size_t>(r.layer)];
+    int copies_here = 0;
+    for (int g : previous.copies(r.layer, r.expert)) copies_here += g == r.gpu;
+    if (copies_here > 1) {
+      throw InputError("previous placement holds two copies of expert " +
+                       std::to_string(r.expert) + " on GPU " + std::to_string(r.gpu) +
+                       " at layer " + std::to_string(r.layer) +
+                       "; rebalancing needs distinct experts per GPU");
+    }
+  }
+  const int R = per_layer.front();
+  for (int l = 0; l < L; ++l) {
+    if (per_layer[static_cast<std::size_t>(l)] != R) {
+      throw InputError("previous placement has " + std::to_string(R) +
+                       " redundant slots at layer 0 but " +
+                       std::to_string(per_layer[static_cast<std::size_t>(l)]) + " at layer " +
+                       std::to_string(l));
+    }
+  }
+  if ((o.redundant > 0 || o.redundant_total > 0) &&
+      redundant_slots(o.redundant, o.redundant_total, E, G) != R) {
+    throw UsageError("the previous placement has " + std::to_string(R) +
+                         " redundant slots per layer, the options ask for " +
+                         std::to_string(redundant_slots(o.redundant, o.redundant_total, E, G)),
+                     {"redundant", "redundant_total"});
+  }
+  validate(previous, topology, Balance::kExact, "previous placement");
+  return R;
+}
+
 // EPLB's placement for `loads` [L, E] with `redundant_total` redundant slots per layer; the
 // EPLB step's time goes to `seconds`, what it did to `detail`.
 Placement eplb_placement(const std::vector<std::int64_t>& loads, int layers, int experts,
@@ -314,8 +359,21 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
   }
   check_eplb_options(options, trace.experts());
   check_scheme_options(options, true);
+  if (options.max_moves >= 0 && !options.previous) {
+    throw UsageError("max_moves counts the slots moved from a previous placement: give one",
+                     {"max_moves"});
+  }
+  if (options.previous && (options.method != Method::kAuto || options.incremental > 0 ||
+                           options.bipart || options.min_experts_per_gpu >= 0)) {
+    throw UsageError(
+        "rebalancing starts from the previous placement: method, incremental, bipart and "
+        "min_experts_per_gpu do not apply",
+        {"method", "incremental", "bipart", "min_experts_per_gpu"});
+  }
   const int redundant_total =
-      redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
+      options.previous ? check_previous(*options.previous, trace, topology, options)
+                       : redundant_slots(options.redundant, options.redundant_total,
+                                         trace.experts(), topology.gpus());
   require_divisible(trace.experts(), redundant_total, topology);
   if (options.method == Method::kEplb) {
     return plan_trace_eplb(trace, topology, options, redundant_total, start);
@@ -328,7 +386,17 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
     if (!own_graph) own_graph = AffinityGraph::from_trace(trace, options.threads, options.progress);
     return *own_graph;
   };
-  SolveResult r = uneven ? solve_uneven(whole_graph(), topology, solve_options, options)
+  if (options.previous) {
+    solve_options.redundant = 0;
+    solve_options.redundant_total = redundant_total;
+  }
+  const auto start_at_previous = [&] {
+    SolveResult s(*options.previous);
+    s.method = Method::kAuto;
+    return s;
+  };
+  SolveResult r = options.previous ? start_at_previous()
+                  : uneven ? solve_uneven(whole_graph(), topology, solve_options, options)
                   : options.incremental > 0
                       ? solve_incremental(trace, topology, solve_options, options.incremental,
                                           &tokens_used, options.threads)
@@ -346,7 +414,9 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
   const bool optimal = r.optimal && graph_bound;
   const std::optional<double> solver_bound = r.lower_bound;
   out.status = status_of(r, optimal);
+  out.moves_trajectory = std::move(r.moves_trajectory);
   take_solver_result(out, r);
+  if (options.previous) out.moves = slot_moves(*options.previous, out.placement);
   out.optimal = optimal;
   out.tokens_used = tokens_used;
   if (options.score) {
@@ -375,6 +445,38 @@ const char* to_string(PlanStatus status) {
       return "load limit not met";
   }
   return "?";
+}
+
+std::vector<SlotMove> slot_moves(const Placement& previous, const Placement& next) {
+  if (previous.layers() != next.layers() || previous.experts() != next.experts() ||
+      previous.gpus() != next.gpus()) {
+    throw UsageError("slot_moves: the placements differ in shape");
+  }
+  const int L = next.layers(), E = next.experts(), G = next.gpus();
+  // held[g * E + e]: copies of e on g, previous minus next, per layer.
+  std::vector<int> held(static_cast<std::size_t>(G) * E);
+  std::vector<SlotMove> moves;
+  for (int l = 0; l < L; ++l) {
+    std::fill(held.begin(), held.end(), 0);
+    for (int e = 0; e < E; ++e) {
+      for (int g : previous.copies(l, e)) ++held[static_cast<std::size_t>(g) * E + e];
+      for (int g : next.copies(l, e)) --held[static_cast<std::size_t>(g) * E + e];
+    }
+    for (int g = 0; g < G; ++g) {
+      std::vector<int> removed, added;
+      for (int e = 0; e < E; ++e) {
+        const int d = held[static_cast<std::size_t>(g) * E + e];
+        for (int i = 0; i < d; ++i) removed.push_back(e);
+        for (int i = 0; i < -d; ++i) added.push_back(e);
+      }
+      if (removed.size() != added.size()) {
+        throw UsageError("slot_moves: GPU " + std::to_string(g) + " at layer " +
+                         std::to_string(l) + " holds a different number of slots");
+      }
+      for (std::size_t i = 0; i < removed.size(); ++i) moves.push_back({l, g, removed[i], added[i]});
+    }
+  }
+  return moves;
 }
 
 int default_starts(int k) {

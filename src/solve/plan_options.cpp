@@ -170,6 +170,11 @@ std::vector<PlanOptionSpec> make_specs() {
       "baseline owners: sequences of this many consecutive trace tokens dealt round-robin to the "
       "GPUs, as data-parallel attention keeps a sequence on one GPU (1: tokens dealt "
       "round-robin)"));
+  t.push_back(integer_row<std::int64_t>(
+      "max_moves", &PlanOptions::max_moves, -1, kMax64,
+      "rebalancing from --previous: the most expert slots that may change (each a copy an "
+      "engine must load); every other copy stays on its GPU (-1: no limit)",
+      "no limit"));
   {
     PlanOptionSpec s;
     s.name = "scheme";

@@ -70,6 +70,16 @@ std::vector<std::int64_t> load_limits(const LoadLimit& limit, std::int64_t token
   return {};
 }
 
+namespace {
+
+std::string cost_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.4f", v);
+  return text;
+}
+
+}  // namespace
+
 SolveResult refine(const Trace& trace, const Topology& topology, const SolveOptions& options,
                    SolveResult result) {
   const int k = trace.k();
@@ -77,10 +87,11 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   const bool vanilla = result.method == Method::kVanilla && !options.bipart;
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
-  const bool needed = vanilla
-                          ? redundant_total > 0 || k > 1
-                          : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone ||
-                                redundant_total > 0 || options.scheme != Scheme::kContextCoherent;
+  const bool needed = options.from_previous ||
+                      (vanilla ? redundant_total > 0 || k > 1
+                               : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone ||
+                                     redundant_total > 0 ||
+                                     options.scheme != Scheme::kContextCoherent);
   if (!needed) return result;
   const auto start = std::chrono::steady_clock::now();
   const int L = trace.layers();
@@ -124,10 +135,13 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   search.seed = options.seed;
   search.scheme = options.scheme;
   search.sequence_length = options.sequence_length;
+  search.from_previous = options.from_previous;
+  search.max_moves = options.max_moves;
   solvers::TokenSearchResult found =
       solvers::token_search(sample, topology, result.placement, search);
 
   const bool changed = !(found.placement == result.placement);
+  result.moves_trajectory = std::move(found.trajectory);
   // The graph solvers' objective is the context-coherent cost of top-1 traces.
   const bool graph_exact =
       k == 1 && redundant_total == 0 && whole_trace && options.scheme == Scheme::kContextCoherent;
@@ -145,6 +159,13 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
                 static_cast<long long>(sample.tokens), found.start_cost, found.cost, found.sweeps,
                 found.kicks_kept, found.kicks);
   std::string detail = buf;
+  if (options.from_previous) {
+    detail = "rebalanced from the previous placement on " + std::to_string(sample.tokens) +
+             " tokens: exact cost " + cost_text(found.start_cost) + " -> " + cost_text(found.cost) +
+             ", " + std::to_string(found.moved_slots) + " slots moved" +
+             (options.max_moves >= 0 ? " (at most " + std::to_string(options.max_moves) + ")"
+                                     : std::string());
+  }
   if (nothing_to_gain) {
     detail +=
         "; deepep-ll: with owners dealt round-robin and no redundant slots a placement cannot "

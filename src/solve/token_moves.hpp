@@ -72,7 +72,9 @@ void anneal_layers(TokenState& state, const SearchControl& control);
 // ---- steps 2 and 3, replicas (src/solve/token_replicas.cpp) -------------------------------------
 // Fills every GPU's free slots: up to `slots_per_gpu` experts and replicas per GPU and layer.
 void fill_replicas(TokenState& state, int slots_per_gpu);
-void improve_replicas(TokenState& state, const SearchControl& control, int l);
+// min_gain: accept only changes that lower the cost by more than this.
+void improve_replicas(TokenState& state, const SearchControl& control, int l,
+                      double min_gain = 0);
 // demand[g * E + e]: tokens arriving at layer l on GPU g that use expert e from another GPU.
 void replica_demand(const TokenState& state, int l, std::vector<std::int64_t>& demand);
 // Experts without a copy on g, most requested first (at most n).
@@ -95,7 +97,7 @@ SlotChoice best_slot_expert(
 void aim_slot(TokenState& state, int l, int g, std::size_t i, int e);
 
 // ---- step 3, swaps (src/solve/token_sweeps.cpp) -------------------------------------------------
-void improve_layer(TokenState& state, const SearchControl& control, int l);
+void improve_layer(TokenState& state, const SearchControl& control, int l, double min_gain = 0);
 
 // ---- step 4, kicks (src/solve/token_kicks.cpp) --------------------------------------------------
 void kicks(TokenState& state, const SearchControl& control, TokenSearchResult& result);

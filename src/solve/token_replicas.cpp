@@ -80,7 +80,7 @@ void fill_replicas(TokenState& state, int slots_per_gpu) {
   }
 }
 
-void improve_replicas(TokenState& state, const SearchControl& control, int l) {
+void improve_replicas(TokenState& state, const SearchControl& control, int l, double min_gain) {
   std::vector<std::int64_t> demand;
   replica_demand(state, l, demand);
   for (int g = 0; g < state.gpus() && !control.out_of_time(state); ++g) {
@@ -88,8 +88,9 @@ void improve_replicas(TokenState& state, const SearchControl& control, int l) {
       // The cheapest improvement within the limits.
       const SlotChoice best =
           best_slot_expert(state, l, g, i, slot_candidates(state, l, g, demand, 4),
-                           [](const SlotChoice& c, const SlotChoice& b) {
-                             return c.within_limits && c.delta < (b.expert < 0 ? -1e-9 : b.delta);
+                           [min_gain](const SlotChoice& c, const SlotChoice& b) {
+                             return c.within_limits &&
+                                    c.delta < (b.expert < 0 ? -std::max(1e-9, min_gain) : b.delta);
                            });
       if (best.expert >= 0) aim_slot(state, l, g, i, best.expert);
     }

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/routing.hpp"
 #include "exflow/error.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
@@ -70,6 +71,78 @@ TokenSample TokenSample::from_trace(const Trace& trace, std::int64_t max_tokens)
 }
 
 namespace {
+
+// Rebalancing from the placement the engine runs (options.from_previous): the moves of steps 1
+// and 3 only, recorded; the sweeps first accept only gains above a threshold that halves each
+// pass (from the traffic of a typical expert's tokens down to one transfer), so that the early
+// steps are the ones that buy the most, then run as usual. The answer is the cheapest recorded
+// step within the move budget, rebuilt from the change log.
+TokenSearchResult rebalance(const TokenSample& sample, const Topology& topology,
+                            const Placement& previous, const TokenSearchOptions& options) {
+  token_moves::SearchControl control(options);
+  TokenState state(
+      sample, topology, previous, options.scheme, options.sequence_length,
+      options.max_load.empty()
+          ? std::vector<std::int64_t>(static_cast<std::size_t>(sample.layers), kNoLoadLimit)
+          : options.max_load);
+  const double tokens = static_cast<double>(sample.tokens);
+  TokenSearchResult result(previous);
+  result.start_cost = state.total() / tokens;
+  state.track_moves();
+  token_moves::check_limits_reachable(state, control);
+  token_moves::repair(state, result, false);
+  control.start_work_budget(state);
+  const bool slots = state.has_replicas();
+  const double unit = state.hops().cost_of_hop(routing::kIntra);
+  for (double gain = 2.0 * unit * tokens * sample.k / std::max(1, sample.experts);
+       gain >= unit && !control.out_of_time(state); gain /= 2) {
+    for (int l = 0; l < state.layers() && !control.out_of_time(state); ++l) {
+      token_moves::improve_layer(state, control, l, gain);
+      if (slots) token_moves::improve_replicas(state, control, l, gain / 2);
+    }
+  }
+  for (int sweep = 0; sweep < options.max_sweeps && !control.out_of_time(state); ++sweep) {
+    const double before = state.total();
+    for (int l = 0; l < state.layers() && !control.out_of_time(state); ++l) {
+      token_moves::improve_layer(state, control, l);
+      if (slots) token_moves::improve_replicas(state, control, l);
+    }
+    ++result.sweeps;
+    if (before - state.total() < 1e-4 * std::max(1.0, before)) break;
+  }
+  result.trajectory.emplace_back(0, result.start_cost);
+  std::ptrdiff_t chosen = -1;
+  double best = result.start_cost * tokens;
+  const std::vector<TokenState::Step>& steps = state.trajectory();
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    result.trajectory.emplace_back(steps[i].moved, steps[i].cost / tokens);
+    const bool fits = options.max_moves < 0 || steps[i].moved <= options.max_moves;
+    if (fits && steps[i].cost < best - 1e-9 * std::max(1.0, best)) {
+      best = steps[i].cost;
+      chosen = static_cast<std::ptrdiff_t>(i);
+    }
+  }
+  result.stopped_by_time = control.out_of_time(state);
+  result.stopped_by_work_budget = control.over_work_budget(state);
+  result.token_walks = state.walks();
+  result.moves = state.moves();
+  result.placement = state.replay(previous, chosen);
+  result.cost = best / tokens;
+  result.moved_slots = chosen < 0 ? 0 : steps[static_cast<std::size_t>(chosen)].moved;
+  // The load limits as the chosen step keeps them.
+  TokenState chosen_state(sample, topology, result.placement, options.scheme,
+                          options.sequence_length,
+                          options.max_load.empty()
+                              ? std::vector<std::int64_t>(static_cast<std::size_t>(sample.layers),
+                                                          kNoLoadLimit)
+                              : options.max_load);
+  result.layers_over_limit = token_moves::layers_over_limit(chosen_state);
+  control.log("rebalance: " + std::to_string(steps.size()) + " steps, " +
+              std::to_string(result.moved_slots) + " slots moved, cost " +
+              token_moves::format_cost(result.start_cost) + " -> " +
+              token_moves::format_cost(result.cost));
+  return result;
+}
 
 TokenSearchResult run(const TokenSample& sample, const Topology& topology, const Placement& start,
                       const TokenSearchOptions& options) {
@@ -134,7 +207,8 @@ TokenSearchResult token_search(const TokenSample& sample, const Topology& topolo
   if (!options.max_load.empty() && static_cast<int>(options.max_load.size()) != sample.layers) {
     throw UsageError("token search: one load limit per layer is needed");
   }
-  return run(sample, topology, start, options);
+  return options.from_previous ? rebalance(sample, topology, start, options)
+                              : run(sample, topology, start, options);
 }
 
 }  // namespace exflow::solvers

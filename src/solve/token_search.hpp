@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "exflow/evaluate.hpp"
@@ -57,6 +58,12 @@ struct TokenSearchOptions {
   std::int64_t anneal_swaps = -1;  // per layer; -1: 100 * E * (E / G); 0: no annealing
   int kick_patience = -1;  // stop after this many kicks in a row without gain; -1: 2 * layers
   std::function<void(const std::string&)> log;
+  // Rebalancing: the start is the placement the engine runs now. The search records every step
+  // (cost, slots moved against the start), improves greedily from the largest gains down (no
+  // annealing, no kicks), and returns the best step that moves at most max_moves slots (-1: the
+  // last step).
+  bool from_previous = false;
+  std::int64_t max_moves = -1;
 };
 
 struct TokenSearchResult {
@@ -74,6 +81,10 @@ struct TokenSearchResult {
   bool stopped_by_time = false;         // by the time limit or the work budget
   bool stopped_by_work_budget = false;  // ... and it was the work budget
   std::int64_t token_walks = 0;
+  // from_previous: (slots moved, cost per token) after each step of the search, the start first;
+  // the result is the cheapest step within max_moves.
+  std::vector<std::pair<std::int64_t, double>> trajectory;
+  std::int64_t moved_slots = 0;
 };
 
 // The start must be hard-balanced or relaxed as the caller wants kept: moves are swaps and

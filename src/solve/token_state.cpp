@@ -252,6 +252,10 @@ void TokenState::commit(int l) {
   apply_dload();
   total_ += delta;
   ++moves_;
+  if (tracking_) {
+    log_layer(l);
+    log_step();
+  }
 }
 
 void TokenState::rebuild() {
@@ -272,6 +276,10 @@ void TokenState::rebuild() {
       }
       at = h;
     }
+  }
+  if (tracking_) {
+    for (int l = 0; l < L_; ++l) log_layer(l);
+    log_step();
   }
 }
 
@@ -333,6 +341,84 @@ void TokenState::assign_layer(int l, std::span<const int> gpu_of) {
     primary_[index_le(l, e)] = gpu_of[static_cast<std::size_t>(e)];
     members_[index_lg(l, primary(l, e))].push_back(e);
   }
+}
+
+// ---- moves against a previous placement ---------------------------------------------------------
+
+void TokenState::track_moves() {
+  tracking_ = true;
+  origin_.assign(static_cast<std::size_t>(L_) * E_, {});
+  for (int l = 0; l < L_; ++l) {
+    for (int e = 0; e < E_; ++e) {
+      std::vector<int>& o = origin_[index_le(l, e)];
+      o.push_back(primary(l, e));
+      for (int g : replicas(l, e)) o.push_back(g);
+    }
+  }
+  mirror_primary_ = primary_;
+  mirror_slots_ = slots_;
+  moved_.assign(static_cast<std::size_t>(L_), 0);
+  moved_total_ = 0;
+  changes_.clear();
+  steps_.clear();
+}
+
+void TokenState::log_layer(int l) {
+  const auto held_before = [&](int e, int g) {
+    const std::vector<int>& o = origin_[index_le(l, e)];
+    return std::find(o.begin(), o.end(), g) != o.end();
+  };
+  std::int64_t moved = 0;
+  for (int e = 0; e < E_; ++e) {
+    const int g = primary(l, e);
+    int& seen = mirror_primary_[index_le(l, e)];
+    if (seen != g) {
+      changes_.push_back({l, g, e, -1});
+      seen = g;
+    }
+    moved += held_before(e, g) ? 0 : 1;
+  }
+  for (int g = 0; g < G_; ++g) {
+    const std::vector<int>& now = slots(l, g);
+    std::vector<int>& seen = mirror_slots_[index_lg(l, g)];
+    for (std::size_t i = 0; i < now.size(); ++i) {
+      if (i >= seen.size() || seen[i] != now[i]) {
+        changes_.push_back({l, g, now[i], static_cast<int>(i)});
+      }
+      moved += held_before(now[i], g) ? 0 : 1;
+    }
+    seen = now;
+  }
+  moved_total_ += moved - moved_[static_cast<std::size_t>(l)];
+  moved_[static_cast<std::size_t>(l)] = moved;
+}
+
+void TokenState::log_step() {
+  steps_.push_back({changes_.size(), total_, moved_total_});
+}
+
+Placement TokenState::replay(const Placement& previous, std::ptrdiff_t step) const {
+  std::vector<int> primary = previous.gpu_of();
+  std::vector<std::vector<int>> slots(static_cast<std::size_t>(L_) * G_);
+  for (const Replica& r : previous.replicas()) slots[index_lg(r.layer, r.gpu)].push_back(r.expert);
+  const std::size_t end = step < 0 ? 0 : steps_[static_cast<std::size_t>(step)].changes_end;
+  for (std::size_t i = 0; i < end; ++i) {
+    const Change& c = changes_[i];
+    if (c.slot < 0) {
+      primary[index_le(c.layer, c.expert)] = c.gpu;
+      continue;
+    }
+    std::vector<int>& s = slots[index_lg(c.layer, c.gpu)];
+    if (static_cast<std::size_t>(c.slot) >= s.size()) s.resize(static_cast<std::size_t>(c.slot) + 1);
+    s[static_cast<std::size_t>(c.slot)] = c.expert;
+  }
+  Placement p(L_, E_, G_, primary);
+  for (int l = 0; l < L_; ++l) {
+    for (int g = 0; g < G_; ++g) {
+      for (int e : slots[index_lg(l, g)]) p.add_replica(l, e, g);
+    }
+  }
+  return p;
 }
 
 // ---- replica slots ------------------------------------------------------------------------------

@@ -162,6 +162,28 @@ class TokenState {
   // Gives layer l the primaries gpu_of [E]; routes stay as they were until rebuild().
   void assign_layer(int l, std::span<const int> gpu_of);
 
+  // ---- moves against a previous placement --------------------------------------------------------
+  // From here on, every commit and rebuild appends a trajectory step: the placement's changes
+  // since the last step, and then the cost and the slots moved against the state's placement
+  // now (the previous placement). A slot moved is a copy on a GPU that did not hold that expert
+  // before: what an engine must load.
+  void track_moves();
+  struct Change {
+    int layer;
+    int gpu;     // the expert's new GPU (primary) or the slot's GPU (replica)
+    int expert;  // the expert whose primary moved, or the slot's new expert
+    int slot;    // -1: a primary; else the replica slot's index on `gpu`
+  };
+  struct Step {
+    std::size_t changes_end;  // changes [0, changes_end) lead here
+    double cost;              // total() here
+    std::int64_t moved;       // slots moved here
+  };
+  const std::vector<Step>& trajectory() const { return steps_; }
+  std::int64_t moved() const { return moved_total_; }
+  // The placement after step i (-1: the previous one): `previous` with the logged changes applied.
+  Placement replay(const Placement& previous, std::ptrdiff_t step) const;
+
   // ---- replica slots --------------------------------------------------------------------------
   // Re-aims replica slot i of GPU g at layer l at expert e; routes stay as they were.
   void set_slot(int l, int g, std::size_t i, int e);
@@ -181,6 +203,9 @@ class TokenState {
   }
 
   void build_occurrences();
+  // Logs layer l's changes against the mirror and recounts its moved slots.
+  void log_layer(int l);
+  void log_step();
   double walk(std::int64_t t, int l, bool write);
   void touch(int m, int g, int d);
   void apply_dload();
@@ -218,6 +243,17 @@ class TokenState {
   };
   std::vector<Swap> journal_;
   bool journaling_ = false;
+
+  // Move tracking (track_moves): the previous placement's GPUs of each (layer, expert) [L, E],
+  // the placement as last logged, moved slots per layer, the change log and its steps.
+  bool tracking_ = false;
+  std::vector<std::vector<int>> origin_;
+  std::vector<int> mirror_primary_;
+  std::vector<std::vector<int>> mirror_slots_;
+  std::vector<std::int64_t> moved_;
+  std::int64_t moved_total_ = 0;
+  std::vector<Change> changes_;
+  std::vector<Step> steps_;
 
   // Scratch of the walks: H_m and the copies used [k] of the token being walked.
   routing::TokenGpus gpus_;

@@ -10,7 +10,7 @@
 
 namespace exflow::solvers::token_moves {
 
-void improve_layer(TokenState& state, const SearchControl& control, int l) {
+void improve_layer(TokenState& state, const SearchControl& control, int l, double min_gain) {
   const int E = state.experts();
   const int G = state.gpus();
   const int k = state.k();
@@ -116,7 +116,7 @@ void improve_layer(TokenState& state, const SearchControl& control, int l) {
     }
     ++tried;
     const double delta = state.try_swap(l, c.a, c.b);
-    const bool ok = delta < -1e-9 && state.within_limits();
+    const bool ok = delta < -std::max(1e-9, min_gain) && state.within_limits();
     state.clear_dload();
     if (!ok) continue;
     state.do_swap(l, c.a, c.b);
