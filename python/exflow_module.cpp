@@ -22,6 +22,7 @@
 #include <string>
 
 #include "exflow/affinity.hpp"
+#include "exflow/eplb.hpp"
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
 #include "exflow/formats.hpp"
@@ -254,6 +255,49 @@ py::array_t<T> to_array(const std::vector<int>& values, std::vector<py::ssize_t>
   return out;
 }
 
+// EPLB maps as the dict of int64 arrays that to_eplb and _rebalance_experts return.
+py::dict eplb_maps_dict(const EplbMaps& maps) {
+  py::dict d;
+  d["phy2log"] = to_array<std::int64_t>(maps.phy2log, {maps.layers, maps.slots});
+  d["log2phy"] =
+      to_array<std::int64_t>(maps.log2phy, {maps.layers, maps.experts, maps.max_replicas});
+  d["logcnt"] = to_array<std::int64_t>(maps.logcnt, {maps.layers, maps.experts});
+  return d;
+}
+
+// DeepSeek's EPLB (exflow::rebalance_experts) on loads [layers, experts]: integer loads through
+// the int64 overload, real ones through the double one (both round to float as upstream does).
+py::dict rebalance_loads(const py::array& weight, int num_replicas, int num_groups, int num_nodes,
+                         int num_gpus) {
+  const char kind = weight.dtype().kind();
+  if (kind != 'i' && kind != 'u' && kind != 'f') {
+    throw InputError("weight must be an integer or floating-point array, got dtype " +
+                     py::str(weight.dtype()).cast<std::string>());
+  }
+  if (weight.ndim() != 2) {
+    throw InputError("weight must be [layers, experts], got " + std::to_string(weight.ndim()) +
+                     " dimensions");
+  }
+  const int layers = static_cast<int>(weight.shape(0));
+  const int experts = static_cast<int>(weight.shape(1));
+  EplbMaps maps;
+  if (kind == 'f') {
+    const auto w = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(weight);
+    std::vector<double> values(w.data(), w.data() + w.size());
+    py::gil_scoped_release release;
+    maps =
+        rebalance_experts(values, layers, experts, num_replicas, num_groups, num_nodes, num_gpus);
+  } else {
+    const auto w =
+        py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(weight);
+    std::vector<std::int64_t> values(w.data(), w.data() + w.size());
+    py::gil_scoped_release release;
+    maps =
+        rebalance_experts(values, layers, experts, num_replicas, num_groups, num_nodes, num_gpus);
+  }
+  return eplb_maps_dict(maps);
+}
+
 // A placement from SGLang's physical_to_logical_map [layers, slots] (EPLB's phy2log), checked
 // by placement_from_eplb_maps; `what` names the source in messages.
 // dense_layers=: None (every decoder layer is MoE), a count of leading dense layers, a list of
@@ -425,12 +469,7 @@ PYBIND11_MODULE(_native, m) {
             const EplbMaps maps = eplb_maps(
                 p.placement, decoder_layers_of(dense_layers),
                 padding == "max" ? EplbPadding::kMaxCopies : EplbPadding::kRedundantPlusOne);
-            py::dict d;
-            d["phy2log"] = to_array<std::int64_t>(maps.phy2log, {maps.layers, maps.slots});
-            d["log2phy"] = to_array<std::int64_t>(maps.log2phy,
-                                                  {maps.layers, maps.experts, maps.max_replicas});
-            d["logcnt"] = to_array<std::int64_t>(maps.logcnt, {maps.layers, maps.experts});
-            return d;
+            return eplb_maps_dict(maps);
           },
           py::kw_only(), py::arg("dense_layers") = py::none(), py::arg("padding") = "max",
           "DeepSeek EPLB's maps as int64 arrays: phy2log [L, slots], log2phy [L, E, X], logcnt "
@@ -462,6 +501,12 @@ PYBIND11_MODULE(_native, m) {
         py::arg("what") = "physical_to_logical_map", py::arg("dense_layers") = py::none(),
         "a placement from SGLang's physical_to_logical_map [layers, slots] (experts 0: the "
         "largest id + 1), its dense decoder layers' rows dropped");
+
+  m.def("_rebalance_experts", &rebalance_loads, py::arg("weight"), py::arg("num_replicas"),
+        py::arg("num_groups"), py::arg("num_nodes"), py::arg("num_gpus"),
+        "DeepSeek EPLB's rebalance_experts on loads [layers, experts] (integer or real, rounded "
+        "to float32 as upstream): dict of int64 phy2log [L, num_replicas], log2phy [L, E, X], "
+        "logcnt [L, E]; exflow.rebalance_experts checks the arguments and wraps it");
 
   m.def("profile", &profile_ids, py::arg("ids"), py::kw_only(), py::arg("experts") = py::none(),
         py::arg("topk") = py::none(), py::arg("threads") = 0,

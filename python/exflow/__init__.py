@@ -2,20 +2,23 @@
 arXiv 2401.08383). See docs/python.md.
 
 The native extension exflow._native does the work (solve, evaluate, profile, Placement,
-read_placement); exflow.sglang reads SGLang's `.pt` recorder dumps and init files (torch is
-imported only for those); `python3 -m exflow convert` turns such a file into exflow's inputs.
+read_placement); exflow.rebalance_experts is DeepSeek EPLB's entry point, optionally planned
+from routing ids, and exflow.policies adapts it to vLLM's and SGLang's EPLB calls; exflow.sglang
+reads SGLang's `.pt` recorder dumps and init files (torch is imported only for those);
+`python3 -m exflow convert` turns such a file into exflow's inputs.
 """
 import os as _os
 
 from . import _native
 from ._native import *  # noqa: F401,F403 (every public name of the native module)
 from ._native import Placement, evaluate, profile, solve
+from .rebalance import rebalance_experts
 from .sglang import SglangFile, read_sglang_dump
 
 Placement.__module__ = "exflow"
 
 __all__ = [name for name in dir(_native) if not name.startswith("_")] + [
-    "SglangFile", "read_sglang_dump"]
+    "SglangFile", "read_sglang_dump", "rebalance_experts"]
 
 
 def read_placement(path, layers, experts, gpus_per_node, nodes=1, *, dense_layers=None):

@@ -1,0 +1,198 @@
+"""exflow.rebalance_experts: DeepSeek EPLB's entry point (github.com/deepseek-ai/EPLB, eplb.py),
+with the same arguments and maps, optionally planned from recent routing instead of loads alone.
+
+Without `routing` the answer is EPLB's own, ties included (exflow::rebalance_experts, the C++
+re-implementation checked against upstream's outputs). With `routing`, recent top-k ids, the
+maps come from exflow.solve: the traffic of the engine's communication scheme is minimised under a
+per-layer load limit, with num_replicas - experts redundant slots. NumPy in gives NumPy out; a
+torch tensor in gives torch tensors out on its device (torch is imported only then).
+See docs/python.md.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from . import _native
+
+MAP_NAMES = ("phy2log", "log2phy", "logcnt")
+
+
+def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, routing=None,
+                      scheme="deepep", previous=None, max_moves=None, max_load_ratio=None):
+    """rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, routing=None,
+    scheme="deepep", previous=None, max_moves=None, max_load_ratio=None)
+    -> (phy2log, log2phy, logcnt)
+
+    weight: loads [layers, experts] (integer or real, rounded to float32 as upstream does).
+    num_replicas: physical slots per layer, at least the experts and a multiple of num_gpus;
+    num_gpus a multiple of num_nodes; num_groups: expert groups, kept on one node when num_nodes
+    divides them (EPLB's hierarchical policy; the groups must then divide the experts).
+    routing: None (EPLB's answer) or recent top-k ids [tokens, layers, k] (or [tokens, layers])
+    whose layers are weight's: the scheme's traffic ("coherent", "standard", "deepep",
+    "deepep-ll") is minimised with each layer's busiest GPU under max_load_ratio times the mean
+    (None: "auto", never worse than contiguous; a number >= 1; "none"). weight then gives only the
+    shapes. previous (the current phy2log [layers, num_replicas]) and max_moves (the most slots
+    that may change) need an exflow.solve that takes them; this build's does not.
+
+    Returns int64 phy2log [layers, num_replicas] (GPU g holds slots g*S .. (g+1)*S - 1,
+    S = num_replicas / num_gpus), log2phy [layers, experts, X] (each expert's slots, padded with
+    -1; X the most copies) and logcnt [layers, experts] (copies). Bad input raises ValueError
+    naming the argument.
+    """
+    device = _torch_device(weight, routing)
+    loads = _loads_array(weight)
+    layers, experts = loads.shape
+    num_replicas = _positive_int(num_replicas, "num_replicas")
+    num_groups = _positive_int(num_groups, "num_groups")
+    num_nodes = _positive_int(num_nodes, "num_nodes")
+    num_gpus = _positive_int(num_gpus, "num_gpus")
+    _check_topology(experts, num_replicas, num_groups, num_nodes, num_gpus, loads.shape)
+    ids = None if routing is None else _routing_ids(routing, layers, experts)
+    options = _previous_options(previous, max_moves, layers, experts, num_replicas)
+    if ids is None and not options:
+        maps = _native._rebalance_experts(loads, num_replicas, num_groups, num_nodes, num_gpus)
+    elif ids is None:
+        raise ValueError("routing: previous/max_moves need routing ids [tokens, layers, k]")
+    else:
+        placement = _native.solve(
+            ids, gpus_per_node=num_gpus // num_nodes, nodes=num_nodes, experts=experts,
+            redundant_total=num_replicas - experts, scheme=scheme,
+            max_load_ratio="auto" if max_load_ratio is None else max_load_ratio, **options)
+        maps = placement.to_eplb()
+        if maps["phy2log"].shape != (layers, num_replicas):
+            raise ValueError(f"routing: the plan has {maps['phy2log'].shape[1]} slots per layer, "
+                             f"not num_replicas={num_replicas}")
+    return tuple(_output(maps[name], device) for name in MAP_NAMES)
+
+
+def previous_supported():
+    """Whether exflow.solve takes `previous` (and `max_moves`) in this build."""
+    return "previous (default" in (_native.solve.__doc__ or "")
+
+
+def _previous_options(previous, max_moves, layers, experts, num_replicas):
+    """solve()'s keywords for `previous` and `max_moves`, checked; {} when neither is given."""
+    if previous is None and max_moves is None:
+        return {}
+    options = {}
+    if previous is not None:
+        phy2log = _as_numpy(previous, "previous")
+        if phy2log.dtype.kind not in "iu" or phy2log.shape != (layers, num_replicas):
+            raise ValueError(f"previous must be an integer phy2log [layers, num_replicas] = "
+                             f"[{layers}, {num_replicas}], got {phy2log.dtype} "
+                             f"{list(phy2log.shape)}")
+        if phy2log.size and (phy2log.min() < 0 or phy2log.max() >= experts):
+            raise ValueError(f"previous names experts {phy2log.min()}..{phy2log.max()}, outside "
+                             f"0..{experts - 1}")
+        options["previous"] = phy2log.astype(np.int64)
+    if max_moves is not None:
+        moves = _index(max_moves, "max_moves")
+        if moves < 0:
+            raise ValueError(f"max_moves must be >= 0, got {moves}")
+        options["max_moves"] = moves
+    if not previous_supported():
+        name = "previous" if previous is not None else "max_moves"
+        raise ValueError(f"{name}: not available in this build (exflow.solve takes no "
+                         f"'previous' option); leave previous and max_moves as None")
+    return options
+
+
+def _check_topology(experts, num_replicas, num_groups, num_nodes, num_gpus, shape):
+    if num_gpus % num_nodes:
+        raise ValueError(f"num_gpus ({num_gpus}) must be a multiple of num_nodes ({num_nodes})")
+    if num_replicas < experts:
+        raise ValueError(f"num_replicas ({num_replicas}) must be at least the experts of weight "
+                         f"{list(shape)} ({experts})")
+    if num_replicas % num_gpus:
+        raise ValueError(f"num_replicas ({num_replicas}) must be a multiple of num_gpus "
+                         f"({num_gpus})")
+    if num_groups % num_nodes == 0 and experts % num_groups:
+        raise ValueError(f"num_groups ({num_groups}) must divide the experts of weight "
+                         f"{list(shape)} ({experts})")
+
+
+def _loads_array(weight):
+    loads = _as_numpy(weight, "weight")
+    if loads.dtype.kind not in "iuf":
+        raise ValueError(f"weight must be an integer or floating-point array, got {loads.dtype}")
+    if loads.ndim != 2 or 0 in loads.shape:
+        raise ValueError(f"weight must be [layers, experts], got shape {list(loads.shape)}")
+    if loads.dtype.kind == "f":
+        bad = ~np.isfinite(loads) | (loads < 0)
+    else:
+        bad = loads < 0
+    if bad.any():
+        layer, expert = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"weight must be finite and >= 0, got {loads[layer, expert]} at layer "
+                         f"{layer} expert {expert} of {list(loads.shape)}")
+    return loads
+
+
+def _routing_ids(routing, layers, experts):
+    ids = _as_numpy(routing, "routing")
+    if ids.ndim == 3 and ids.shape == (layers, experts, experts) and (
+            ids.shape[1] != layers or ids.dtype.kind == "f"):
+        raise ValueError(f"routing: pairwise co-activation counts {list(ids.shape)} are not "
+                         f"supported; give recent top-k ids [tokens, layers, k]")
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"routing must be integer top-k ids [tokens, layers, k], got dtype "
+                         f"{ids.dtype}")
+    if ids.ndim not in (2, 3) or ids.shape[1] != layers:
+        raise ValueError(f"routing must be top-k ids [tokens, layers, k] with the {layers} "
+                         f"layers of weight, got shape {list(ids.shape)}")
+    if ids.size and (ids.min() < 0 or ids.max() >= experts):
+        bad = np.argwhere((ids < 0) | (ids >= experts))[0]
+        raise ValueError(f"routing names expert {ids[tuple(bad)]} at token {bad[0]} layer "
+                         f"{bad[1]}, outside 0..{experts - 1} (weight has {experts} experts)")
+    return ids
+
+
+def _is_torch(x):
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _torch_device(*arrays):
+    """The device of the first torch tensor among arrays, or None."""
+    for x in arrays:
+        if _is_torch(x):
+            return x.device
+    return None
+
+
+def _as_numpy(x, name):
+    """x as a NumPy array; a torch tensor is brought to the CPU, real ones as float64."""
+    if _is_torch(x):
+        t = x.detach().cpu()
+        if t.is_floating_point():
+            t = t.double()
+        return t.numpy()
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be an array: {e}") from None
+
+
+def _output(array, device):
+    if device is None:
+        return array
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
+def _positive_int(value, name):
+    v = _index(value, name)
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    return v
+
+
+def _index(value, name):
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}") from None
