@@ -183,12 +183,36 @@ PlanOptions plan_options_from(const py::kwargs& keywords, int threads) {
   return options;
 }
 
+PyPlacement placement_from_phy2log(
+    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& phy2log,
+    int gpus_per_node, int nodes, int experts, const std::string& what,
+    const py::object& dense_layers);
+
 PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
                       std::optional<int> experts, std::optional<int> topk, int threads,
                       double intra_cost, double inter_cost, const py::kwargs& keywords) {
-  const PlanOptions options = plan_options_from(keywords, threads);
+  // `previous` is a placement, not a value of the options table.
+  py::kwargs table_keywords;
+  py::object previous = py::none();
+  for (const auto& [key, value] : keywords) {
+    if (py::str(key).cast<std::string>() == "previous") {
+      previous = py::reinterpret_borrow<py::object>(value);
+    } else {
+      table_keywords[key] = value;
+    }
+  }
+  PlanOptions options = plan_options_from(table_keywords, threads);
   Trace trace = trace_from(ids, experts, topk, threads);
   const Topology topology(nodes, gpus_per_node, intra_cost, inter_cost);
+  if (py::isinstance<PyPlacement>(previous)) {
+    options.previous = previous.cast<const PyPlacement&>().placement;
+  } else if (!previous.is_none()) {
+    options.previous =
+        placement_from_phy2log(
+            previous.cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>(),
+            gpus_per_node, nodes, trace.experts(), "previous", py::none())
+            .placement;
+  }
   std::optional<PlanResult> r;
   nlohmann::json j;
   {
@@ -244,6 +268,10 @@ std::string solve_doc() {
            (s.shown_default.empty() ? s.value(PlanOptions{}) : s.shown_default) + "): " + s.help +
            "\n";
   }
+  doc +=
+      "  previous (default None): rebalance from the placement the engine runs now, a "
+      "Placement or a phy2log [layers, slots] (EPLB's or SGLang's physical_to_logical_map); "
+      "max_moves limits the slots that change\n";
   return doc;
 }
 

@@ -133,5 +133,82 @@ TEST(SchemeSearch, PlanRefusesSchemeOptionsThatCannotApply) {
   EXPECT_THROW(plan(loads, topology, o), UsageError);
 }
 
+// Two windows of a drifting workload: the same experts, co-activated in other groups.
+struct Drift {
+  Trace before;
+  Trace after;
+};
+
+Drift drifted_workload() {
+  return {clustered_trace(1500, 3, 4, 16, 4, 90, 11), clustered_trace(1500, 3, 4, 16, 4, 90, 12)};
+}
+
+TEST(Rebalance, MovesNothingWithoutBudgetNeverLosesWithMoreAndReachesTheFreeSolve) {
+  const Drift drift = drifted_workload();
+  const Topology topology(2, 2);
+  for (Scheme scheme : {Scheme::kDeepEP, Scheme::kContextCoherent}) {
+    PlanOptions o;
+    o.scheme = scheme;
+    o.redundant = 1;
+    o.max_load_ratio = parse_load_limit("1.3");
+    const PlanResult old = plan(drift.before, topology, o);
+    PlanOptions free_options = o;
+    const PlanResult fresh = plan(drift.after, topology, free_options);
+    o.previous = old.placement;
+    const std::int64_t slots = 3 * (16 + 4);
+    double last = 0;
+    for (std::int64_t budget : {std::int64_t{0}, std::int64_t{2}, std::int64_t{6}, std::int64_t{12},
+                                std::int64_t{24}, slots}) {
+      o.max_moves = budget;
+      const PlanResult r = plan(drift.after, topology, o);
+      const std::string at = std::string(to_string(scheme)) + " budget " + std::to_string(budget);
+      ASSERT_TRUE(r.metrics) << at;
+      const SchemeMetrics& m = r.metrics->schemes[scheme == Scheme::kDeepEP ? 2 : 0];
+      EXPECT_LE(static_cast<std::int64_t>(r.moves.size()), budget) << at;
+      EXPECT_EQ(r.moves.size(), slot_moves(old.placement, r.placement).size()) << at;
+      if (budget == 0) {
+        EXPECT_EQ(r.placement, old.placement) << at;
+        EXPECT_DOUBLE_EQ(m.placement.cost, evaluate(drift.after, old.placement, topology,
+                                                    [&] {
+                                                      EvalOptions eo;
+                                                      eo.scheme = scheme;
+                                                      return eo;
+                                                    }())
+                                               .cost)
+            << at;
+      } else {
+        EXPECT_LE(m.placement.cost, last + 1e-9) << at;  // more moves never cost more
+      }
+      last = m.placement.cost;
+      // Every change is a slot of one GPU given from one expert to another.
+      for (const SlotMove& move : r.moves) {
+        EXPECT_TRUE(old.placement.has_copy_on(move.layer, move.removed, move.gpu)) << at;
+        EXPECT_TRUE(r.placement.has_copy_on(move.layer, move.added, move.gpu)) << at;
+        EXPECT_FALSE(r.placement.has_copy_on(move.layer, move.removed, move.gpu)) << at;
+      }
+    }
+    const SchemeMetrics& f = fresh.metrics->schemes[scheme == Scheme::kDeepEP ? 2 : 0];
+    EXPECT_LE(last, 1.02 * f.placement.cost) << to_string(scheme);
+  }
+}
+
+TEST(Rebalance, RefusesWhatCannotApply) {
+  const Drift drift = drifted_workload();
+  const Topology topology(2, 2);
+  PlanOptions o;
+  o.max_moves = 4;
+  EXPECT_THROW(plan(drift.after, topology, o), UsageError);  // no previous placement
+  o.previous = vanilla_placement(3, 16, topology);
+  o.method = Method::kFast;
+  EXPECT_THROW(plan(drift.after, topology, o), UsageError);
+  o.method = Method::kAuto;
+  o.previous = vanilla_placement(3, 16, Topology(1, 8));
+  EXPECT_THROW(plan(drift.after, topology, o), InputError);  // another GPU count
+  Placement doubled = vanilla_placement(3, 16, topology);
+  doubled.add_copy(0, 0, 0);  // a second copy of expert 0 on its own GPU
+  o.previous = doubled;
+  EXPECT_THROW(plan(drift.after, topology, o), InputError);
+}
+
 }  // namespace
 }  // namespace exflow

@@ -33,8 +33,9 @@ def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, 
     whose layers are weight's: the scheme's traffic ("coherent", "standard", "deepep",
     "deepep-ll") is minimised with each layer's busiest GPU under max_load_ratio times the mean
     (None: "auto", never worse than contiguous; a number >= 1; "none"). weight then gives only the
-    shapes. previous (the current phy2log [layers, num_replicas]) and max_moves (the most slots
-    that may change) need an exflow.solve that takes them; this build's does not.
+    shapes. previous (the current phy2log [layers, num_replicas]): every expert that stays on
+    its GPU keeps its slot there (so an engine reloads only the slots that change); with routing
+    the search also starts from it and changes at most max_moves slots (None: any number).
 
     Returns int64 phy2log [layers, num_replicas] (GPU g holds slots g*S .. (g+1)*S - 1,
     S = num_replicas / num_gpus), log2phy [layers, experts, X] (each expert's slots, padded with
@@ -51,10 +52,13 @@ def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, 
     _check_topology(experts, num_replicas, num_groups, num_nodes, num_gpus, loads.shape)
     ids = None if routing is None else _routing_ids(routing, layers, experts)
     options = _previous_options(previous, max_moves, layers, experts, num_replicas)
-    if ids is None and not options:
+    if ids is None:
+        if "max_moves" in options:
+            raise ValueError("max_moves: a move budget needs routing ids [tokens, layers, k] "
+                             "(loads alone give EPLB's answer, which moves what it moves)")
         maps = _native._rebalance_experts(loads, num_replicas, num_groups, num_nodes, num_gpus)
-    elif ids is None:
-        raise ValueError("routing: previous/max_moves need routing ids [tokens, layers, k]")
+        if "previous" in options:
+            maps = _maps_of(_keep_slots(options["previous"], maps["phy2log"], num_gpus), experts)
     else:
         placement = _native.solve(
             ids, gpus_per_node=num_gpus // num_nodes, nodes=num_nodes, experts=experts,
@@ -64,7 +68,46 @@ def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, 
         if maps["phy2log"].shape != (layers, num_replicas):
             raise ValueError(f"routing: the plan has {maps['phy2log'].shape[1]} slots per layer, "
                              f"not num_replicas={num_replicas}")
+        if "previous" in options:
+            maps = _maps_of(_keep_slots(options["previous"], maps["phy2log"], num_gpus), experts)
     return tuple(_output(maps[name], device) for name in MAP_NAMES)
+
+
+def _keep_slots(previous, phy2log, num_gpus):
+    """phy2log with every expert that stays on a GPU in its previous slot there; the slots that
+    change take the GPU's new experts in ascending order (an engine then loads only those)."""
+    out = np.array(phy2log, dtype=np.int64)
+    layers, slots = out.shape
+    per_gpu = slots // num_gpus
+    for layer in range(layers):
+        for gpu in range(num_gpus):
+            span = slice(gpu * per_gpu, (gpu + 1) * per_gpu)
+            waiting = sorted(int(e) for e in out[layer, span])
+            kept = []
+            for e in previous[layer, span]:
+                e = int(e)
+                if e in waiting:
+                    waiting.remove(e)
+                    kept.append(e)
+                else:
+                    kept.append(None)
+            out[layer, span] = [waiting.pop(0) if e is None else e for e in kept]
+    return out
+
+
+def _maps_of(phy2log, experts):
+    """EPLB's three maps from phy2log: each expert's slots ascending, padded with -1."""
+    layers = phy2log.shape[0]
+    logcnt = np.zeros((layers, experts), dtype=np.int64)
+    for layer in range(layers):
+        logcnt[layer] = np.bincount(phy2log[layer], minlength=experts)
+    log2phy = np.full((layers, experts, int(logcnt.max())), -1, dtype=np.int64)
+    filled = np.zeros((layers, experts), dtype=np.int64)
+    for layer in range(layers):
+        for slot, e in enumerate(phy2log[layer]):
+            log2phy[layer, e, filled[layer, e]] = slot
+            filled[layer, e] += 1
+    return {"phy2log": phy2log, "log2phy": log2phy, "logcnt": logcnt}
 
 
 def previous_supported():

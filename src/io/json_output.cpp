@@ -96,7 +96,8 @@ void to_json(nlohmann::json& j, const PlanResult& r) {
   if (!r.moves_trajectory.empty() || !r.moves.empty()) {
     nlohmann::json moves = nlohmann::json::array();
     for (const SlotMove& m : r.moves) {
-      moves.push_back({{"layer", m.layer}, {"gpu", m.gpu}, {"removed", m.removed}, {"added", m.added}});
+      moves.push_back(
+          {{"layer", m.layer}, {"gpu", m.gpu}, {"removed", m.removed}, {"added", m.added}});
     }
     j["moved_slots"] = r.moves.size();
     j["moves"] = std::move(moves);

@@ -201,8 +201,8 @@ int check_previous(const Placement& previous, const Trace& trace, const Topology
                    const PlanOptions& o) {
   const int L = trace.layers(), E = trace.experts(), G = topology.gpus();
   if (previous.layers() != L || previous.experts() != E || previous.gpus() != G) {
-    throw InputError("previous placement has " + std::to_string(previous.layers()) +
-                     " layers x " + std::to_string(previous.experts()) + " experts on " +
+    throw InputError("previous placement has " + std::to_string(previous.layers()) + " layers x " +
+                     std::to_string(previous.experts()) + " experts on " +
                      std::to_string(previous.gpus()) + " GPUs, the trace and topology " +
                      std::to_string(L) + " x " + std::to_string(E) + " on " + std::to_string(G));
   }
@@ -212,9 +212,8 @@ int check_previous(const Placement& previous, const Trace& trace, const Topology
     int copies_here = 0;
     for (int g : previous.copies(r.layer, r.expert)) copies_here += g == r.gpu;
     if (copies_here > 1) {
-      throw InputError("previous placement holds two copies of expert " +
-                       std::to_string(r.expert) + " on GPU " + std::to_string(r.gpu) +
-                       " at layer " + std::to_string(r.layer) +
+      throw InputError("previous placement holds two copies of expert " + std::to_string(r.expert) +
+                       " on GPU " + std::to_string(r.gpu) + " at layer " + std::to_string(r.layer) +
                        "; rebalancing needs distinct experts per GPU");
     }
   }
@@ -370,10 +369,10 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
         "min_experts_per_gpu do not apply",
         {"method", "incremental", "bipart", "min_experts_per_gpu"});
   }
-  const int redundant_total =
-      options.previous ? check_previous(*options.previous, trace, topology, options)
-                       : redundant_slots(options.redundant, options.redundant_total,
-                                         trace.experts(), topology.gpus());
+  const int redundant_total = options.previous
+                                  ? check_previous(*options.previous, trace, topology, options)
+                                  : redundant_slots(options.redundant, options.redundant_total,
+                                                    trace.experts(), topology.gpus());
   require_divisible(trace.experts(), redundant_total, topology);
   if (options.method == Method::kEplb) {
     return plan_trace_eplb(trace, topology, options, redundant_total, start);
@@ -396,7 +395,7 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
     return s;
   };
   SolveResult r = options.previous ? start_at_previous()
-                  : uneven ? solve_uneven(whole_graph(), topology, solve_options, options)
+                  : uneven         ? solve_uneven(whole_graph(), topology, solve_options, options)
                   : options.incremental > 0
                       ? solve_incremental(trace, topology, solve_options, options.incremental,
                                           &tokens_used, options.threads)
@@ -416,7 +415,27 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
   out.status = status_of(r, optimal);
   out.moves_trajectory = std::move(r.moves_trajectory);
   take_solver_result(out, r);
-  if (options.previous) out.moves = slot_moves(*options.previous, out.placement);
+  if (options.previous) {
+    // A budget that covers every slot allows any placement: the unconstrained solve competes.
+    const std::int64_t slots =
+        static_cast<std::int64_t>(trace.layers()) * (trace.experts() + redundant_total);
+    if (options.max_moves < 0 || options.max_moves >= slots) {
+      PlanOptions fresh = options;
+      fresh.previous.reset();
+      fresh.max_moves = -1;
+      fresh.score = false;
+      PlanResult unconstrained = plan_trace(trace, graph, topology, fresh);
+      if (unconstrained.objective < out.objective - 1e-9 * std::max(1.0, out.objective)) {
+        out.placement = std::move(unconstrained.placement);
+        out.objective = unconstrained.objective;
+        out.status = unconstrained.status;
+        out.layers_over_load_limit = unconstrained.layers_over_load_limit;
+        out.detail +=
+            "; the unconstrained solve was cheaper and replaces it: " + unconstrained.detail;
+      }
+    }
+    out.moves = slot_moves(*options.previous, out.placement);
+  }
   out.optimal = optimal;
   out.tokens_used = tokens_used;
   if (options.score) {
@@ -470,10 +489,11 @@ std::vector<SlotMove> slot_moves(const Placement& previous, const Placement& nex
         for (int i = 0; i < -d; ++i) added.push_back(e);
       }
       if (removed.size() != added.size()) {
-        throw UsageError("slot_moves: GPU " + std::to_string(g) + " at layer " +
-                         std::to_string(l) + " holds a different number of slots");
+        throw UsageError("slot_moves: GPU " + std::to_string(g) + " at layer " + std::to_string(l) +
+                         " holds a different number of slots");
       }
-      for (std::size_t i = 0; i < removed.size(); ++i) moves.push_back({l, g, removed[i], added[i]});
+      for (std::size_t i = 0; i < removed.size(); ++i)
+        moves.push_back({l, g, removed[i], added[i]});
     }
   }
   return moves;

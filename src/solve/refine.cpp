@@ -87,11 +87,11 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   const bool vanilla = result.method == Method::kVanilla && !options.bipart;
   const int redundant_total =
       redundant_slots(options.redundant, options.redundant_total, trace.experts(), topology.gpus());
-  const bool needed = options.from_previous ||
-                      (vanilla ? redundant_total > 0 || k > 1
-                               : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone ||
-                                     redundant_total > 0 ||
-                                     options.scheme != Scheme::kContextCoherent);
+  const bool needed =
+      options.from_previous ||
+      (vanilla ? redundant_total > 0 || k > 1
+               : k > 1 || options.max_load.kind != LoadLimit::Kind::kNone || redundant_total > 0 ||
+                     options.scheme != Scheme::kContextCoherent);
   if (!needed) return result;
   const auto start = std::chrono::steady_clock::now();
   const int L = trace.layers();

@@ -73,8 +73,7 @@ void anneal_layers(TokenState& state, const SearchControl& control);
 // Fills every GPU's free slots: up to `slots_per_gpu` experts and replicas per GPU and layer.
 void fill_replicas(TokenState& state, int slots_per_gpu);
 // min_gain: accept only changes that lower the cost by more than this.
-void improve_replicas(TokenState& state, const SearchControl& control, int l,
-                      double min_gain = 0);
+void improve_replicas(TokenState& state, const SearchControl& control, int l, double min_gain = 0);
 // demand[g * E + e]: tokens arriving at layer l on GPU g that use expert e from another GPU.
 void replica_demand(const TokenState& state, int l, std::vector<std::int64_t>& demand);
 // Experts without a copy on g, most requested first (at most n).

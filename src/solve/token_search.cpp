@@ -89,7 +89,7 @@ TokenSearchResult rebalance(const TokenSample& sample, const Topology& topology,
   TokenSearchResult result(previous);
   result.start_cost = state.total() / tokens;
   state.track_moves();
-  token_moves::check_limits_reachable(state, control);
+  // A limit the budget cannot reach is reported (layers_over_limit), not refused.
   token_moves::repair(state, result, false);
   control.start_work_budget(state);
   const bool slots = state.has_replicas();
@@ -130,12 +130,11 @@ TokenSearchResult rebalance(const TokenSample& sample, const Topology& topology,
   result.cost = best / tokens;
   result.moved_slots = chosen < 0 ? 0 : steps[static_cast<std::size_t>(chosen)].moved;
   // The load limits as the chosen step keeps them.
-  TokenState chosen_state(sample, topology, result.placement, options.scheme,
-                          options.sequence_length,
-                          options.max_load.empty()
-                              ? std::vector<std::int64_t>(static_cast<std::size_t>(sample.layers),
-                                                          kNoLoadLimit)
-                              : options.max_load);
+  TokenState chosen_state(
+      sample, topology, result.placement, options.scheme, options.sequence_length,
+      options.max_load.empty()
+          ? std::vector<std::int64_t>(static_cast<std::size_t>(sample.layers), kNoLoadLimit)
+          : options.max_load);
   result.layers_over_limit = token_moves::layers_over_limit(chosen_state);
   control.log("rebalance: " + std::to_string(steps.size()) + " steps, " +
               std::to_string(result.moved_slots) + " slots moved, cost " +
@@ -208,7 +207,7 @@ TokenSearchResult token_search(const TokenSample& sample, const Topology& topolo
     throw UsageError("token search: one load limit per layer is needed");
   }
   return options.from_previous ? rebalance(sample, topology, start, options)
-                              : run(sample, topology, start, options);
+                               : run(sample, topology, start, options);
 }
 
 }  // namespace exflow::solvers

@@ -409,7 +409,8 @@ Placement TokenState::replay(const Placement& previous, std::ptrdiff_t step) con
       continue;
     }
     std::vector<int>& s = slots[index_lg(c.layer, c.gpu)];
-    if (static_cast<std::size_t>(c.slot) >= s.size()) s.resize(static_cast<std::size_t>(c.slot) + 1);
+    if (static_cast<std::size_t>(c.slot) >= s.size())
+      s.resize(static_cast<std::size_t>(c.slot) + 1);
     s[static_cast<std::size_t>(c.slot)] = c.expert;
   }
   Placement p(L_, E_, G_, primary);

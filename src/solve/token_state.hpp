@@ -162,11 +162,11 @@ class TokenState {
   // Gives layer l the primaries gpu_of [E]; routes stay as they were until rebuild().
   void assign_layer(int l, std::span<const int> gpu_of);
 
-  // ---- moves against a previous placement --------------------------------------------------------
-  // From here on, every commit and rebuild appends a trajectory step: the placement's changes
-  // since the last step, and then the cost and the slots moved against the state's placement
-  // now (the previous placement). A slot moved is a copy on a GPU that did not hold that expert
-  // before: what an engine must load.
+  // ---- moves against a previous placement
+  // -------------------------------------------------------- From here on, every commit and rebuild
+  // appends a trajectory step: the placement's changes since the last step, and then the cost and
+  // the slots moved against the state's placement now (the previous placement). A slot moved is a
+  // copy on a GPU that did not hold that expert before: what an engine must load.
   void track_moves();
   struct Change {
     int layer;

@@ -156,6 +156,34 @@ class Routing(unittest.TestCase):
         self.assert_valid_maps(*self.plan(self.ids[:, :, 0], scheme="standard",
                                           max_load_ratio=1.5))
 
+    def test_previous_keeps_slots_and_the_move_budget(self):
+        ids = clustered_trace(seed=3)
+        drifted = clustered_trace(seed=4)
+        weight = loads_of(drifted, 32)
+        old = exflow.rebalance_experts(loads_of(ids, 32), 40, 4, 2, 8, routing=ids)[0]
+        # Loads alone: EPLB's answer, with every expert that stays on its GPU in its old slot.
+        eplb = exflow.rebalance_experts(weight, 40, 4, 2, 8)[0]
+        kept = exflow.rebalance_experts(weight, 40, 4, 2, 8, previous=old)
+        for layer in range(3):
+            for gpu in range(8):
+                span = slice(gpu * 5, gpu * 5 + 5)
+                self.assertEqual(sorted(kept[0][layer, span]), sorted(eplb[layer, span]))
+                for slot in range(gpu * 5, gpu * 5 + 5):
+                    if old[layer, slot] in eplb[layer, span]:
+                        self.assertEqual(kept[0][layer, slot], old[layer, slot])
+        self.assert_valid_maps(*kept)
+        # With routing: nothing moves without a budget, at most max_moves slots with one.
+        same = exflow.rebalance_experts(weight, 40, 4, 2, 8, routing=drifted, previous=old,
+                                        max_moves=0)
+        np.testing.assert_array_equal(same[0], old)
+        for budget in (4, 12):
+            maps = exflow.rebalance_experts(weight, 40, 4, 2, 8, routing=drifted, previous=old,
+                                            max_moves=budget)
+            self.assertLessEqual(int((maps[0] != old).sum()), budget)
+            self.assert_valid_maps(*maps)
+        with self.assertRaisesRegex(ValueError, "max_moves"):
+            exflow.rebalance_experts(weight, 40, 4, 2, 8, previous=old, max_moves=3)
+
     def test_deepep_inter_node_transfers_no_worse_than_eplb(self):
         eplb = self.inter_node_transfers(self.plan()[0])
         ours = self.inter_node_transfers(self.plan(self.ids)[0])
@@ -238,15 +266,6 @@ class BadInput(unittest.TestCase):
         self.assert_refused("previous", *args, previous=np.full((2, 16), 12))
         self.assert_refused("max_moves", *args, max_moves=-1)
         self.assert_refused("max_moves", *args, max_moves=1.5)
-
-    @unittest.skipIf(exflow.rebalance.previous_supported(), "exflow.solve takes previous")
-    def test_previous_is_not_available_in_this_build(self):
-        args = (self.weight, 16, 4, 2, 8)
-        previous = exflow.rebalance_experts(*args)[0]
-        msg = self.assert_refused("previous", *args, previous=previous)
-        self.assertIn("not available", msg)
-        self.assert_refused("max_moves", *args, max_moves=4)
-
 
 class VllmPolicy(unittest.TestCase):
     @NEEDS_TORCH
