@@ -15,7 +15,9 @@
 #   BUILD_DIR   build directory (default: build/)
 #   SHARED      directory with the ESFT traces (default: ../shared/data; rows skipped if absent)
 #   QUICK=1     skip the trade-off table and the DeepSeek-scale row
+#   TABLES      which tables (default: eplb,replicas,tradeoff,scale)
 set -euo pipefail
+tables=${TABLES:-eplb,replicas,tradeoff,scale}
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 shared=${SHARED:-$root/../shared/data}
 bench_build exflow_cli synthetic_trace
@@ -66,7 +68,7 @@ header() {
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 }
 
-if [[ -f "$shared/esft-intent-top6.npy" ]]; then
+if [[ -f "$shared/esft-intent-top6.npy" && $tables == *eplb* ]]; then
   echo "EPLB against exflow --scheme deepep at EPLB's load ratio"
   echo
   header
@@ -93,7 +95,9 @@ if [[ -f "$shared/esft-intent-top6.npy" ]]; then
   echo "|---|---|---:|---:|---:|"
   printf "%s" "$summary"
   echo
+fi
 
+if [[ -f "$shared/esft-intent-top6.npy" && $tables == *replicas* ]]; then
   echo "One redundant slot per GPU: EPLB's replicas against exflow's, at EPLB's load ratio"
   echo
   header
@@ -112,26 +116,31 @@ if [[ -f "$shared/esft-intent-top6.npy" ]]; then
     done
   done
   echo
-
-  if [[ -z "${QUICK:-}" ]]; then
-    echo "Trade-off: exflow --scheme deepep against the load limit"
-    echo
-    header
-    for task in intent law; do
-      t=$shared/esft-$task-top6.npy
-      for shape in "4 2" "8 2"; do
-        read -r p n <<<"$shape"
-        for limit in 1.05 1.1 1.3 none; do
-          solve_json "$work/x.json" "$t" "$p" "$n" --scheme deepep --max-load-ratio "$limit"
-          row "ESFT $task, ${n}x$p, limit $limit" "$work/x.json"
-        done
-      done
-    done
-    echo
-  fi
 fi
 
-if [[ -z "${QUICK:-}" ]]; then
+if [[ -f "$shared/esft-intent-top6.npy" && -z "${QUICK:-}" && $tables == *tradeoff* ]]; then
+  echo "Trade-off: exflow --scheme deepep against the load limit (a limit below what any"
+  echo "placement reaches is refused with the smallest feasible ratio)"
+  echo
+  header
+  for task in intent law; do
+    t=$shared/esft-$task-top6.npy
+    for shape in "4 2" "8 2"; do
+      read -r p n <<<"$shape"
+      for limit in 1.05 1.1 1.3 none; do
+        if solve_json "$work/x.json" "$t" "$p" "$n" --scheme deepep --max-load-ratio "$limit" \
+          2>"$work/err"; then
+          row "ESFT $task, ${n}x$p, limit $limit" "$work/x.json"
+        else
+          echo "| ESFT $task, ${n}x$p, limit $limit | refused: $(sed 's/.*smallest ratio/smallest ratio/' "$work/err") | | | | | | | | |"
+        fi
+      done
+    done
+  done
+  echo
+fi
+
+if [[ -z "${QUICK:-}" && $tables == *scale* ]]; then
   echo "DeepSeek-V3 shape: 58 layers x 256 experts, top-8, 8 x 8 GPUs, 20 000 tokens"
   echo
   header

@@ -216,6 +216,62 @@ TEST(CliServing, SolveOptimisesTheChosenSchemeAndShowsItsPhases) {
                         2, "--scheme");
 }
 
+TEST(CliServing, SolveRebalancesFromThePreviousPlacementWithinTheMoveBudget) {
+  TempDir dir;
+  const std::string before = write_trace(dir, 3, 16);
+  const json old = run_json({"solve", before, "--gpus-per-node", "2", "--nodes", "2", "--json",
+                             "--quiet", "--out-dir", dir.file("old")});
+  ASSERT_TRUE(old.is_object());
+  const std::string previous = old["placement"];
+  // The drifted window: the same shape, other routing.
+  const std::string after = dir.file("after.npy");
+  {
+    std::vector<std::int64_t> ids;
+    for (int t = 0; t < 400; ++t) {
+      for (int l = 0; l < 3; ++l) {
+        const int a = (t * 5 + l * 3 + t / 7) % 16;
+        ids.push_back(a);
+        ids.push_back((a + 2 + t % 5) % 16);
+      }
+    }
+    test::write_npy(after, ids, {400, 3, 2});
+  }
+  const json same =
+      run_json({"solve", after, "--gpus-per-node", "2", "--nodes", "2", "--previous", previous,
+                "--max-moves", "0", "--json", "--quiet", "--out-dir", dir.file("same")});
+  ASSERT_TRUE(same.is_object());
+  EXPECT_EQ(same["moved_slots"], 0);
+  const json eval_old = run_json(
+      {"eval", after, previous, "--gpus-per-node", "2", "--nodes", "2", "--json", "--quiet"});
+  EXPECT_DOUBLE_EQ(same["cost"].get<double>(), eval_old["cost"].get<double>());
+  const json some =
+      run_json({"solve", after, "--gpus-per-node", "2", "--nodes", "2", "--previous", previous,
+                "--max-moves", "4", "--json", "--quiet", "--out-dir", dir.file("some")});
+  EXPECT_LE(some["moved_slots"].get<int>(), 4);
+  EXPECT_EQ(some["moves"].size(), some["moved_slots"].get<std::size_t>());
+  EXPECT_LE(some["cost"].get<double>(), same["cost"].get<double>());
+  const json curve =
+      run_json({"solve", after, "--gpus-per-node", "2", "--nodes", "2", "--previous", previous,
+                "--moves-curve", "--json", "--quiet", "--out-dir", dir.file("curve")});
+  ASSERT_EQ(curve["moves_curve"].size(), 7u);
+  double last = curve["moves_curve"][0]["cost"];
+  EXPECT_DOUBLE_EQ(last, same["cost"].get<double>());
+  for (const json& p : curve["moves_curve"]) {
+    EXPECT_LE(p["cost"].get<double>(), last + 1e-12);
+    EXPECT_LE(p["moved"].get<std::int64_t>(), p["max_moves"].get<std::int64_t>());
+    last = p["cost"];
+  }
+  EXPECT_DOUBLE_EQ(last, curve["cost"].get<double>());
+  expect_one_line_error(exflow({"solve", after, "--gpus-per-node", "2", "--nodes", "2",
+                                "--max-moves", "3", "--quiet", "--out-dir", dir.file("never")}),
+                        2, "--max-moves");
+  // A placement for 2 x 2 GPUs given for 2 x 4.
+  expect_one_line_error(exflow({"solve", after, "--gpus-per-node", "4", "--nodes", "2",
+                                "--previous", previous, "--quiet", "--out-dir", dir.file("never")}),
+                        1, "previous");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("never")));
+}
+
 TEST(CliServing, OutputsMustBeJsonFiles) {
   TempDir dir;
   const std::string trace = write_trace(dir, 2, 8);

@@ -93,6 +93,7 @@ struct SolveArgs : TraceArgs, TopologyArgs {
   std::string eplb_padding = "max";
   std::string dense_layers;
   std::string previous;
+  bool moves_curve = false;
   bool verbose = false;
 };
 
@@ -190,6 +191,10 @@ const OptionTable<SolveArgs>& solve_options() {
                                   "the slots it changes")
                     .check(CLI::ExistingFile)
                     .shown_default("none"));
+    t.push_back(option<SolveArgs>(&SolveArgs::moves_curve, "--moves-curve",
+                                  "with --previous: also print the cost against the slots allowed "
+                                  "to move (0, 1, 2, 5, 10, 20 and 100% of them), from the one "
+                                  "search"));
     t.push_back(plan_option_row<SolveArgs>(plan_option_spec("seq_len")));
     add_output_rows(t);
     t.push_back(option<SolveArgs>(&SolveArgs::verbose, "--verbose",
@@ -415,6 +420,29 @@ int run_solve_from_counts(const SolveArgs& args) {
   return 0;
 }
 
+nlohmann::json curve_json(const std::vector<MovesCurvePoint>& curve) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const MovesCurvePoint& p : curve) {
+    out.push_back(
+        {{"percent", p.percent}, {"max_moves", p.max_moves}, {"moved", p.moved}, {"cost", p.cost}});
+  }
+  return out;
+}
+
+std::string curve_table(const std::vector<MovesCurvePoint>& curve) {
+  std::string out = "slots allowed to move     moved    cost/token   recovered\n";
+  const double start = curve.front().cost;
+  const double best = curve.back().cost;
+  for (const MovesCurvePoint& p : curve) {
+    char line[160];
+    std::snprintf(line, sizeof line, "%5.0f%% %12lld %10lld %13.4f %10.1f%%\n", p.percent,
+                  static_cast<long long>(p.max_moves), static_cast<long long>(p.moved), p.cost,
+                  start > best ? 100.0 * (start - p.cost) / (start - best) : 100.0);
+    out += line;
+  }
+  return out;
+}
+
 int run_solve(const SolveArgs& args) {
   const int inputs =
       !args.trace.empty() + !args.affinity_counts.empty() + !args.expert_loads.empty();
@@ -429,6 +457,9 @@ int run_solve(const SolveArgs& args) {
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
   PlanOptions options = plan_options_of(args, &bar);
+  if (args.moves_curve && (args.previous.empty() || options.max_moves >= 0)) {
+    throw UsageError("--moves-curve needs --previous and no --max-moves (it shows every budget)");
+  }
   if (!args.previous.empty()) {
     options.previous = read_placement_file(
         args.previous, trace.layers(), trace.experts(), topology.gpus(),
@@ -436,6 +467,15 @@ int run_solve(const SolveArgs& args) {
   }
   const PlanResult r = plan(trace, topology, options);
   const Comparison& m = *r.metrics;
+  const std::vector<MovesCurvePoint> curve =
+      args.moves_curve
+          ? moves_curve(r,
+                        static_cast<std::int64_t>(trace.layers()) *
+                            (trace.experts() +
+                             static_cast<std::int64_t>(options.previous->replicas().size()) /
+                                 trace.layers()),
+                        {0, 1, 2, 5, 10, 20, 100})
+          : std::vector<MovesCurvePoint>{};
   std::string name =
       seed_solution_filename(topology.gpus_per_node(), topology.nodes(), m.placement.cost,
                              m.placement.cintra, m.placement.cinter);
@@ -450,6 +490,7 @@ int run_solve(const SolveArgs& args) {
     j["trace"] = trace;
     j["topology"] = topology;
     j["options"] = options_json(solve_options(), args);
+    if (args.moves_curve) j["moves_curve"] = curve_json(curve);
     print_json(j);
     return 0;
   }
@@ -465,6 +506,7 @@ int run_solve(const SolveArgs& args) {
                                {&m.placement_baseline, &m.vanilla_baseline})
             << "\n"
             << scheme_table(m);
+  if (args.moves_curve) std::cout << "\n" << curve_table(curve);
   return 0;
 }
 

@@ -499,6 +499,32 @@ std::vector<SlotMove> slot_moves(const Placement& previous, const Placement& nex
   return moves;
 }
 
+std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, std::int64_t slots,
+                                         const std::vector<double>& percents) {
+  if (r.moves_trajectory.empty()) {
+    throw UsageError("moves_curve needs a rebalancing result (PlanOptions::previous)");
+  }
+  std::vector<MovesCurvePoint> curve;
+  for (double percent : percents) {
+    MovesCurvePoint p;
+    p.percent = percent;
+    p.max_moves = static_cast<std::int64_t>(static_cast<double>(slots) * percent / 100.0 + 1e-9);
+    p.cost = r.moves_trajectory.front().second;
+    for (const auto& [moved, cost] : r.moves_trajectory) {
+      if (moved <= p.max_moves && cost < p.cost) {
+        p.cost = cost;
+        p.moved = moved;
+      }
+    }
+    if (p.max_moves >= slots && r.objective < p.cost) {
+      p.cost = r.objective;
+      p.moved = static_cast<std::int64_t>(r.moves.size());
+    }
+    curve.push_back(p);
+  }
+  return curve;
+}
+
 int default_starts(int k) {
   return k > 1 ? kDefaultStartsTopK : kDefaultStarts;
 }
