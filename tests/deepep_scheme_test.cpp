@@ -87,6 +87,36 @@ Reference reference(const std::vector<std::int32_t>& ids, std::int64_t tokens, i
   return r;
 }
 
+// Ids [tokens, layers, k] with k distinct experts per row.
+std::vector<std::int32_t> random_ids(std::mt19937& rng, std::int64_t tokens, int layers, int k,
+                                     int experts) {
+  std::vector<std::int32_t> ids;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (int l = 0; l < layers; ++l) {
+      std::vector<int> row;
+      while (static_cast<int>(row.size()) < k) {
+        const int e = static_cast<int>(rng() % static_cast<unsigned>(experts));
+        if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
+      }
+      ids.insert(ids.end(), row.begin(), row.end());
+    }
+  }
+  return ids;
+}
+
+// Every expert on a random GPU, plus `copies` random extra copies per layer (two on one GPU
+// allowed).
+Placement random_placement(std::mt19937& rng, int layers, int experts, int gpus, int copies) {
+  Placement p(layers, experts, gpus);
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < experts; ++e) p.set(l, e, static_cast<int>(rng() % gpus));
+    for (int r = 0; r < copies; ++r) {
+      p.add_copy(l, static_cast<int>(rng() % experts), static_cast<int>(rng() % gpus));
+    }
+  }
+  return p;
+}
+
 TEST(DeepEPSchemes, MatchAnIndependentImplementation) {
   std::mt19937 rng(29);
   struct Case {
@@ -98,25 +128,9 @@ TEST(DeepEPSchemes, MatchAnIndependentImplementation) {
     const int G = c.nodes * c.per_node;
     const Topology topology(c.nodes, c.per_node);
     const std::int64_t tokens = 500;
-    std::vector<std::int32_t> ids;
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      for (int l = 0; l < c.layers; ++l) {
-        std::vector<int> row;
-        while (static_cast<int>(row.size()) < c.k) {
-          const int e = static_cast<int>(rng() % static_cast<unsigned>(c.experts));
-          if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
-        }
-        ids.insert(ids.end(), row.begin(), row.end());
-      }
-    }
+    const std::vector<std::int32_t> ids = random_ids(rng, tokens, c.layers, c.k, c.experts);
     const Trace trace = Trace::from_ids(ids, tokens, c.layers, c.k, c.experts);
-    Placement p(c.layers, c.experts, G);
-    for (int l = 0; l < c.layers; ++l) {
-      for (int e = 0; e < c.experts; ++e) p.set(l, e, static_cast<int>(rng() % G));
-      for (int r = 0; r < G / 2; ++r) {
-        p.add_copy(l, static_cast<int>(rng() % c.experts), static_cast<int>(rng() % G));
-      }
-    }
+    const Placement p = random_placement(rng, c.layers, c.experts, G, G / 2);
     for (Scheme scheme : {Scheme::kBaseline, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
       EvalOptions eo;
       eo.scheme = scheme;
@@ -232,25 +246,9 @@ TEST(DeepEPSchemes, EvenCopyChoiceMatchesAnEnumerationOfEveryChoice) {
     const int G = c.nodes * c.per_node;
     const Topology topology(c.nodes, c.per_node);
     const std::int64_t tokens = 200;
-    std::vector<std::int32_t> ids;
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      for (int l = 0; l < c.layers; ++l) {
-        std::vector<int> row;
-        while (static_cast<int>(row.size()) < c.k) {
-          const int e = static_cast<int>(rng() % static_cast<unsigned>(c.experts));
-          if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
-        }
-        ids.insert(ids.end(), row.begin(), row.end());
-      }
-    }
+    const std::vector<std::int32_t> ids = random_ids(rng, tokens, c.layers, c.k, c.experts);
     const Trace trace = Trace::from_ids(ids, tokens, c.layers, c.k, c.experts);
-    Placement p(c.layers, c.experts, G);
-    for (int l = 0; l < c.layers; ++l) {
-      for (int e = 0; e < c.experts; ++e) p.set(l, e, static_cast<int>(rng() % G));
-      for (int r = 0; r < G; ++r) {
-        p.add_copy(l, static_cast<int>(rng() % c.experts), static_cast<int>(rng() % G));
-      }
-    }
+    const Placement p = random_placement(rng, c.layers, c.experts, G, G);
     for (Scheme scheme : {Scheme::kBaseline, Scheme::kDeepEP, Scheme::kDeepEPLowLatency}) {
       EvalOptions eo;
       eo.scheme = scheme;

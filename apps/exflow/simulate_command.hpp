@@ -64,57 +64,47 @@ void add_simulation_rows(OptionTable<Args>& t, const std::string& default_model)
                   .shown_default("128 x GPUs"));
 }
 
-// --scheme, read and checked by PlanOptions' own row (plan_option_spec("scheme"), as solve's):
-// an unknown name is a UsageError naming --scheme. `help` says what the command does with it.
-template <class Args>
-void add_scheme_row(OptionTable<Args>& t, std::string help) {
-  const PlanOptionSpec* s = &plan_option_spec("scheme");
+// A row for one PlanOptions field held in SimulationArgs (`field` in both), read and checked by
+// PlanOptions' own row (plan_option_spec(name), as solve's): a bad value is a UsageError naming
+// the flag. `help` empty: the table row's help.
+template <class Args, class T>
+void add_plan_field_row(OptionTable<Args>& t, const char* name, T SimulationArgs::*held,
+                        T PlanOptions::*field, std::string help = {}) {
+  const PlanOptionSpec* s = &plan_option_spec(name);
   OptionRow<Args> row;
   row.name = option_flag(s->name);
-  row.help = std::move(help);
-  row.default_text = s->shown_default;
-  row.bind = [s, flag = row.name](CLI::App& app, Args& args) -> CLI::Option* {
-    Scheme* scheme = &args.scheme;
-    CLI::Option* o = app.add_option_function<std::string>(flag, [s, scheme](const std::string& v) {
-      PlanOptions parsed;
-      s->set(parsed, v);
-      *scheme = parsed.scheme;
-    });
+  row.help = help.empty() ? s->help : std::move(help);
+  row.default_text = s->shown_default.empty() ? s->value(PlanOptions{}) : s->shown_default;
+  row.bind = [s, held, field, flag = row.name](CLI::App& app, Args& args) -> CLI::Option* {
+    T* target = &(args.*held);
+    CLI::Option* o =
+        app.add_option_function<std::string>(flag, [s, field, target](const std::string& v) {
+          PlanOptions parsed;
+          s->set(parsed, v);
+          *target = parsed.*field;
+        });
     o->type_name("TEXT");
     return o;
   };
-  row.value = [s](const Args& args) {
+  row.value = [s, held, field](const Args& args) {
     PlanOptions o;
-    o.scheme = args.scheme;
+    o.*field = args.*held;
     return nlohmann::json(s->value(o));
   };
   t.push_back(std::move(row));
 }
 
-// --replica-choice from the options table's row, into SimulationArgs::replica_choice.
+// --scheme; `help` says what the command does with it.
+template <class Args>
+void add_scheme_row(OptionTable<Args>& t, std::string help) {
+  add_plan_field_row(t, "scheme", &SimulationArgs::scheme, &PlanOptions::scheme, std::move(help));
+}
+
+// --replica-choice.
 template <class Args>
 void add_replica_choice_row(OptionTable<Args>& t) {
-  const PlanOptionSpec* s = &plan_option_spec("replica_choice");
-  OptionRow<Args> row;
-  row.name = option_flag(s->name);
-  row.help = s->help;
-  row.default_text = s->value(PlanOptions{});
-  row.bind = [s, flag = row.name](CLI::App& app, Args& args) -> CLI::Option* {
-    ReplicaChoice* choice = &args.replica_choice;
-    CLI::Option* o = app.add_option_function<std::string>(flag, [s, choice](const std::string& v) {
-      PlanOptions parsed;
-      s->set(parsed, v);
-      *choice = parsed.replica_choice;
-    });
-    o->type_name("TEXT");
-    return o;
-  };
-  row.value = [s](const Args& args) {
-    PlanOptions o;
-    o.replica_choice = args.replica_choice;
-    return nlohmann::json(s->value(o));
-  };
-  t.push_back(std::move(row));
+  add_plan_field_row(t, "replica_choice", &SimulationArgs::replica_choice,
+                     &PlanOptions::replica_choice);
 }
 
 // The simulator's options from the arguments: the preset's sizes unless given explicitly;

@@ -14,7 +14,7 @@ handed. See docs/python.md.
 """
 from __future__ import annotations
 
-from .rebalance import _index, _is_torch, previous_supported, rebalance_experts
+from .rebalance import _index, _is_torch, rebalance_experts
 
 
 class ExflowEplbPolicy:
@@ -26,10 +26,10 @@ class ExflowEplbPolicy:
                           old_global_expert_indices=None):
         """weight [layers, num_logical_experts] loads; num_ranks: the EP ranks (GPUs).
         Returns phy2log [layers, num_replicas] as an int64 CPU tensor (a NumPy array for NumPy
-        weight). old_global_expert_indices, the current phy2log, is passed on as `previous` when
-        exflow.solve takes it, and is otherwise not used (EPLB's answer does not depend on it)."""
+        weight). old_global_expert_indices, the current phy2log, is passed on as `previous`:
+        EPLB's answer with every expert that stays on a GPU in its old slot."""
         options = {}
-        if old_global_expert_indices is not None and previous_supported():
+        if old_global_expert_indices is not None:
             options["previous"] = _on_cpu(old_global_expert_indices)
         phy2log, _, _ = rebalance_experts(_on_cpu(weight), num_replicas, num_groups, num_nodes,
                                           num_ranks, **options)

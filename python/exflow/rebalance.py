@@ -110,11 +110,6 @@ def _maps_of(phy2log, experts):
     return {"phy2log": phy2log, "log2phy": log2phy, "logcnt": logcnt}
 
 
-def previous_supported():
-    """Whether exflow.solve takes `previous` (and `max_moves`) in this build."""
-    return "previous (default" in (_native.solve.__doc__ or "")
-
-
 def _previous_options(previous, max_moves, layers, experts, num_replicas):
     """solve()'s keywords for `previous` and `max_moves`, checked; {} when neither is given."""
     if previous is None and max_moves is None:
@@ -135,10 +130,6 @@ def _previous_options(previous, max_moves, layers, experts, num_replicas):
         if moves < 0:
             raise ValueError(f"max_moves must be >= 0, got {moves}")
         options["max_moves"] = moves
-    if not previous_supported():
-        name = "previous" if previous is not None else "max_moves"
-        raise ValueError(f"{name}: not available in this build (exflow.solve takes no "
-                         f"'previous' option); leave previous and max_moves as None")
     return options
 
 
