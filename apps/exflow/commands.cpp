@@ -468,14 +468,7 @@ int run_solve(const SolveArgs& args) {
   const PlanResult r = plan(trace, topology, options);
   const Comparison& m = *r.metrics;
   const std::vector<MovesCurvePoint> curve =
-      args.moves_curve
-          ? moves_curve(r,
-                        static_cast<std::int64_t>(trace.layers()) *
-                            (trace.experts() +
-                             static_cast<std::int64_t>(options.previous->replicas().size()) /
-                                 trace.layers()),
-                        {0, 1, 2, 5, 10, 20, 100})
-          : std::vector<MovesCurvePoint>{};
+      args.moves_curve ? moves_curve(r, *options.previous) : std::vector<MovesCurvePoint>{};
   std::string name =
       seed_solution_filename(topology.gpus_per_node(), topology.nodes(), m.placement.cost,
                              m.placement.cintra, m.placement.cinter);
