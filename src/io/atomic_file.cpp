@@ -1,6 +1,7 @@
 #include "io/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,6 +59,8 @@ void remove_temporaries_and_die(int signal_number) {
   // SA_RESETHAND restored the default action; the signal is delivered once this returns.
   ::raise(signal_number);
 }
+
+constexpr int kCleanupSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 
 // The innermost OutputSet open on this thread.
 thread_local OutputSet* open_output_set = nullptr;
@@ -191,7 +194,30 @@ void OutputSet::discard() {
   staged_.clear();
 }
 
+namespace {
+
+// Blocks the signals that install_temporary_cleanup() handles on this thread while it lives, so
+// that a signal arriving during a commit is delivered after it: all outputs or none.
+class CleanupSignalsBlocked {
+ public:
+  CleanupSignalsBlocked() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int signal_number : kCleanupSignals) sigaddset(&set, signal_number);
+    pthread_sigmask(SIG_BLOCK, &set, &previous_);
+  }
+  ~CleanupSignalsBlocked() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  CleanupSignalsBlocked(const CleanupSignalsBlocked&) = delete;
+  CleanupSignalsBlocked& operator=(const CleanupSignalsBlocked&) = delete;
+
+ private:
+  sigset_t previous_;
+};
+
+}  // namespace
+
 void OutputSet::commit() {
+  const CleanupSignalsBlocked blocked;
   for (std::size_t i = 0; i < staged_.size(); ++i) {
     if (::rename(staged_[i].temporary.c_str(), staged_[i].target.c_str()) != 0) {
       const int err = errno;
@@ -208,7 +234,7 @@ void OutputSet::commit() {
 }
 
 void install_temporary_cleanup() {
-  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+  for (int signal_number : kCleanupSignals) {
     struct sigaction current {};
     if (::sigaction(signal_number, nullptr, &current) != 0) continue;
     if (current.sa_handler == SIG_IGN) continue;
