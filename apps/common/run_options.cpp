@@ -21,10 +21,8 @@ const OptionTable<RunArgs>& run_options() {
                     .must()
                     .check(CLI::IsMember({"baseline", "exflow", "deepep", "reference"})));
     t.push_back(option<RunArgs>(&RunArgs::placement, "--placement",
-                                "expert placement for the rank count, as exflow eval reads it "
-                                "(CSV with header Expert,Node and replica rows, SGLang "
-                                "expert-location JSON or EPLB maps JSON; E/G experts per rank "
-                                "per layer): which rank hosts which expert")
+                                "expert placement CSV (header Expert,Node; replica rows allowed) "
+                                "for the rank count: which rank hosts which expert")
                     .check(CLI::ExistingFile)
                     .shown_default("vanilla"));
     t.push_back(option<RunArgs>(&RunArgs::gpus_per_node, "--gpus-per-node",
