@@ -56,6 +56,23 @@ def write_atomically(path, write):
         raise
 
 
+def check_writable(path):
+    """Raises OSError unless write_atomically can write `path`: its directory exists and takes a
+    new entry, and `path`, if it exists, is a regular file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OSError(f"{path}: cannot write, it is not a regular file")
+    if not os.path.isdir(directory):
+        raise OSError(f"{path}: cannot write, directory {directory} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                     suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"{path}: cannot write ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def rows_json(key, array):
     rows = ",\n  ".join(json.dumps(row) for row in array.tolist())
     return ('{"%s": [\n  %s\n]}\n' % (key, rows)).encode()
@@ -68,6 +85,7 @@ def convert(args):
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".npy", ".json"):
         raise UsageError(f"the output must be a .npy or .json file: {args.output}")
+    check_writable(args.output)
     f = read_sglang_dump(args.input)
     if ext not in OUTPUTS[f.kind]:
         raise UsageError(f"{args.output}: {args.input} holds {f.kind}; {WHAT[f.kind]}")

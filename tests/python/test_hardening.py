@@ -129,7 +129,7 @@ class Interrupts(unittest.TestCase):
             import sys, time
             import numpy as np
             import exflow
-            ids = np.random.default_rng(0).integers(0, 64, (1_000_000, 8, 8)).astype(np.int16)
+            ids = np.random.default_rng(0).integers(0, 64, (1_000_000, 8, 8), dtype=np.int16)
             P = exflow.Placement(np.tile(np.arange(64) // 8, (8, 1)), gpus_per_node=8)
             print("started", flush=True)
             start = time.monotonic()
@@ -159,6 +159,24 @@ class Interrupts(unittest.TestCase):
 
     def test_ctrl_c_interrupts_a_long_solve(self):
         self.interrupted("exflow.solve(ids, gpus_per_node=8, threads=2, method='vanilla')")
+
+
+class ConvertOutput(unittest.TestCase):
+    def test_an_unwritable_output_is_refused_before_the_input_is_read(self):
+        with tempfile.TemporaryDirectory() as d:
+            dump = os.path.join(d, "dump.pt")
+            with open(dump, "wb") as f:
+                f.write(b"not a torch file")
+            os.mkdir(os.path.join(d, "dir.npy"))
+            for output, fragment in ((os.path.join(d, "missing", "t.npy"), "does not exist"),
+                                     (os.path.join(d, "dir.npy"), "not a regular file")):
+                r = subprocess.run([sys.executable, "-m", "exflow", "convert", dump, "-o", output],
+                                   capture_output=True, text=True, timeout=120)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+                self.assertIn(output + ": cannot write", r.stderr)
+                self.assertIn(fragment, r.stderr)
+            self.assertEqual(sorted(os.listdir(d)), ["dir.npy", "dump.pt"])
 
 
 class Messages(unittest.TestCase):
