@@ -179,6 +179,24 @@ class ConvertOutput(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(d)), ["dir.npy", "dump.pt"])
 
 
+    def test_a_signal_during_the_write_leaves_no_temporary_and_kills_the_process(self):
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+            with tempfile.TemporaryDirectory() as d:
+                r = run_python(f"""
+                    import os, signal, time
+                    from exflow.__main__ import temporaries_removed_on_signals, write_atomically
+                    def write(f):
+                        f.write(b"partial")
+                        f.flush()
+                        os.kill(os.getpid(), signal.{name})
+                        time.sleep(30)
+                    with temporaries_removed_on_signals():
+                        write_atomically({os.path.join(d, "out.npy")!r}, write)
+                    """)
+                self.assertEqual(r.returncode, -getattr(signal, name), r.stderr[-2000:])
+                self.assertEqual(os.listdir(d), [])
+
+
 class Messages(unittest.TestCase):
     def test_a_message_quoting_bytes_that_are_not_utf8_is_not_lost(self):
         with tempfile.TemporaryDirectory() as d:
