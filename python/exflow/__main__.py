@@ -3,7 +3,8 @@
 A per_token recorder dump becomes a trace .npy, a stat dump (or an init file holding
 logical_count) the loads JSON `exflow solve --expert-loads` reads ({"logical_count": [...]};
 .npy also works), an init file holding physical_to_logical_map SGLang's expert-location JSON.
-Outputs are written atomically (a signal removes the temporary). Errors: one line on stderr, exit 1 for bad input, 2 for usage.
+Outputs are written atomically (a signal removes the temporary). Errors: one line on stderr,
+exit 1 for bad input, 2 for usage.
 """
 import argparse
 import contextlib

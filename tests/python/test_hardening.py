@@ -34,7 +34,8 @@ class Dtypes(unittest.TestCase):
         for bad, dtype in ((VANILLA + 0.7, "float64"), (VANILLA.astype(np.float32), "float32"),
                            (VANILLA > 0, "bool"), (VANILLA.astype(str), "<U"),
                            (VANILLA.astype(object), "object")):
-            with self.assertRaisesRegex(TypeError, f"gpu_of must be an integer array, got dtype {dtype}"):
+            with self.assertRaisesRegex(TypeError,
+                                        f"gpu_of must be an integer array, got dtype {dtype}"):
                 exflow.Placement(bad, gpus_per_node=4)
         self.assertEqual(exflow.Placement(VANILLA.tolist(), gpus_per_node=4).gpus, 4)
 
@@ -45,13 +46,15 @@ class Dtypes(unittest.TestCase):
                            ((ids + 0.5).tolist(), "float64")):
             for call in (lambda: exflow.profile(bad), lambda: exflow.solve(bad, gpus_per_node=4),
                          lambda: exflow.evaluate(bad, exflow.Placement(VANILLA, 4))):
-                with self.assertRaisesRegex(TypeError, f"ids must be an integer array, got dtype {dtype}"):
+                with self.assertRaisesRegex(TypeError,
+                                            f"ids must be an integer array, got dtype {dtype}"):
                     call()
 
     def test_previous_and_phy2log_of_floats_are_a_type_error(self):
         ids = ids_for_tests()
         phy2log = np.tile(np.arange(64), (26, 1))
-        with self.assertRaisesRegex(TypeError, "previous must be an integer array, got dtype float64"):
+        with self.assertRaisesRegex(TypeError,
+                                    "previous must be an integer array, got dtype float64"):
             exflow.solve(ids, gpus_per_node=4, previous=phy2log + 0.5)
         with self.assertRaisesRegex(TypeError, "got dtype float64"):
             exflow._native._placement_from_phy2log(phy2log + 0.5, 4)
