@@ -114,6 +114,15 @@ TEST(RunCli, PlacementIsCheckedAndDoesNotChangeTheOutput) {
 
   write_placement_csv(dir.file("q.csv"), vanilla_placement(2, 64, Topology(1, 8)));
   expect_one_line_error(exflow_run(small_args({"--placement", dir.file("q.csv")})), 1, "q.csv");
+  // A JSON placement holds slots: its GPUs need the topology.
+  write_sglang_expert_location(dir.file("p.json"), vanilla_placement(26, 64, Topology(1, 8)));
+  expect_one_line_error(exflow_run(small_args({"--placement", dir.file("p.json")})), 2,
+                        "give --gpus-per-node");
+  const CliRun from_json =
+      exflow_run(small_args({"--placement", dir.file("p.json"), "--gpus-per-node", "8", "--json"}));
+  ASSERT_EQ(from_json.code, 0) << from_json.err;
+  EXPECT_EQ(json::parse(from_json.out)["placement"]["gpus"], 8);
+  EXPECT_EQ(json::parse(from_json.out)["checksum"], a["checksum"]);
 }
 
 TEST(RunCli, TextSummary) {

@@ -158,8 +158,18 @@ int run_reference_mode(const RunArgs& args) {
   const Setup s = prepare(args);
   std::optional<int> placement_gpus;
   if (!args.placement.empty()) {
-    const Placement p =
-        read_placement_file(args.placement, s.config.layers, s.config.experts, kMaxPlacementGpus);
+    // A CSV names its GPUs; a JSON placement holds slots, whose GPUs only a topology gives.
+    const std::string& path = args.placement;
+    const bool json_file = path.size() >= 5 && (path.compare(path.size() - 5, 5, ".json") == 0 ||
+                                                path.compare(path.size() - 5, 5, ".JSON") == 0);
+    if (json_file && args.gpus_per_node <= 0) {
+      throw UsageError("--placement " + path +
+                       ": give --gpus-per-node (and --nodes) for a JSON placement in reference "
+                       "mode, its GPU count is not in the file");
+    }
+    const int gpus =
+        args.gpus_per_node > 0 ? args.gpus_per_node * std::max(1, args.nodes) : kMaxPlacementGpus;
+    const Placement p = read_placement_file(path, s.config.layers, s.config.experts, gpus);
     int top = *std::max_element(p.gpu_of().begin(), p.gpu_of().end());
     for (const Replica& r : p.replicas()) top = std::max(top, r.gpu);
     placement_gpus = top + 1;
