@@ -171,6 +171,17 @@ TEST(OutputSet, CommitPublishesEveryFileAndWritesOutsideASetArePublishedAtOnce) 
   EXPECT_FALSE(any_temporary(dir.path()));
 }
 
+TEST(OutputSet, ADeviceOrPipeIsNeverReplacedByAFile) {
+  TempDir dir;
+  ASSERT_EQ(::mkfifo(dir.file("pipe.csv").c_str(), 0644), 0);
+  EXPECT_ERROR(IoError, io::write_file_atomically(dir.file("pipe.csv"), "x"),
+               "pipe.csv: cannot write, it is not a regular file");
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.file("pipe.csv").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(entries(dir.path()), std::vector<std::string>{"pipe.csv"});
+}
+
 // A child process stages an output, then dies of `signal_number` before the commit.
 TEST(TemporaryCleanup, ASignalRemovesStagedTemporariesAndStillKillsTheProcess) {
   for (int signal_number : {SIGTERM, SIGINT, SIGHUP}) {

@@ -248,6 +248,12 @@ void install_temporary_cleanup() {
 
 void io::write_file_atomically(const std::string& path, std::string_view contents) {
   namespace fs = std::filesystem;
+  // A rename would replace a device, a pipe or a directory entry with a file.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    throw IoError(path + (S_ISDIR(st.st_mode) ? ": cannot write, it is a directory"
+                                              : ": cannot write, it is not a regular file"));
+  }
   fs::path target(path);
   if (target.has_parent_path()) {
     std::error_code ec;

@@ -88,6 +88,17 @@ class Ranges(unittest.TestCase):
             self.assertEqual(os.listdir(d), [])
 
 
+    def test_a_pipe_is_not_replaced_by_a_placement_file(self):
+        p = exflow.Placement(VANILLA, 4)
+        with tempfile.TemporaryDirectory() as d:
+            pipe = os.path.join(d, "p.csv")
+            os.mkfifo(pipe)
+            with self.assertRaisesRegex(OSError, "not a regular file"):
+                p.to_csv(pipe)
+            self.assertEqual(os.listdir(d), ["p.csv"])
+            self.assertFalse(os.path.isfile(pipe))
+
+
 class ConcurrentWriters(unittest.TestCase):
     def test_a_thread_writing_the_ids_during_calls_cannot_crash_the_interpreter(self):
         # The writer flips the ids between valid ones and ids far outside the 64 experts; every
