@@ -13,6 +13,7 @@
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
+#include "exflow/outputs.hpp"
 #include "exflow/plan.hpp"
 #include "exflow/report.hpp"
 #include "exflow/simulate.hpp"
@@ -159,6 +160,7 @@ int run_report(const ReportArgs& args) {
     throw IoError(args.output + ": cannot write the report, directory " + out_dir.string() +
                   " does not exist");
   }
+  check_writable(args.output);
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
