@@ -285,18 +285,27 @@ PyPlacement placement_from_phy2log(const py::object& phy2log, int gpus_per_node,
 PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
                       std::optional<int> experts, std::optional<int> topk, int threads,
                       double intra_cost, double inter_cost, const py::kwargs& keywords) {
-  // `previous` is a placement, not a value of the options table.
+  // `previous` is a placement and `score` a switch, not values of the options table.
   py::kwargs table_keywords;
   py::object previous = py::none();
+  bool score = true;
   for (const auto& [key, value] : keywords) {
-    if (py::str(key).cast<std::string>() == "previous") {
+    const std::string name = py::str(key).cast<std::string>();
+    if (name == "previous") {
       previous = py::reinterpret_borrow<py::object>(value);
+    } else if (name == "score") {
+      if (!py::isinstance<py::bool_>(value)) {
+        throw py::type_error("score must be True or False, got " +
+                             py::str(py::type::of(value).attr("__name__")).cast<std::string>());
+      }
+      score = value.cast<bool>();
     } else {
       table_keywords[key] = value;
     }
   }
   check_threads(threads);
   PlanOptions options = plan_options_from(table_keywords, threads);
+  options.score = score;
   Trace trace = trace_from(ids, experts, topk, threads);
   const Topology topology(nodes, gpus_per_node, intra_cost, inter_cost);
   if (py::isinstance<PyPlacement>(previous)) {
@@ -365,7 +374,9 @@ std::string solve_doc() {
   doc +=
       "  previous (default None): rebalance from the placement the engine runs now, a "
       "Placement or a phy2log [layers, slots] (EPLB's or SGLang's physical_to_logical_map); "
-      "max_moves limits the slots that change\n";
+      "max_moves limits the slots that change\n"
+      "  score (default True): False skips scoring the placement and vanilla on the ids "
+      "(.metrics then holds the plan's keys only)\n";
   return doc;
 }
 

@@ -76,7 +76,8 @@ def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, 
         placement = _native.solve(
             ids, gpus_per_node=num_gpus // num_nodes, nodes=num_nodes, experts=experts,
             redundant_total=num_replicas - experts, scheme=scheme,
-            max_load_ratio="auto" if max_load_ratio is None else max_load_ratio, **options)
+            max_load_ratio="auto" if max_load_ratio is None else max_load_ratio, score=False,
+            **options)
         maps = placement.to_eplb()
         if maps["phy2log"].shape != (layers, num_replicas):
             raise ValueError(f"routing: the plan has {maps['phy2log'].shape[1]} slots per layer, "

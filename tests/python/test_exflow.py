@@ -39,6 +39,15 @@ class Solve(unittest.TestCase):
             self.assertEqual(np.bincount(layer, minlength=4).tolist(), [16, 16, 16, 16])
         self.assertEqual(p.replicas, [])
 
+    def test_score_false_gives_the_same_placement_unscored(self):
+        p = exflow.solve(self.ids, gpus_per_node=4, score=False)
+        np.testing.assert_array_equal(p.gpu_of, self.placement.gpu_of)
+        self.assertIn("method", p.metrics)
+        self.assertNotIn("cost", p.metrics)
+        self.assertIn("cost", self.placement.metrics)
+        with self.assertRaisesRegex(TypeError, "score"):
+            exflow.solve(self.ids, gpus_per_node=4, score=1)
+
     def test_metrics_are_the_clis(self):
         with tempfile.TemporaryDirectory() as d:
             np.save(os.path.join(d, "ids.npy"), self.ids)
