@@ -21,8 +21,11 @@ double mean_load(const TokenState& state) {
 
 // The better of the contiguous layout and the load balancer's, by busiest-GPU load, each with
 // the layer's present number of experts per GPU (E/G, or uneven where replica slots make up the
-// difference); the assignment goes to `out` if given.
-std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>* out = nullptr) {
+// difference); the assignment goes to `out` if given. With prefer_contiguous, the contiguous
+// layout wherever it keeps the layer's limit (consecutive layers then line up, which a layout
+// by load alone does not).
+std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>* out = nullptr,
+                               bool prefer_contiguous = false) {
   const int E = state.experts();
   const int G = state.gpus();
   const std::int64_t* load = state.expert_loads(l).data();
@@ -39,12 +42,13 @@ std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>*
   std::vector<int> balanced = balance_layer(load, E, capacity);
   const std::int64_t mv = max_gpu_load(load, vanilla.data(), E, G);
   const std::int64_t mb = max_gpu_load(load, balanced.data(), E, G);
-  if (out != nullptr) *out = mb <= mv ? balanced : vanilla;
+  const bool contiguous = mv < mb || (prefer_contiguous && mv <= state.cap(l));
+  if (out != nullptr) *out = contiguous ? vanilla : balanced;
   return std::min(mv, mb);
 }
 
 // Re-aims replica slots of layer l at the experts that most reduce its load excess.
-void repair_replica_slots(TokenState& state, int l) {
+void repair_replica_slots(TokenState& state, const SearchControl& control, int l) {
   std::vector<std::int64_t> demand;
   for (int round = 0; round < 4; ++round) {
     state.clear_dload();
@@ -53,6 +57,7 @@ void repair_replica_slots(TokenState& state, int l) {
     bool improved = false;
     for (int g = 0; g < state.gpus(); ++g) {
       for (std::size_t i = 0; i < state.slots(l, g).size(); ++i) {
+        if (control.past_time_limit()) return;
         state.clear_dload();
         const std::int64_t now = state.excess(l);
         if (now == 0) return;
@@ -104,14 +109,19 @@ void check_limits_reachable(const TokenState& state, const SearchControl& contro
   }
 }
 
-void repair(TokenState& state, TokenSearchResult& result, bool allow_reset) {
+void repair(TokenState& state, const SearchControl& control, TokenSearchResult& result,
+            bool allow_reset) {
   const int E = state.experts();
   const int G = state.gpus();
+  // Layers rebalanced past the time limit are routed afresh once, at the end. Without replicas a
+  // layer's loads follow its own placement alone, so the later layers' excess stays exact.
+  const bool defer_rebuild = !state.has_replicas();
+  bool stale = false;
   for (int l = 0; l < state.layers(); ++l) {
     if (state.cap(l) == kNoLoadLimit) continue;
-    if (!allow_reset) repair_replica_slots(state, l);
+    if (!allow_reset) repair_replica_slots(state, control, l);
     const int steps = allow_reset ? 4 * E : 2 * std::max(1, E / G);
-    for (int step = 0; step < steps; ++step) {
+    for (int step = 0; step < steps && !control.past_time_limit(); ++step) {
       state.clear_dload();
       const std::int64_t now = state.excess(l);
       if (now == 0) break;
@@ -129,6 +139,7 @@ void repair(TokenState& state, TokenSearchResult& result, bool allow_reset) {
       double best_delta = 0;
       // Copies of the member lists: trying a swap rewrites them (and restores them).
       for (int a : std::vector<int>(state.members(l, hot))) {
+        if (control.past_time_limit()) break;
         for (int g : cold) {
           if (g == hot) continue;
           for (int b : std::vector<int>(state.members(l, g))) {
@@ -153,12 +164,18 @@ void repair(TokenState& state, TokenSearchResult& result, bool allow_reset) {
     state.clear_dload();
     if (state.excess(l) > 0 && allow_reset) {
       std::vector<int> layout;
-      best_balanced_max(state, l, &layout);
+      const bool late = control.past_time_limit();
+      best_balanced_max(state, l, &layout, late);
       state.assign_layer(l, layout);
-      state.rebuild();
       ++result.layers_reset;
+      if (late && defer_rebuild) {
+        stale = true;
+      } else {
+        state.rebuild();
+      }
     }
   }
+  if (stale) state.rebuild();
 }
 
 int layers_over_limit(TokenState& state) {
