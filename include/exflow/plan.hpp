@@ -162,8 +162,12 @@ PlanResult plan(const AffinityGraph& graph, const Topology& topology,
                 const PlanOptions& options = {});
 // From per-layer expert loads: each layer balanced by load alone, `redundant` replicas given to
 // the hottest experts (EPLB's model: a replicated expert's load splits evenly over its copies).
+// Throws InputError as check_load_totals does, naming "expert loads".
 PlanResult plan(const ExpertLoads& loads, const Topology& topology,
                 const PlanOptions& options = {});
+// Throws InputError naming `source` and the layer if the loads do not match their shape, one is
+// negative, or a layer's loads sum past int64 (the balancers add them up per GPU).
+void check_load_totals(const ExpertLoads& loads, const std::string& source);
 
 // `placement` and vanilla under both schemes, in one pass each (options.scheme is ignored).
 Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
