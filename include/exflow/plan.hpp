@@ -198,6 +198,15 @@ const PlanOptionSpec& plan_option_spec(std::string_view name);
 // "--max-load-ratio" for "max_load_ratio".
 std::string option_flag(std::string_view name);
 
+// The most worker threads a request may name (PlanOptions::threads, the CLI's --threads).
+inline constexpr int kMaxThreads = 4096;
+
+// Checks PlanOptions set in code as the table checks text: every field that differs from its
+// default must be a value its row's `set` accepts (no nan or negative time limit, no redundant
+// slots beyond the row's range, ...), and threads in [0, kMaxThreads]. Throws UsageError naming
+// the field. plan() calls it first.
+void check_plan_options(const PlanOptions& options);
+
 // Starts of fast and bcd when PlanOptions::starts is 0: 8 for top-1 traces, 2 for top-k (whose
 // token search refines the answer).
 int default_starts(int k);

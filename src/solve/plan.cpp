@@ -538,11 +538,13 @@ Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
 }
 
 PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
+  check_plan_options(options);
   return plan_trace(trace, nullptr, topology, options);
 }
 
 PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
                 const PlanOptions& options) {
+  check_plan_options(options);
   if (graph.layers() != trace.layers() || graph.experts() != trace.experts() ||
       graph.tokens() != trace.tokens()) {
     throw UsageError("plan: the affinity graph is not the trace's");
@@ -552,6 +554,7 @@ PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& 
 
 PlanResult plan(const AffinityGraph& graph, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();
+  check_plan_options(options);
   if (options.redundant > 0 || options.redundant_total > 0 ||
       options.max_load_ratio.kind != LoadLimit::Kind::kAuto || options.incremental > 0) {
     throw UsageError(
@@ -607,6 +610,7 @@ void check_load_totals(const ExpertLoads& loads, const std::string& source) {
 
 PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();
+  check_plan_options(options);
   check_load_totals(loads, "expert loads");
   const bool eplb = options.method == Method::kEplb;
   if (options.max_load_ratio.kind != LoadLimit::Kind::kAuto ||
