@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <span>
 
 #include "exflow/error.hpp"
 #include "solve/load_balance.hpp"
@@ -117,6 +118,10 @@ void repair(TokenState& state, const SearchControl& control, TokenSearchResult& 
   // layer's loads follow its own placement alone, so the later layers' excess stays exact.
   const bool defer_rebuild = !state.has_replicas();
   bool stale = false;
+  // Without replicas a swap moves exactly the two experts' loads between their GPUs, so the
+  // excess it leaves is known without walking tokens: a first pass finds the smallest excess any
+  // swap reaches, and only the swaps that reach it are scored exactly, for the cost tie-break.
+  const bool loads_follow_primaries = !state.has_replicas();
   for (int l = 0; l < state.layers(); ++l) {
     if (state.cap(l) == kNoLoadLimit) continue;
     if (!allow_reset) repair_replica_slots(state, control, l);
@@ -134,6 +139,30 @@ void repair(TokenState& state, const SearchControl& control, TokenSearchResult& 
       std::stable_sort(cold.begin(), cold.end(),
                        [&](int x, int y) { return state.load(l, x) < state.load(l, y); });
       cold.resize(std::min<std::size_t>(cold.size(), 4));
+      const std::span<const std::int64_t> eload = state.expert_loads(l);
+      const auto over = [&](std::int64_t load) {
+        return std::max<std::int64_t>(0, load - state.cap(l));
+      };
+      // The layer's excess after swapping a (on hot) with b (on g), from the loads alone.
+      const auto excess_after_swap = [&](int a, int b, int g) {
+        const std::int64_t shift =
+            eload[static_cast<std::size_t>(a)] - eload[static_cast<std::size_t>(b)];
+        return now - over(state.load(l, hot)) - over(state.load(l, g)) +
+               over(state.load(l, hot) - shift) + over(state.load(l, g) + shift);
+      };
+      std::int64_t reachable = now;
+      if (loads_follow_primaries) {
+        for (int a : state.members(l, hot)) {
+          for (int g : cold) {
+            if (g == hot) continue;
+            for (int b : state.members(l, g)) {
+              if (state.can_swap(l, a, b))
+                reachable = std::min(reachable, excess_after_swap(a, b, g));
+            }
+          }
+        }
+        if (reachable == now) break;
+      }
       int best_a = -1, best_b = -1;
       std::int64_t best_excess = now;
       double best_delta = 0;
@@ -144,6 +173,7 @@ void repair(TokenState& state, const SearchControl& control, TokenSearchResult& 
           if (g == hot) continue;
           for (int b : std::vector<int>(state.members(l, g))) {
             if (!state.can_swap(l, a, b)) continue;
+            if (loads_follow_primaries && excess_after_swap(a, b, g) != reachable) continue;
             const double delta = state.try_swap(l, a, b);
             const std::int64_t x = state.excess(l);
             if (x < best_excess || (x == best_excess && best_a >= 0 && delta < best_delta)) {
