@@ -211,7 +211,7 @@ void anneal_layers(TokenState& state, const SearchControl& control) {
       time_limit > 0 ? started + 0.4 * time_limit : std::numeric_limits<double>::infinity();
   std::int64_t swaps_done = 0;
   const int L = state.layers();
-  for (int l = 0; l < L && !control.out_of_time(state); ++l) {
+  for (int l = 0; l < L && !control.past_time_limit(); ++l) {
     std::int64_t layer_swaps = swaps;
     if (time_limit > 0 && swaps_done > 0) {
       const double spent = control.elapsed() - started;
