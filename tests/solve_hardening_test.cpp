@@ -199,5 +199,26 @@ TEST(TokenTimeLimit, ReplicaSlotsAreFilledWithinTheLimit) {
   validate(r.placement, Topology(1, 4), Balance::kExact, "placement");
 }
 
+TEST(GraphTimeLimit, IncrementalStepsShareOneLimit) {
+  // --incremental 1 on 8 222 tokens: every step had the whole limit, and steps went on for
+  // thousands of prefixes.
+  const Trace trace =
+      Trace::open(std::string(EXFLOW_SOURCE_DIR) + "/examples/esft-intent-top6.npy");
+  PlanOptions o;
+  o.incremental = 1;
+  o.time_limit = 0.3;
+  o.token_time_limit = 0.3;
+  o.score = false;
+  const auto start = std::chrono::steady_clock::now();
+  const PlanResult r = plan(trace, Topology(1, 4), o);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 0.6 + 8.0);
+  EXPECT_EQ(r.status, PlanStatus::kTimeLimit);
+  EXPECT_LT(r.tokens_used, trace.tokens());
+  ASSERT_FALSE(r.steps.empty());
+  EXPECT_NE(r.steps.back().find("time limit: stopped at"), std::string::npos) << r.steps.back();
+}
+
 }  // namespace
 }  // namespace exflow
