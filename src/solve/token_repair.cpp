@@ -114,14 +114,13 @@ void repair(TokenState& state, const SearchControl& control, TokenSearchResult& 
             bool allow_reset) {
   const int E = state.experts();
   const int G = state.gpus();
-  // Layers rebalanced past the time limit are routed afresh once, at the end. Without replicas a
-  // layer's loads follow its own placement alone, so the later layers' excess stays exact.
-  const bool defer_rebuild = !state.has_replicas();
-  bool stale = false;
-  // Without replicas a swap moves exactly the two experts' loads between their GPUs, so the
-  // excess it leaves is known without walking tokens: a first pass finds the smallest excess any
-  // swap reaches, and only the swaps that reach it are scored exactly, for the cost tie-break.
+  // Without replicas a layer's loads follow its own primaries alone. Then a swap moves exactly
+  // the two experts' loads between their GPUs, so the excess it leaves is known without walking
+  // tokens: a first pass finds the smallest excess any swap reaches, and only the swaps that reach
+  // it are scored exactly, for the cost tie-break. And layers rebalanced past the time limit are
+  // routed afresh once, at the end: the later layers' excess stays exact meanwhile.
   const bool loads_follow_primaries = !state.has_replicas();
+  bool stale = false;
   for (int l = 0; l < state.layers(); ++l) {
     if (state.cap(l) == kNoLoadLimit) continue;
     if (!allow_reset) repair_replica_slots(state, control, l);
@@ -198,7 +197,7 @@ void repair(TokenState& state, const SearchControl& control, TokenSearchResult& 
       best_balanced_max(state, l, &layout, late);
       state.assign_layer(l, layout);
       ++result.layers_reset;
-      if (late && defer_rebuild) {
+      if (late && loads_follow_primaries) {
         stale = true;
       } else {
         state.rebuild();
