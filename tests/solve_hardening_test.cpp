@@ -40,6 +40,11 @@ TEST(StrayExpertId, OneLargeIdIsRefusedBeforeItsCountsAreBuilt) {
                "expert id 23556 at token 1, layer 1 makes 23557 experts per layer");
   EXPECT_ERROR(InputError, AffinityGraph::from_trace(trace), "4.1 GiB");
   EXPECT_ERROR(InputError, plan(trace, Topology(1, 1)), "expert id 23556");
+  // Incremental counts prefixes: the whole trace is checked first, so the message still names
+  // the id rather than an expert count the first token does not explain.
+  PlanOptions incremental;
+  incremental.incremental = 1;
+  EXPECT_ERROR(InputError, plan(trace, Topology(1, 1), incremental), "expert id 23556");
 }
 
 TEST(StrayExpertId, TheLargestSupportedIdIsRefusedNotOutOfMemory) {

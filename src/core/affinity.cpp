@@ -101,10 +101,23 @@ std::string bytes_text(double bytes) {
   return buf;
 }
 
-// Refuses a trace whose expert count makes the dense counts too large for the input: more than
-// kMaxTransitionBytes, or, above kCheckedTransitionBytes, an E implied by a largest id far beyond
-// the ids used. Names the largest id and where it first occurs.
-void check_transition_size(const Trace& trace, double bytes) {
+double transition_bytes(const Trace& trace) {
+  return 8.0 * (trace.layers() - 1) * trace.experts() * static_cast<double>(trace.experts());
+}
+
+void count_pairs(const std::int32_t* from, const std::int32_t* to, std::int64_t n, int experts,
+                 std::uint16_t* counts) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    ++counts[static_cast<std::size_t>(from[i]) * experts + to[i]];
+  }
+}
+
+}  // namespace
+
+// One pass over the ids (distinct ids, the largest and where it first occurs), only for counts
+// above kCheckedTransitionBytes.
+void AffinityGraph::check_counts_size(const Trace& trace) {
+  const double bytes = transition_bytes(trace);
   if (bytes <= kCheckedTransitionBytes) return;
   const int L = trace.layers();
   const int E = trace.experts();
@@ -151,21 +164,11 @@ void check_transition_size(const Trace& trace, double bytes) {
                    counts + limit);
 }
 
-void count_pairs(const std::int32_t* from, const std::int32_t* to, std::int64_t n, int experts,
-                 std::uint16_t* counts) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    ++counts[static_cast<std::size_t>(from[i]) * experts + to[i]];
-  }
-}
-
-}  // namespace
-
 AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progress* progress) {
   const int L = trace.layers();
   const int E = trace.experts();
   const int k = trace.k();
-  const double transition_bytes = 8.0 * (L - 1) * E * static_cast<double>(E);
-  check_transition_size(trace, transition_bytes);
+  check_counts_size(trace);
   AffinityGraph result(L, E);
   if (L == 1) {  // no layer pairs: count the loads directly, on one thread
     trace.for_each_block(
@@ -181,8 +184,8 @@ AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progres
     return result;
   }
 
-  const int memory_workers =
-      static_cast<int>(std::max(1.0, std::floor(4 * kMaxTransitionBytes / transition_bytes)));
+  const int memory_workers = static_cast<int>(
+      std::max(1.0, std::floor(4 * kMaxTransitionBytes / transition_bytes(trace))));
   threads = std::min(resolve_threads(threads), memory_workers);
   const std::size_t EE = static_cast<std::size_t>(E) * E;
   std::vector<Stage> stages;

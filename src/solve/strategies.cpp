@@ -142,6 +142,7 @@ SolveResult solve_incremental(const Trace& trace, const Topology& topology,
   // The time limit is for all steps together: each gets what is left, and the steps stop when
   // it is spent, with the last step's answer.
   const auto started = Clock::now();
+  AffinityGraph::check_counts_size(trace);
   std::optional<Placement> previous;
   std::vector<std::string> steps;
   std::int64_t tokens = std::min(step, trace.tokens());
