@@ -1,7 +1,11 @@
 #include "options.hpp"
 
 #include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
 
+#include "core/quoted.hpp"
 #include "exflow/plan.hpp"
 
 namespace exflow::cli {
@@ -16,6 +20,26 @@ std::string option_key(const std::string& name) {
     }
   }
   return key;
+}
+
+CLI::Validator finite_number(double lo, double hi, bool open_low) {
+  char range[96];
+  std::snprintf(range, sizeof range,
+                open_low ? "a finite number above %g, at most %g" : "a finite number from %g to %g",
+                lo, hi);
+  const std::string what = range;
+  return CLI::Validator(
+      [lo, hi, open_low, what](std::string& text) -> std::string {
+        double v = 0;
+        const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
+        const bool parsed =
+            !text.empty() && r.ec == std::errc() && r.ptr == text.data() + text.size();
+        if (!parsed || !std::isfinite(v) || v < lo || (open_low && v == lo) || v > hi) {
+          return "must be " + what + ", got " + exflow::quoted(text);
+        }
+        return std::string();
+      },
+      what);
 }
 
 std::string message_with_flags(const Error& error) {

@@ -51,6 +51,11 @@ std::string option_key(const std::string& name);
 // as max_load_ratio) written as this program's flags (--max-load-ratio).
 std::string message_with_flags(const Error& error);
 
+// A check for a number option: finite and within [lo, hi] (lo excluded when `open_low`), refused
+// as "must be a finite number ..., got TEXT" (CLI11's own range checks let nan through and print
+// the double range in full).
+CLI::Validator finite_number(double lo, double hi, bool open_low = false);
+
 // A valued option (or positional, when name does not start with '-') bound to a member.
 template <class Args, class T, class Owner>
 OptionRow<Args> option(T Owner::*member, std::string name, std::string help) {

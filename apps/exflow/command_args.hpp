@@ -72,10 +72,10 @@ void add_topology_rows(OptionTable<Args>& t) {
   t.push_back(option<Args>(&TopologyArgs::nodes, "--nodes", "nodes N").check(CLI::Range(1, 65536)));
   t.push_back(option<Args>(&TopologyArgs::intra_cost, "--intra-cost",
                            "hop cost between two GPUs of one node")
-                  .check(CLI::NonNegativeNumber));
+                  .check(finite_number(0, Topology::kMaxHopCost)));
   t.push_back(option<Args>(&TopologyArgs::inter_cost, "--inter-cost",
                            "hop cost between GPUs of different nodes")
-                  .check(CLI::NonNegativeNumber));
+                  .check(finite_number(0, Topology::kMaxHopCost)));
 }
 
 // A row for one PlanOptions field, from the library's options table: Args has a PlanOptions

@@ -359,6 +359,7 @@ int run_solve_from_loads(const SolveArgs& args, OutputSet& outputs) {
       moe_rows(read_expert_loads(args.expert_loads),
                args.dense_layers.empty() ? DecoderLayers{} : parse_dense_layers(args.dense_layers),
                args.expert_loads);
+  check_load_totals(loads, args.expert_loads);
   Topology topology = make_topology(args);
   const PlanResult r = plan(loads, topology, plan_options_of(args, nullptr));
   const double worst = r.objective;

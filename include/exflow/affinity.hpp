@@ -24,8 +24,14 @@ class AffinityGraph {
                 std::vector<std::int64_t> loads);
 
   // One pass over the trace, multi-threaded over tokens (threads 0 = hardware concurrency).
+  // Throws as check_counts_size does before counting.
   static AffinityGraph from_trace(const Trace& trace, int threads = 0,
                                   Progress* progress = nullptr);
+  // The transitions of a trace take (L-1) E^2 int64 counts. Throws InputError naming the largest
+  // id and where it first occurs if they would pass 1 GiB, or 64 MiB with an E (the largest id +
+  // 1) over 16 times the distinct ids the trace uses; UsageError naming experts if an E above the
+  // largest id + 1 would pass 1 GiB. A strategy that counts prefixes checks the whole trace first.
+  static void check_counts_size(const Trace& trace);
 
   int layers() const { return layers_; }
   int experts() const { return experts_; }

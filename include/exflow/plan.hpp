@@ -165,8 +165,12 @@ PlanResult plan(const AffinityGraph& graph, const Topology& topology,
                 const PlanOptions& options = {});
 // From per-layer expert loads: each layer balanced by load alone, `redundant` replicas given to
 // the hottest experts (EPLB's model: a replicated expert's load splits evenly over its copies).
+// Throws InputError as check_load_totals does, naming "expert loads".
 PlanResult plan(const ExpertLoads& loads, const Topology& topology,
                 const PlanOptions& options = {});
+// Throws InputError naming `source` and the layer if the loads do not match their shape, one is
+// negative, or a layer's loads sum past int64 (the balancers add them up per GPU).
+void check_load_totals(const ExpertLoads& loads, const std::string& source);
 
 // `placement` and vanilla under both schemes, in one pass each (options.scheme is ignored).
 Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
@@ -196,6 +200,15 @@ const std::vector<PlanOptionSpec>& plan_option_specs();
 const PlanOptionSpec& plan_option_spec(std::string_view name);
 // "--max-load-ratio" for "max_load_ratio".
 std::string option_flag(std::string_view name);
+
+// The most worker threads a request may name (PlanOptions::threads, the CLI's --threads).
+inline constexpr int kMaxThreads = 4096;
+
+// Checks PlanOptions set in code as the table checks text: every field that differs from its
+// default must be a value its row's `set` accepts (no nan or negative time limit, no redundant
+// slots beyond the row's range, ...), and threads in [0, kMaxThreads]. Throws UsageError naming
+// the field. plan() calls it first.
+void check_plan_options(const PlanOptions& options);
 
 // Starts of fast and bcd when PlanOptions::starts is 0: 8 for top-1 traces, 2 for top-k (whose
 // token search refines the answer).

@@ -12,7 +12,11 @@ enum class Hop : std::uint8_t { kLocal = 0, kIntraNode = 1, kInterNode = 2 };
 
 class Topology {
  public:
-  // Throws UsageError if nodes or gpus_per_node < 1 or a cost is negative or not finite.
+  static constexpr int kMaxGpus = 65536;
+  static constexpr double kMaxHopCost = 1e12;
+
+  // Throws UsageError if nodes or gpus_per_node < 1, there are more than kMaxGpus GPUs, or a
+  // cost is negative, not finite or above kMaxHopCost.
   Topology(int nodes, int gpus_per_node, double intra_cost = 1.0, double inter_cost = 2.0);
 
   int nodes() const { return nodes_; }

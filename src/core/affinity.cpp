@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <mutex>
+#include <string>
 
 #include "exflow/error.hpp"
 #include "exflow/trace.hpp"
@@ -34,6 +36,26 @@ AffinityGraph::AffinityGraph(int layers, int experts, std::int64_t tokens,
   for (std::int64_t c : loads) {
     if (c < 0) throw UsageError("affinity graph: negative load");
   }
+  // The solvers add counts up per GPU (pair) and per layer: every such sum must fit int64.
+  const std::size_t EE = static_cast<std::size_t>(experts) * experts;
+  for (int l = 0; l + 1 < layers; ++l) {
+    std::int64_t total = 0;
+    for (std::size_t c = 0; c < EE; ++c) {
+      if (__builtin_add_overflow(total, transitions[l * EE + c], &total)) {
+        throw InputError("affinity graph: the transition counts of layer pair " +
+                         std::to_string(l) + " sum past the int64 range");
+      }
+    }
+  }
+  for (int l = 0; l < layers; ++l) {
+    std::int64_t total = 0;
+    for (int e = 0; e < experts; ++e) {
+      if (__builtin_add_overflow(total, loads[static_cast<std::size_t>(l) * experts + e], &total)) {
+        throw InputError("affinity graph: the loads of layer " + std::to_string(l) +
+                         " sum past the int64 range");
+      }
+    }
+  }
   transitions_ = std::move(transitions);
   loads_ = std::move(loads);
   tokens_ = tokens;
@@ -59,6 +81,30 @@ struct Stage {
         bound(static_cast<std::size_t>(layers - 1), 0) {}
 };
 
+// The dense counts [L-1, E, E] from_trace may build: 1 GiB of int64 (e.g. 58 layers of 1 024
+// experts, or 2 layers of 11 585). Its 16-bit stages take a quarter of that per worker, and the
+// workers are cut so that they stay within the same budget.
+constexpr double kMaxTransitionBytes = double(std::int64_t{1} << 30);
+// Above this size the ids are checked against E before the counts are built: when the largest id
+// implies an E over 16 times the distinct ids used, the counts would be mostly zeros made by one
+// stray id.
+constexpr double kCheckedTransitionBytes = double(std::int64_t{64} << 20);
+constexpr int kStrayIdFactor = 16;
+
+std::string bytes_text(double bytes) {
+  char buf[32];
+  if (bytes >= double(std::int64_t{1} << 30)) {
+    std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / double(std::int64_t{1} << 30));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f MiB", bytes / double(std::int64_t{1} << 20));
+  }
+  return buf;
+}
+
+double transition_bytes(const Trace& trace) {
+  return 8.0 * (trace.layers() - 1) * trace.experts() * static_cast<double>(trace.experts());
+}
+
 void count_pairs(const std::int32_t* from, const std::int32_t* to, std::int64_t n, int experts,
                  std::uint16_t* counts) {
   for (std::int64_t i = 0; i < n; ++i) {
@@ -68,10 +114,61 @@ void count_pairs(const std::int32_t* from, const std::int32_t* to, std::int64_t 
 
 }  // namespace
 
+// One pass over the ids (distinct ids, the largest and where it first occurs), only for counts
+// above kCheckedTransitionBytes.
+void AffinityGraph::check_counts_size(const Trace& trace) {
+  const double bytes = transition_bytes(trace);
+  if (bytes <= kCheckedTransitionBytes) return;
+  const int L = trace.layers();
+  const int E = trace.experts();
+  std::vector<char> used(static_cast<std::size_t>(E), 0);
+  std::int32_t max_id = -1;
+  std::int64_t at_token = 0;
+  int at_layer = 0, at_col = 0;
+  trace.for_each_block(1, [&](int, const TraceBlock& block) {
+    for (int l = 0; l < block.layers; ++l) {
+      for (int c = 0; c < block.k; ++c) {
+        const std::int32_t* ids = block.column(l, c);
+        for (std::int64_t i = 0; i < block.tokens; ++i) {
+          used[static_cast<std::size_t>(ids[i])] = 1;
+          const std::int64_t t = block.first_token + i;
+          if (ids[i] > max_id || (ids[i] == max_id && t < at_token)) {
+            max_id = ids[i];
+            at_token = t;
+            at_layer = l;
+            at_col = c;
+          }
+        }
+      }
+    }
+  });
+  const auto distinct = std::count(used.begin(), used.end(), char{1});
+  const bool too_large = bytes > kMaxTransitionBytes;
+  const bool stray = max_id + 1 == E && distinct * kStrayIdFactor < E;
+  if (!too_large && !stray) return;
+  const std::string counts = "the inter-layer counts [" + std::to_string(L - 1) + ", " +
+                             std::to_string(E) + ", " + std::to_string(E) + "] would take " +
+                             bytes_text(bytes);
+  const std::string limit =
+      too_large ? ", more than the " + bytes_text(kMaxTransitionBytes) + " allowed" : "";
+  const std::string use = "the trace uses " + std::to_string(distinct) + " distinct ids";
+  if (max_id + 1 < E) {
+    throw UsageError(trace.source() + ": experts = " + std::to_string(E) + " (largest id " +
+                         std::to_string(max_id) + "): " + counts + limit + "; " + use,
+                     {"experts"});
+  }
+  throw InputError(trace.source() + ": expert id " + std::to_string(max_id) + " at token " +
+                   std::to_string(at_token) + ", layer " + std::to_string(at_layer) +
+                   (trace.k() > 1 ? ", column " + std::to_string(at_col) : std::string()) +
+                   " makes " + std::to_string(E) + " experts per layer, but " + use + ": " +
+                   counts + limit);
+}
+
 AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progress* progress) {
   const int L = trace.layers();
   const int E = trace.experts();
   const int k = trace.k();
+  check_counts_size(trace);
   AffinityGraph result(L, E);
   if (L == 1) {  // no layer pairs: count the loads directly, on one thread
     trace.for_each_block(
@@ -87,6 +184,9 @@ AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progres
     return result;
   }
 
+  const int memory_workers = static_cast<int>(
+      std::max(1.0, std::floor(4 * kMaxTransitionBytes / transition_bytes(trace))));
+  threads = std::min(resolve_threads(threads), memory_workers);
   const std::size_t EE = static_cast<std::size_t>(E) * E;
   std::vector<Stage> stages;
   const int workers = trace.workers(threads);

@@ -1,6 +1,8 @@
 #include "exflow/topology.hpp"
 
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "exflow/error.hpp"
@@ -16,14 +18,18 @@ Topology::Topology(int nodes, int gpus_per_node, double intra_cost, double inter
     throw UsageError("topology: nodes (" + std::to_string(nodes) + ") and GPUs per node (" +
                      std::to_string(gpus_per_node) + ") must be at least 1");
   }
-  if (nodes > 65536 || gpus_per_node > 65536 || nodes * gpus_per_node > 65536) {
+  if (static_cast<std::int64_t>(nodes) * gpus_per_node > kMaxGpus) {
     throw UsageError("topology: " + std::to_string(nodes) + " x " + std::to_string(gpus_per_node) +
-                     " GPUs is more than the 65536 supported");
+                     " GPUs is more than the " + std::to_string(kMaxGpus) + " supported");
   }
+  // Costs are summed over every transfer of a trace: a bound far below the double range keeps
+  // the sums finite.
   if (!std::isfinite(intra_cost) || !std::isfinite(inter_cost) || intra_cost < 0 ||
-      inter_cost < 0) {
-    throw UsageError("topology: hop costs must be finite and non-negative (intra " +
-                     std::to_string(intra_cost) + ", inter " + std::to_string(inter_cost) + ")");
+      inter_cost < 0 || intra_cost > kMaxHopCost || inter_cost > kMaxHopCost) {
+    char costs[64];
+    std::snprintf(costs, sizeof costs, "intra %g, inter %g", intra_cost, inter_cost);
+    throw UsageError(std::string("topology: hop costs must be finite, from 0 to 1e12 (") + costs +
+                     ")");
   }
 }
 

@@ -581,9 +581,11 @@ int thread_count(const SolveOptions& o, int starts) {
 }
 
 Clock::time_point deadline_of(const SolveOptions& o) {
-  return o.time_limit > 0 ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                               std::chrono::duration<double>(o.time_limit))
-                          : Clock::time_point::max();
+  // Beyond a billion seconds (31 years) the limit is no limit; the cast would overflow.
+  return o.time_limit > 0 && o.time_limit < 1e9
+             ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(o.time_limit))
+             : Clock::time_point::max();
 }
 
 SolveResult finish(const Model& m, const StartResult& best, Method method, std::string detail) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <optional>
 
 #include "exflow/affinity.hpp"
@@ -545,11 +546,13 @@ Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
 }
 
 PlanResult plan(const Trace& trace, const Topology& topology, const PlanOptions& options) {
+  check_plan_options(options);
   return plan_trace(trace, nullptr, topology, options);
 }
 
 PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& topology,
                 const PlanOptions& options) {
+  check_plan_options(options);
   if (graph.layers() != trace.layers() || graph.experts() != trace.experts() ||
       graph.tokens() != trace.tokens()) {
     throw UsageError("plan: the affinity graph is not the trace's");
@@ -559,6 +562,7 @@ PlanResult plan(const Trace& trace, const AffinityGraph& graph, const Topology& 
 
 PlanResult plan(const AffinityGraph& graph, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();
+  check_plan_options(options);
   if (options.redundant > 0 || options.redundant_total > 0 ||
       options.max_load_ratio.kind != LoadLimit::Kind::kAuto || options.incremental > 0) {
     throw UsageError(
@@ -587,8 +591,35 @@ PlanResult plan(const AffinityGraph& graph, const Topology& topology, const Plan
   return out;
 }
 
+void check_load_totals(const ExpertLoads& loads, const std::string& source) {
+  if (loads.layers < 1 || loads.experts < 1 ||
+      loads.counts.size() != static_cast<std::size_t>(loads.layers) * loads.experts) {
+    throw InputError(source + ": " + std::to_string(loads.counts.size()) + " loads for " +
+                     std::to_string(loads.layers) + " layers x " + std::to_string(loads.experts) +
+                     " experts");
+  }
+  for (int l = 0; l < loads.layers; ++l) {
+    std::int64_t total = 0;
+    for (int e = 0; e < loads.experts; ++e) {
+      const std::int64_t v = loads.count(l, e);
+      if (v < 0) {
+        throw InputError(source + ": layer " + std::to_string(l) + " expert " + std::to_string(e) +
+                         ": load " + std::to_string(v) + " is negative");
+      }
+      if (__builtin_add_overflow(total, v, &total)) {
+        throw InputError(source + ": layer " + std::to_string(l) +
+                         ": the expert loads sum past the int64 range (" +
+                         std::to_string(std::numeric_limits<std::int64_t>::max()) + ") at expert " +
+                         std::to_string(e) + ", so the GPUs' loads cannot be compared");
+      }
+    }
+  }
+}
+
 PlanResult plan(const ExpertLoads& loads, const Topology& topology, const PlanOptions& options) {
   const auto start = Clock::now();
+  check_plan_options(options);
+  check_load_totals(loads, "expert loads");
   const bool eplb = options.method == Method::kEplb;
   if (options.max_load_ratio.kind != LoadLimit::Kind::kAuto ||
       (options.method != Method::kAuto && !eplb) || options.incremental > 0 || options.bipart ||

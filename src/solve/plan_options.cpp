@@ -31,6 +31,9 @@ Int parse_integer(const std::string& name, std::string_view text, Int lo, Int hi
   return v;
 }
 
+// The longest time limit: about 31 years, far inside what the clocks' nanosecond counts hold.
+constexpr double kMaxSeconds = 1e9;
+
 double parse_seconds(const std::string& name, std::string_view text) {
   double v = 0;
   const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
@@ -38,6 +41,7 @@ double parse_seconds(const std::string& name, std::string_view text) {
       !std::isfinite(v) || v < 0) {
     refuse(name, "a finite number of seconds >= 0", text);
   }
+  if (v > kMaxSeconds) refuse(name, "at most 1e9 seconds", text);
   return v;
 }
 
@@ -234,6 +238,21 @@ const PlanOptionSpec& plan_option_spec(std::string_view name) {
     names += (names.empty() ? "" : ", ") + s.name;
   }
   throw UsageError("unknown option " + quoted(name) + " (options: " + names + ")");
+}
+
+void check_plan_options(const PlanOptions& options) {
+  static const PlanOptions defaults;
+  for (const PlanOptionSpec& s : plan_option_specs()) {
+    const std::string value = s.value(options);
+    if (value == s.value(defaults)) continue;
+    PlanOptions scratch;
+    s.set(scratch, value);
+  }
+  if (options.threads < 0 || options.threads > kMaxThreads) {
+    throw UsageError("threads must be an integer from 0 to " + std::to_string(kMaxThreads) +
+                         ", got " + std::to_string(options.threads),
+                     {"threads"});
+  }
 }
 
 std::string option_flag(std::string_view name) {

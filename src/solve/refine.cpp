@@ -184,7 +184,9 @@ SolveResult refine(const Trace& trace, const Topology& topology, const SolveOpti
   result.layers_over_load_limit = found.layers_over_limit;
   if (found.layers_over_limit > 0) {
     detail += "; the load limit is exceeded on " + std::to_string(found.layers_over_limit) +
-              " layers (the replicas' copies could not all be kept within it)";
+              (found.stopped_by_time && !found.stopped_by_work_budget
+                   ? " layers (the time limit cut the load repair short)"
+                   : " layers (the replicas' copies could not all be kept within it)");
   }
   result.detail = result.detail.empty() ? detail : result.detail + "; " + detail;
   if (options.min_experts_per_gpu < 0) {

@@ -7,6 +7,8 @@
 // the experts of the part (hard balance: half of them each), then the same on each half with
 // only the tokens inside it. Nodes are split first (cut cost inter_cost), then GPUs within a
 // node (intra_cost). Needs node and GPU counts that halve down to one.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <numeric>
 #include <optional>
@@ -46,10 +48,22 @@ AffinityGraph restrict_graph(const AffinityGraph& g, const std::vector<std::vect
   return AffinityGraph(L, n, g.tokens(), std::move(t), std::move(loads));
 }
 
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The least time limit a step of a strategy gets once the whole limit is spent: its method
+// still returns its first answer.
+constexpr double kLeastStepSeconds = 1e-3;
+
 // Places the experts part[l] of every layer on GPUs first_gpu .. first_gpu + nodes * P - 1.
+// Under a time limit each split may use what the splits before it left (the methods usually end
+// on their own budget first), so that the whole bisection keeps the limit.
 void bisect(const AffinityGraph& g, const std::vector<std::vector<int>>& part, int nodes, int P,
-            int first_gpu, const Topology& topo, const SolveOptions& options, Placement& out,
-            std::vector<std::string>& steps) {
+            int first_gpu, const Topology& topo, const SolveOptions& options,
+            Clock::time_point started, Placement& out, std::vector<std::string>& steps) {
   const int L = g.layers();
   if (nodes * P == 1) {
     for (int l = 0; l < L; ++l) {
@@ -64,6 +78,9 @@ void bisect(const AffinityGraph& g, const std::vector<std::vector<int>>& part, i
   o.bipart = false;
   o.initial = nullptr;
   o.min_experts_per_gpu = -1;
+  if (options.time_limit > 0) {
+    o.time_limit = std::max(kLeastStepSeconds, options.time_limit - seconds_since(started));
+  }
   SolveResult r = solve(sub, Topology(1, 2, cut, cut), o);
   char buf[160];
   std::snprintf(buf, sizeof buf,
@@ -83,7 +100,7 @@ void bisect(const AffinityGraph& g, const std::vector<std::vector<int>>& part, i
     const int child_nodes = split_nodes ? nodes / 2 : 1;
     const int child_p = split_nodes ? P : P / 2;
     bisect(g, child, child_nodes, child_p, first_gpu + half * child_nodes * child_p, topo, options,
-           out, steps);
+           started, out, steps);
   }
 }
 
@@ -110,7 +127,7 @@ SolveResult solve_bipart(const AffinityGraph& graph, const Topology& topology,
                                     std::vector<int>(static_cast<std::size_t>(graph.experts())));
   for (auto& layer : all) std::iota(layer.begin(), layer.end(), 0);
   SolveResult result(Placement(graph.layers(), graph.experts(), topology.gpus()));
-  bisect(graph, all, topology.nodes(), topology.gpus_per_node(), 0, topology, options,
+  bisect(graph, all, topology.nodes(), topology.gpus_per_node(), 0, topology, options, Clock::now(),
          result.placement, result.steps);
   result.detail = "recursive bisection, " + std::to_string(result.steps.size()) + " splits";
   return result;
@@ -122,6 +139,10 @@ SolveResult solve_incremental(const Trace& trace, const Topology& topology,
                               const SolveOptions& options, std::int64_t step,
                               std::int64_t* tokens_used, int threads) {
   if (step < 1) throw UsageError("incremental needs a positive token count", {"incremental"});
+  // The time limit is for all steps together: each gets what is left, and the steps stop when
+  // it is spent, with the last step's answer.
+  const auto started = Clock::now();
+  AffinityGraph::check_counts_size(trace);
   std::optional<Placement> previous;
   std::vector<std::string> steps;
   std::int64_t tokens = std::min(step, trace.tokens());
@@ -129,6 +150,9 @@ SolveResult solve_incremental(const Trace& trace, const Topology& topology,
     AffinityGraph graph = AffinityGraph::from_trace(trace.prefix(tokens), threads);
     SolveOptions o = options;
     o.initial = previous ? &*previous : nullptr;
+    if (options.time_limit > 0) {
+      o.time_limit = std::max(kLeastStepSeconds, options.time_limit - seconds_since(started));
+    }
     SolveResult r = solve(graph, topology, o);
     bool steady = false;
     if (previous) {
@@ -145,7 +169,12 @@ SolveResult solve_incremental(const Trace& trace, const Topology& topology,
                   steady ? " (steady)" : "");
     steps.emplace_back(buf);
     if (options.log) options.log(buf);
-    if (steady || tokens == trace.tokens()) {
+    const bool out_of_time = options.time_limit > 0 && seconds_since(started) >= options.time_limit;
+    if (steady || tokens == trace.tokens() || out_of_time) {
+      if (!steady && tokens < trace.tokens()) {
+        r.stop = StopReason::kTimeLimit;
+        steps.emplace_back("time limit: stopped at " + std::to_string(tokens) + " tokens");
+      }
       r.steps = std::move(steps);
       if (tokens_used != nullptr) *tokens_used = tokens;
       return r;

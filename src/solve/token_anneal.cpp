@@ -14,6 +14,7 @@
 //   deepep-ll   sum over columns c of 2 d(o, g_c)
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "core/routing.hpp"
@@ -36,10 +37,11 @@ std::int64_t default_anneal_swaps(const TokenState& state) {
 }
 
 // Anneals layer l's grouping and leaves the best one seen in the state. cnt [T, G] and
-// node_cnt [T, N] are scratch.
+// node_cnt [T, N] are scratch. Stops early, with the best seen, once the search has run
+// `stop_at` seconds (control.elapsed()).
 void anneal_layer(TokenState& state, int l, std::int64_t swaps, SplitMix64& rng,
                   std::vector<std::int32_t>& cnt, std::vector<std::int32_t>& node_cnt,
-                  std::vector<std::int32_t>& stamp) {
+                  std::vector<std::int32_t>& stamp, const SearchControl& control, double stop_at) {
   const int E = state.experts();
   const int G = state.gpus();
   const int k = state.k();
@@ -151,6 +153,7 @@ void anneal_layer(TokenState& state, int l, std::int64_t swaps, SplitMix64& rng,
     rank[static_cast<std::size_t>(by_load[static_cast<std::size_t>(i)])] = i;
   const bool limited = cap != kNoLoadLimit;
   for (std::int64_t it = 0; it < swaps; ++it) {
+    if ((it & 255) == 255 && control.elapsed() > stop_at) break;
     const double temp =
         t0 * std::pow(t1 / t0, static_cast<double>(it) / static_cast<double>(swaps));
     const int a = rng.below(E);
@@ -200,12 +203,15 @@ void anneal_layers(TokenState& state, const SearchControl& control) {
   std::vector<std::int32_t> node_cnt(static_cast<std::size_t>(state.tokens()) * nodes);
   std::vector<std::int32_t> stamp(static_cast<std::size_t>(state.tokens()), -1);
   // Under a time limit the annealing takes at most 40% of it: after each layer, the swaps of the
-  // layers left are cut to what the time left allows at the rate measured so far.
+  // layers left are cut to what the time left allows at the rate measured so far, and a layer
+  // that runs past the share stops with the best grouping it has seen.
   const double time_limit = control.options().time_limit;
   const double started = control.elapsed();
+  const double stop_at =
+      time_limit > 0 ? started + 0.4 * time_limit : std::numeric_limits<double>::infinity();
   std::int64_t swaps_done = 0;
   const int L = state.layers();
-  for (int l = 0; l < L && !control.out_of_time(state); ++l) {
+  for (int l = 0; l < L && !control.past_time_limit(); ++l) {
     std::int64_t layer_swaps = swaps;
     if (time_limit > 0 && swaps_done > 0) {
       const double spent = control.elapsed() - started;
@@ -214,7 +220,7 @@ void anneal_layers(TokenState& state, const SearchControl& control) {
       layer_swaps = std::clamp<std::int64_t>(
           static_cast<std::int64_t>(left / (L - l) / std::max(1e-12, per_swap)), 100, swaps);
     }
-    anneal_layer(state, l, layer_swaps, rng, cnt, node_cnt, stamp);
+    anneal_layer(state, l, layer_swaps, rng, cnt, node_cnt, stamp, control, stop_at);
     swaps_done += layer_swaps;
     // This layer's homes, for the next layer's annealing.
     state.rehome_layer(l);

@@ -32,9 +32,12 @@ class SearchControl {
   // The time limit, or the work budget: token walks by evaluations and commits, which makes
   // the stopping point, and so the result, the same on every machine.
   bool out_of_time(const TokenState& state) const {
-    if (over_work_budget(state)) return true;
-    return options_.time_limit > 0 &&
-           std::chrono::duration<double>(Clock::now() - started_).count() > options_.time_limit;
+    return over_work_budget(state) || past_time_limit();
+  }
+  // The time limit alone: the steps the work budget does not cut (load repair, annealing,
+  // replica filling) take their shortcuts past it, so that the limit holds.
+  bool past_time_limit() const {
+    return options_.time_limit > 0 && elapsed() > options_.time_limit;
   }
   bool over_work_budget(const TokenState& state) const {
     return state.walks() - walks_before_ > walk_budget_;
@@ -62,8 +65,11 @@ inline std::string format_cost(double v) {
 // Throws UsageError if some layer's limit is below what the load balancer reaches.
 void check_limits_reachable(const TokenState& state, const SearchControl& control);
 // allow_reset: a layer the swaps cannot repair is rebalanced by load alone (only before
-// replicas exist: the balanced layout knows nothing of them).
-void repair(TokenState& state, TokenSearchResult& result, bool allow_reset);
+// replicas exist: the balanced layout knows nothing of them). Past the time limit no more swaps
+// are tried: with allow_reset the layers still over their limit are rebalanced by load alone,
+// else they stay over it.
+void repair(TokenState& state, const SearchControl& control, TokenSearchResult& result,
+            bool allow_reset);
 int layers_over_limit(TokenState& state);
 
 // ---- step 1b, simulated annealing of each layer's grouping (src/solve/token_anneal.cpp) ---------
@@ -71,7 +77,8 @@ void anneal_layers(TokenState& state, const SearchControl& control);
 
 // ---- steps 2 and 3, replicas (src/solve/token_replicas.cpp) -------------------------------------
 // Fills every GPU's free slots: up to `slots_per_gpu` experts and replicas per GPU and layer.
-void fill_replicas(TokenState& state, int slots_per_gpu);
+// Past the time limit each slot takes the most requested expert without comparing candidates.
+void fill_replicas(TokenState& state, const SearchControl& control, int slots_per_gpu);
 // min_gain: accept only changes that lower the cost by more than this.
 void improve_replicas(TokenState& state, const SearchControl& control, int l, double min_gain = 0);
 // demand[g * E + e]: tokens arriving at layer l on GPU g that use expert e from another GPU.

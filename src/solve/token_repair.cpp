@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <span>
 
 #include "exflow/error.hpp"
 #include "solve/load_balance.hpp"
@@ -21,8 +22,11 @@ double mean_load(const TokenState& state) {
 
 // The better of the contiguous layout and the load balancer's, by busiest-GPU load, each with
 // the layer's present number of experts per GPU (E/G, or uneven where replica slots make up the
-// difference); the assignment goes to `out` if given.
-std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>* out = nullptr) {
+// difference); the assignment goes to `out` if given. With prefer_contiguous, the contiguous
+// layout wherever it keeps the layer's limit (consecutive layers then line up, which a layout
+// by load alone does not).
+std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>* out = nullptr,
+                               bool prefer_contiguous = false) {
   const int E = state.experts();
   const int G = state.gpus();
   const std::int64_t* load = state.expert_loads(l).data();
@@ -39,12 +43,13 @@ std::int64_t best_balanced_max(const TokenState& state, int l, std::vector<int>*
   std::vector<int> balanced = balance_layer(load, E, capacity);
   const std::int64_t mv = max_gpu_load(load, vanilla.data(), E, G);
   const std::int64_t mb = max_gpu_load(load, balanced.data(), E, G);
-  if (out != nullptr) *out = mb <= mv ? balanced : vanilla;
+  const bool contiguous = mv < mb || (prefer_contiguous && mv <= state.cap(l));
+  if (out != nullptr) *out = contiguous ? vanilla : balanced;
   return std::min(mv, mb);
 }
 
 // Re-aims replica slots of layer l at the experts that most reduce its load excess.
-void repair_replica_slots(TokenState& state, int l) {
+void repair_replica_slots(TokenState& state, const SearchControl& control, int l) {
   std::vector<std::int64_t> demand;
   for (int round = 0; round < 4; ++round) {
     state.clear_dload();
@@ -53,6 +58,7 @@ void repair_replica_slots(TokenState& state, int l) {
     bool improved = false;
     for (int g = 0; g < state.gpus(); ++g) {
       for (std::size_t i = 0; i < state.slots(l, g).size(); ++i) {
+        if (control.past_time_limit()) return;
         state.clear_dload();
         const std::int64_t now = state.excess(l);
         if (now == 0) return;
@@ -104,14 +110,22 @@ void check_limits_reachable(const TokenState& state, const SearchControl& contro
   }
 }
 
-void repair(TokenState& state, TokenSearchResult& result, bool allow_reset) {
+void repair(TokenState& state, const SearchControl& control, TokenSearchResult& result,
+            bool allow_reset) {
   const int E = state.experts();
   const int G = state.gpus();
+  // Without replicas a layer's loads follow its own primaries alone. Then a swap moves exactly
+  // the two experts' loads between their GPUs, so the excess it leaves is known without walking
+  // tokens: a first pass finds the smallest excess any swap reaches, and only the swaps that reach
+  // it are scored exactly, for the cost tie-break. And layers rebalanced past the time limit are
+  // routed afresh once, at the end: the later layers' excess stays exact meanwhile.
+  const bool loads_follow_primaries = !state.has_replicas();
+  bool stale = false;
   for (int l = 0; l < state.layers(); ++l) {
     if (state.cap(l) == kNoLoadLimit) continue;
-    if (!allow_reset) repair_replica_slots(state, l);
+    if (!allow_reset) repair_replica_slots(state, control, l);
     const int steps = allow_reset ? 4 * E : 2 * std::max(1, E / G);
-    for (int step = 0; step < steps; ++step) {
+    for (int step = 0; step < steps && !control.past_time_limit(); ++step) {
       state.clear_dload();
       const std::int64_t now = state.excess(l);
       if (now == 0) break;
@@ -124,15 +138,41 @@ void repair(TokenState& state, TokenSearchResult& result, bool allow_reset) {
       std::stable_sort(cold.begin(), cold.end(),
                        [&](int x, int y) { return state.load(l, x) < state.load(l, y); });
       cold.resize(std::min<std::size_t>(cold.size(), 4));
+      const std::span<const std::int64_t> eload = state.expert_loads(l);
+      const auto over = [&](std::int64_t load) {
+        return std::max<std::int64_t>(0, load - state.cap(l));
+      };
+      // The layer's excess after swapping a (on hot) with b (on g), from the loads alone.
+      const auto excess_after_swap = [&](int a, int b, int g) {
+        const std::int64_t shift =
+            eload[static_cast<std::size_t>(a)] - eload[static_cast<std::size_t>(b)];
+        return now - over(state.load(l, hot)) - over(state.load(l, g)) +
+               over(state.load(l, hot) - shift) + over(state.load(l, g) + shift);
+      };
+      std::int64_t reachable = now;
+      if (loads_follow_primaries) {
+        for (int a : state.members(l, hot)) {
+          for (int g : cold) {
+            if (g == hot) continue;
+            for (int b : state.members(l, g)) {
+              if (state.can_swap(l, a, b))
+                reachable = std::min(reachable, excess_after_swap(a, b, g));
+            }
+          }
+        }
+        if (reachable == now) break;
+      }
       int best_a = -1, best_b = -1;
       std::int64_t best_excess = now;
       double best_delta = 0;
       // Copies of the member lists: trying a swap rewrites them (and restores them).
       for (int a : std::vector<int>(state.members(l, hot))) {
+        if (control.past_time_limit()) break;
         for (int g : cold) {
           if (g == hot) continue;
           for (int b : std::vector<int>(state.members(l, g))) {
             if (!state.can_swap(l, a, b)) continue;
+            if (loads_follow_primaries && excess_after_swap(a, b, g) != reachable) continue;
             const double delta = state.try_swap(l, a, b);
             const std::int64_t x = state.excess(l);
             if (x < best_excess || (x == best_excess && best_a >= 0 && delta < best_delta)) {
@@ -153,12 +193,18 @@ void repair(TokenState& state, TokenSearchResult& result, bool allow_reset) {
     state.clear_dload();
     if (state.excess(l) > 0 && allow_reset) {
       std::vector<int> layout;
-      best_balanced_max(state, l, &layout);
+      const bool late = control.past_time_limit();
+      best_balanced_max(state, l, &layout, late);
       state.assign_layer(l, layout);
-      state.rebuild();
       ++result.layers_reset;
+      if (late && loads_follow_primaries) {
+        stale = true;
+      } else {
+        state.rebuild();
+      }
     }
   }
+  if (stale) state.rebuild();
 }
 
 int layers_over_limit(TokenState& state) {

@@ -36,7 +36,7 @@ std::vector<int> slot_candidates(const TokenState& state, int l, int g,
   return order;
 }
 
-void fill_replicas(TokenState& state, int slots_per_gpu) {
+void fill_replicas(TokenState& state, const SearchControl& control, int slots_per_gpu) {
   std::vector<std::int64_t> demand;
   const auto free_slots = [&](int l, int g) {
     return slots_per_gpu - static_cast<int>(state.members(l, g).size() + state.slots(l, g).size());
@@ -50,11 +50,14 @@ void fill_replicas(TokenState& state, int slots_per_gpu) {
       for (int g = 0; g < state.gpus(); ++g) {
         if (free_slots(l, g) <= 0) continue;
         // The best of the six most requested experts that keeps the limits; failing that,
-        // of the 32 most requested; failing that, the one that exceeds them least.
+        // of the 32 most requested; failing that, the one that exceeds them least. Past the
+        // time limit, the most requested.
         int best = -1;
         double best_delta = 0;
         std::int64_t best_over = 0;
-        for (int n : {6, 32}) {
+        const std::vector<int> widths =
+            control.past_time_limit() ? std::vector<int>{1} : std::vector<int>{6, 32};
+        for (int n : widths) {
           for (int e : slot_candidates(state, l, g, demand, n)) {
             state.add_copy(l, e, g);
             state.collect(l, e, -1);

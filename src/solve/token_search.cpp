@@ -90,7 +90,7 @@ TokenSearchResult rebalance(const TokenSample& sample, const Topology& topology,
   result.start_cost = state.total() / tokens;
   state.track_moves();
   // A limit the budget cannot reach is reported (layers_over_limit), not refused.
-  token_moves::repair(state, result, false);
+  token_moves::repair(state, control, result, false);
   control.start_work_budget(state);
   const bool slots = state.has_replicas();
   const double unit = state.hops().cost_of_hop(routing::kIntra);
@@ -155,16 +155,18 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
   TokenSearchResult result(state.placement());
   result.start_cost = state.total() / tokens;
   token_moves::check_limits_reachable(state, control);
-  token_moves::repair(state, result, true);
+  token_moves::repair(state, control, result, true);
   // The context-coherent annealing counts GPUs, not hops, so it runs on one node only; the
   // owner-routed schemes' is exact on any topology.
   if (options.improve && options.anneal_swaps != 0 && state.gpus() > 1 &&
-      (topology.nodes() == 1 || state.from_owner()) && !state.has_replicas()) {
+      !control.past_time_limit() && (topology.nodes() == 1 || state.from_owner()) &&
+      !state.has_replicas()) {
     token_moves::anneal_layers(state, control);
   }
   if (options.redundant_total > 0) {
-    token_moves::fill_replicas(state, (state.experts() + options.redundant_total) / state.gpus());
-    token_moves::repair(state, result, false);
+    token_moves::fill_replicas(state, control,
+                               (state.experts() + options.redundant_total) / state.gpus());
+    token_moves::repair(state, control, result, false);
   }
   control.log("token search: start " + token_moves::format_cost(result.start_cost) +
               ", after load repair and replicas " +
