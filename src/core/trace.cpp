@@ -17,6 +17,44 @@ namespace exflow {
 namespace {
 // Largest expert count accepted; ids at or above it are reported as out of range.
 constexpr int kMaxExperts = 1 << 16;
+
+// The first (token, layer) row of `block` that names one expert in two columns, or false.
+// Compares every pair of columns over the whole block first: a branch-free loop the compiler
+// vectorises, so the common case (no repeat) costs k(k-1)/2 cheap passes per block.
+struct RepeatedExpert {
+  std::int64_t token = -1;
+  int layer = 0;
+  int first_col = 0;
+  int col = 0;
+};
+bool find_repeated_expert(const TraceBlock& block, RepeatedExpert& out) {
+  bool any = false;
+  for (int l = 0; l < block.layers && !any; ++l) {
+    for (int c = 1; c < block.k && !any; ++c) {
+      const std::int32_t* b = block.column(l, c);
+      for (int c0 = 0; c0 < c; ++c0) {
+        const std::int32_t* a = block.column(l, c0);
+        int equal = 0;
+        for (std::int64_t i = 0; i < block.tokens; ++i) equal |= static_cast<int>(a[i] == b[i]);
+        any |= equal != 0;
+      }
+    }
+  }
+  if (!any) return false;
+  for (std::int64_t i = 0; i < block.tokens; ++i) {
+    for (int l = 0; l < block.layers; ++l) {
+      for (int c = 1; c < block.k; ++c) {
+        for (int c0 = 0; c0 < c; ++c0) {
+          if (block.column(l, c0)[i] == block.column(l, c)[i]) {
+            out = RepeatedExpert{block.first_token + i, l, c0, c};
+            return true;
+          }
+        }
+      }
+    }
+  }
+  return false;
+}
 }  // namespace
 
 // Where the ids live and how they are laid out: either a mapped .npy file or an owned int32
@@ -343,6 +381,7 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
     std::int64_t bad_token = -1;  // first token (in this worker's range) with an id out of range
     int bad_layer = 0;
     int bad_col = 0;
+    RepeatedExpert repeat;  // first row (in this worker's range) naming an expert twice
   };
   std::vector<Scan> scans(static_cast<std::size_t>(workers(threads)));
   for_each_block(threads, [&](int worker, const TraceBlock& block) {
@@ -355,13 +394,14 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
       hi = std::max(hi, block.ids[i]);
     }
     scan.max = std::max(scan.max, hi);
+    if (scan.repeat.token < 0 && block.k > 1) find_repeated_expert(block, scan.repeat);
     if (scan.bad_token >= 0 || (lo >= 0 && hi < limit)) return;
     for (std::int64_t i = 0; i < block.tokens && scan.bad_token < 0; ++i) {
       for (int l = 0; l < block.layers && scan.bad_token < 0; ++l) {
         for (int c = 0; c < block.k; ++c) {
           std::int32_t v = block.column(l, c)[i];
           if (v < 0 || v >= limit) {
-            scan = Scan{scan.max, block.first_token + i, l, c};
+            scan = Scan{scan.max, block.first_token + i, l, c, scan.repeat};
             break;
           }
         }
@@ -388,6 +428,15 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
     }
     throw InputError(source_ + ": expert id " + value + where + " exceeds the largest supported " +
                      "expert count (" + std::to_string(kMaxExperts) + ")");
+  }
+  for (const Scan& s : scans) {
+    const RepeatedExpert& r = s.repeat;
+    if (r.token < 0) continue;
+    throw InputError(source_ + ": token " + std::to_string(r.token) + ", layer " +
+                     std::to_string(r.layer) + " names expert " +
+                     storage_->raw_text(r.token, r.layer, r.col) + " twice (columns " +
+                     std::to_string(r.first_col) + " and " + std::to_string(r.col) +
+                     "); a top-k row holds k distinct experts");
   }
   experts_ = experts ? *experts : max_id + 1;
 }

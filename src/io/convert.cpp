@@ -117,17 +117,7 @@ bool parse_fast(std::string_view s, Row& row) {
 
 // Any other line: parsed as JSON, with one message for each way it can be wrong.
 void parse_json_row(const std::string& text, const std::function<std::string()>& at, Row& row) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded()) {
-    try {
-      j = json::parse(text);
-    } catch (const json::exception& e) {
-      // The row is one line: "at line 1, column 28" is just "at column 28".
-      std::string why = io::json_error_text(e);
-      if (auto p = why.find("at line 1, column"); p != std::string::npos) why.erase(p + 3, 8);
-      throw InputError(at() + "not valid JSON: " + why);
-    }
-  }
+  const json j = io::parse_json(text, at(), true);
   if (!j.is_object()) {
     throw InputError(at() + "expected an object {\"layer\": l, \"topk_ids\": [...]}, found " +
                      io::describe_json(j));
@@ -217,6 +207,15 @@ ConvertResult convert_jsonl_to_npy(std::istream& in, const std::string& name,
                          "columns and dense layers before converting");
       }
       throw InputError(at() + which + " = " + str(v) + " is out of range 0.." + str(kMaxId));
+    }
+    for (std::size_t c = 1; c < k; ++c) {
+      for (std::size_t c0 = 0; c0 < c; ++c0) {
+        if (row.ids[c0] != row.ids[c]) continue;
+        throw InputError(at() + "topk_ids[" + str(static_cast<std::int64_t>(c)) +
+                         "] = " + str(row.ids[c]) + " repeats topk_ids[" +
+                         str(static_cast<std::int64_t>(c0)) +
+                         "]; a top-k row names k distinct experts");
+      }
     }
     if (static_cast<std::size_t>(row.layer) >= layers.size()) {
       layers.resize(static_cast<std::size_t>(row.layer) + 1);

@@ -1,11 +1,13 @@
 #include "io/npy.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cctype>
 #include <cstring>
 #include <optional>
 #include <string_view>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
 
 namespace exflow::io {
@@ -32,7 +34,19 @@ class HeaderParser {
     expect('{');
     skip_space();
     while (peek() != '}') {
+      const std::size_t key_at = pos_;
       std::string key = parse_string();
+      if (key != "descr" && key != "fortran_order" && key != "shape") {
+        pos_ = key_at;
+        fail("unknown key " + exflow::quoted(key) +
+             " (numpy writes only 'descr', 'fortran_order', " + "'shape')");
+      }
+      for (const auto& item : items) {
+        if (item.first == key) {
+          pos_ = key_at;
+          fail("key " + exflow::quoted(key) + " given twice");
+        }
+      }
       expect(':');
       items.emplace_back(std::move(key), parse_value());
       skip_space();
@@ -51,14 +65,13 @@ class HeaderParser {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
+    std::string_view rest = s_.substr(std::min(pos_, s_.size()));
+    while (!rest.empty() && std::isspace(static_cast<unsigned char>(rest.back()))) {
+      rest.remove_suffix(1);
+    }
     throw InputError(path_ + ": malformed npy header: " + what + " at offset " +
-                     std::to_string(pos_) + " of \"" + quoted() + "\"");
-  }
-  // The header without its padding, cut to a readable length.
-  std::string quoted() const {
-    std::string_view v = s_;
-    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
-    return v.size() > 160 ? std::string(v.substr(0, 160)) + "..." : std::string(v);
+                     std::to_string(pos_) +
+                     (rest.empty() ? std::string(" (its end)") : " near " + exflow::quoted(rest)));
   }
   char peek() {
     skip_space();
@@ -88,6 +101,10 @@ class HeaderParser {
     std::int64_t value = 0;
     bool negative = start < s_.size() && s_[start] == '-';
     bool any = false;
+    if (pos_ + 1 < s_.size() && s_[pos_] == '0' &&
+        std::isdigit(static_cast<unsigned char>(s_[pos_ + 1]))) {
+      fail("integer with a leading zero");
+    }
     while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) {
       int digit = s_[pos_] - '0';
       if (value > (INT64_MAX - digit) / 10) fail("integer too large");
@@ -154,7 +171,7 @@ std::uint32_t read_le(const std::uint8_t* p, int bytes) {
 // Checks the dtype string and fills kind, size and byte order.
 [[noreturn]] void bad_dtype(const std::string& path, const std::string& descr,
                             const std::string& why) {
-  throw InputError(path + ": dtype '" + descr + "' " + why +
+  throw InputError(path + ": dtype " + exflow::quoted(descr) + " " + why +
                    "; expert ids must be integers (int8/16/32/64 or uint8/16/32/64)");
 }
 

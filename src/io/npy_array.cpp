@@ -44,6 +44,10 @@ bool parse_shape(std::string_view header, ShapeSpan& out) {
     if (p < header.size() && (header[p] == '-' || header[p] == '+')) negative = header[p++] == '-';
     std::int64_t v = 0;
     bool any = false;
+    if (p + 1 < header.size() && header[p] == '0' &&
+        std::isdigit(static_cast<unsigned char>(header[p + 1]))) {
+      return false;  // numpy writes no leading zeros: parse_npy names it
+    }
     while (p < header.size() && std::isdigit(static_cast<unsigned char>(header[p]))) {
       const int digit = header[p++] - '0';
       if (v > (std::numeric_limits<std::int64_t>::max() - digit) / 10) return false;
