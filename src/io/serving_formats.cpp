@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
 #include "exflow/formats.hpp"
 #include "io/atomic_file.hpp"
@@ -61,9 +62,7 @@ std::string describe_top(const json& j) {
       keys += ", ...";
       break;
     }
-    std::string key = json(it.key()).dump();  // quoted and escaped
-    if (key.size() > 40) key = key.substr(0, 36) + "...\"";
-    keys += (keys.empty() ? "keys " : ", ") + key;
+    keys += (keys.empty() ? "keys " : ", ") + exflow::quoted(it.key());
   }
   return keys;
 }
