@@ -2,8 +2,10 @@
 // deep JSON nesting, duplicate and unknown keys, stray carriage returns, npy headers numpy
 // would refuse, raw or huge excerpts in messages, and top-k rows that name an expert twice.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -82,6 +84,72 @@ TEST(ConvertHardening, MessagesQuoteShortEscapedExcerptsAndCompactNumbers) {
   EXPECT_NE(err.find("\\xff"), std::string::npos) << err;
   err = convert_error("{\"layer\": 1.79e308, \"topk_ids\": [1]}\n");
   EXPECT_NE(err.find("\"layer\" is 1.79e+308,"), std::string::npos) << err;
+}
+
+// Runs `command` through /bin/sh and returns the result.
+test::CommandRun shell(const std::string& command) {
+  return run_command("/bin/sh", {"-c", command});
+}
+
+TEST(ConvertHardening, APipeGivesTheSameTraceAndLineNumbersAsAFile) {
+  TempDir dir;
+  std::string log;
+  for (int t = 0; t < 50; ++t) {
+    for (int l = 0; l < 3; ++l) {
+      log += "{\"layer\": " + std::to_string(l) + ", \"topk_ids\": [" + std::to_string(t % 7) +
+             ", " + std::to_string(7 + l) + "]}\n";
+      if (t % 9 == 0) log += "\n  \r\n";
+    }
+  }
+  write_bytes(dir.file("log.jsonl"), log);
+  const std::string cli = EXFLOW_CLI;
+  test::CommandRun r =
+      shell(cli + " convert " + dir.file("log.jsonl") + " -o " + dir.file("f.npy"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = shell("cat " + dir.file("log.jsonl") + " | " + cli + " convert - -o " + dir.file("p.npy"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(test::read_bytes(dir.file("f.npy")), test::read_bytes(dir.file("p.npy")));
+  // Token 20 of layer 1 given again near the end: both name the same lines.
+  write_bytes(dir.file("log.jsonl"), log +
+                                         "\n{\"layer\": 0, \"topk_ids\": [1, 2], \"token\": 50}\n" +
+                                         "{\"layer\": 1, \"topk_ids\": [1, 2], \"token\": 20}\n" +
+                                         "{\"layer\": 2, \"topk_ids\": [1, 2], \"token\": 50}\n");
+  r = shell("cat " + dir.file("log.jsonl") + " | " + cli + " convert - -o " + dir.file("p.npy"));
+  EXPECT_EQ(r.code, 1);
+  const std::string piped = r.err.substr(r.err.find(": layer"));
+  EXPECT_EQ(piped, ": layer 1 token 20 appears twice (first on line 80)\n");
+  r = shell(cli + " convert " + dir.file("log.jsonl") + " -o " + dir.file("f.npy"));
+  EXPECT_EQ(r.err, "exflow: error: " + dir.file("log.jsonl") + ":189" + piped);
+}
+
+TEST(ConvertHardening, MemoryStaysNearTheOutputSize) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "resident size is not meaningful under AddressSanitizer";
+#endif
+  TempDir dir;
+  const std::int64_t tokens = 40000, layers = 16, k = 8;
+  {
+    std::ofstream out(dir.file("log.jsonl"), std::ios::binary);
+    std::string row;
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      for (std::int64_t l = 0; l < layers; ++l) {
+        row = "{\"layer\":" + std::to_string(l) + ",\"topk_ids\":[";
+        for (std::int64_t c = 0; c < k; ++c) {
+          row += std::to_string((t + l + c * 5) % 40) + (c + 1 < k ? "," : "]}\n");
+        }
+        out << row;
+      }
+    }
+  }
+  test::CommandRun r =
+      run_command(EXFLOW_CLI, {"convert", dir.file("log.jsonl"), "-o", dir.file("t.npy")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  // This test process runs alone: its children's peak is the converter's.
+  rusage usage{};
+  ASSERT_EQ(getrusage(RUSAGE_CHILDREN, &usage), 0);
+  const std::int64_t output = tokens * layers * k * 2;
+  const std::int64_t peak = static_cast<std::int64_t>(usage.ru_maxrss) * 1024;
+  EXPECT_LT(peak, 2 * output + (12 << 20)) << "peak " << peak << " bytes for " << output;
 }
 
 TEST(JsonReaders, RefuseDeepNestingDuplicateAndUnknownKeys) {
