@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -317,6 +318,27 @@ TEST(TraceValidation, ARowNamingAnExpertTwiceIsRefused) {
     o.threads = threads;
     EXPECT_ERROR(InputError, Trace::from_buffer(b, o),
                  "big: token 40000, layer 2 names expert 3 twice (columns 1 and 3)");
+  }
+}
+
+TEST(TraceFile, TruncatedWhileInUseIsAnIoErrorNotASigbus) {
+  TempDir dir;
+  const std::string path = dir.file("t.npy");
+  const std::int64_t tokens = 20000;
+  std::vector<std::int64_t> ids;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    for (int l = 0; l < 4; ++l) {
+      for (int c = 0; c < 2; ++c) ids.push_back((t + l + 4 * c) % 8);
+    }
+  }
+  for (bool fortran : {false, true}) {
+    SCOPED_TRACE(fortran ? "Fortran order" : "C order");
+    write_npy(path, ids, {tokens, 4, 2}, "<i2", fortran);
+    const Trace trace = Trace::open(path);
+    std::filesystem::resize_file(path, 4096);
+    EXPECT_ERROR(IoError, trace.for_each_block(2, [](int, const TraceBlock&) {}),
+                 "t.npy: the file ends at byte 4096");
+    EXPECT_ERROR(IoError, trace.at(tokens - 1, 3, 1), "truncated while in use");
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "core/quoted.hpp"
 #include "exflow/error.hpp"
+#include "io/input_file.hpp"
 
 namespace exflow::io {
 namespace {
@@ -321,6 +322,26 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
                      " of '" + h.descr + "'");
   }
   return h;
+}
+
+NpyHeader read_npy_header(const InputFile& file) {
+  constexpr std::size_t kMaxHeader = std::size_t{1} << 20;
+  const std::size_t size = file.size();
+  // parse_npy reads no further than the header's end, and only once the file's size allows it.
+  std::vector<std::uint8_t> head(std::min<std::size_t>(size, 12));
+  file.read_at(0, head.size(), head.data());
+  if (head.size() == 12 && std::memcmp(head.data(), kMagic.data(), kMagic.size()) == 0) {
+    const int len_bytes = head[6] == 1 ? 2 : 4;
+    const std::size_t header_len = read_le(head.data() + 8, len_bytes);
+    if (header_len > kMaxHeader) {
+      throw InputError(file.path() + ": npy header length field says " +
+                       std::to_string(header_len) + " bytes; at most " +
+                       std::to_string(kMaxHeader) + " are accepted");
+    }
+    head.resize(std::min(size, 8 + static_cast<std::size_t>(len_bytes) + header_len));
+    file.read_at(0, head.size(), head.data());
+  }
+  return parse_npy(head.data(), size, file.path());
 }
 
 std::string encode_npy(const std::vector<std::int64_t>& values,
