@@ -165,7 +165,8 @@ std::string json_error_text(const std::exception& e) {
 }
 
 std::string describe_json(const nlohmann::json& value) {
-  std::string text = value.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+  // ASCII with \uXXXX escapes, but DEL and the like pass through: escape those too.
+  std::string text = escaped(value.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
   if (text.size() <= 40) return text;
   return std::string(value.is_array()    ? "a list of " + std::to_string(value.size()) + " entries"
                      : value.is_object() ? "an object"
