@@ -1,4 +1,5 @@
 // JSONL routing log -> trace .npy (see convert_jsonl_to_npy in exflow/formats.hpp).
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -27,13 +28,6 @@ constexpr std::size_t kMaxK = 64;           // what a trace may hold (see io::pa
 std::string str(std::int64_t v) {
   return std::to_string(v);
 }
-
-// The rows of one layer in the order they came.
-struct LayerRows {
-  std::vector<std::uint16_t> ids;   // [rows, k]
-  std::vector<std::int64_t> token;  // [rows]
-  std::vector<std::int64_t> line;   // [rows], 1-based, for messages
-};
 
 // One line's fields, before validation.
 struct Row {

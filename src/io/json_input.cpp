@@ -82,6 +82,10 @@ struct JsonBuilder : nlohmann::json_sax<nlohmann::json> {
     slot = std::move(v);
     return &slot;
   }
+  bool value(nlohmann::json&& v) {
+    add(std::move(v));
+    return true;
+  }
   bool start(nlohmann::json&& container) {
     if (open.size() >= static_cast<std::size_t>(kMaxJsonDepth)) {
       error = "lists and objects nested more than " + std::to_string(kMaxJsonDepth) + " deep";
@@ -90,13 +94,13 @@ struct JsonBuilder : nlohmann::json_sax<nlohmann::json> {
     open.push_back(add(std::move(container)));
     return true;
   }
-  bool null() override { return add(nullptr) != nullptr; }
-  bool boolean(bool v) override { return add(v) != nullptr; }
-  bool number_integer(number_integer_t v) override { return add(v) != nullptr; }
-  bool number_unsigned(number_unsigned_t v) override { return add(v) != nullptr; }
-  bool number_float(number_float_t v, const string_t&) override { return add(v) != nullptr; }
-  bool string(string_t& v) override { return add(std::move(v)) != nullptr; }
-  bool binary(binary_t& v) override { return add(nlohmann::json::binary(std::move(v))) != nullptr; }
+  bool null() override { return value(nullptr); }
+  bool boolean(bool v) override { return value(v); }
+  bool number_integer(number_integer_t v) override { return value(v); }
+  bool number_unsigned(number_unsigned_t v) override { return value(v); }
+  bool number_float(number_float_t v, const string_t&) override { return value(v); }
+  bool string(string_t& v) override { return value(std::move(v)); }
+  bool binary(binary_t& v) override { return value(nlohmann::json::binary(std::move(v))); }
   bool start_object(std::size_t) override { return start(nlohmann::json::object()); }
   bool key(string_t& k) override {
     if (open.back()->contains(k)) {
