@@ -240,6 +240,21 @@ TEST(PlacementCsv, NonUtf8AndHugeLinesGiveShortEscapedMessages) {
   EXPECT_NE(m.find("found '\\xc3(hhh"), std::string::npos) << m;
 }
 
+TEST(PlacementCsv, TheCliPrintsOneShortEscapedLine) {
+  TempDir dir;
+  const std::string golden = std::string(EXFLOW_TEST_DATA_DIR) + "/golden/mini-2x2.npy";
+  for (const std::string& bad : {std::string("Expert,Node\n0,\xff\xfe\x1b[31m\n"),
+                                 "Expert,Node\n" + std::string(1 << 20, '1') + ",0\xff\n"}) {
+    write_bytes(dir.file("p.csv"), bad);
+    const test::CommandRun r = run_command(
+        EXFLOW_CLI, {"eval", golden, dir.file("p.csv"), "--gpus-per-node", "2", "--nodes", "2"});
+    EXPECT_EQ(r.code, 1);
+    ASSERT_FALSE(r.err.empty());
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1);
+    expect_short_ascii_line(r.err.substr(0, r.err.size() - 1), 300);
+  }
+}
+
 // An .npy file whose header dictionary is `dict` over int16 data of shape (2, 2).
 std::string npy_with_header(const std::string& dict) {
   std::string header = dict;
