@@ -7,6 +7,9 @@
 #   Mild drift:   window 1 = the first half of the ESFT intent trace; window 2 = its second half
 #                 with half as many ESFT law tokens mixed in (shuffled, fixed seed).
 #   Strong drift: window 1 = ESFT intent; window 2 = ESFT law (another task).
+#   DeepSeek-V3 shape: exflow.rebalance_experts on synthetic windows (bench/rebalance_v3.py):
+#                 seconds per call from loads, co-activation counts, top-k ids, and with a
+#                 previous placement and a budget.
 #
 #   BUILD_DIR   build directory (default: build/)
 #   SHARED      directory with the ESFT traces (default: ../shared/data; skipped if absent)
@@ -15,15 +18,24 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 shared=${SHARED:-$root/../shared/data}
 python=${PYTHON:-/usr/bin/python3}
-if [[ ! -f "$shared/esft-intent-top6.npy" ]]; then
-  echo "no ESFT traces under $shared: nothing to measure"
-  exit 0
-fi
-bench_build exflow_cli
+bench_build exflow_cli synthetic_trace exflow_python
 exflow=$build/bin/exflow
 
 machine
 echo
+echo "DeepSeek-V3 shape (58 x 256, top-8, 8 x 8 GPUs, 320 slots), exflow.rebalance_experts"
+echo
+"$build/bin/synthetic_trace" "$work/v3-before.npy" --tokens 20000 --layers 58 --experts 256 \
+  --k 8 --seed 7 >/dev/null
+"$build/bin/synthetic_trace" "$work/v3-after.npy" --tokens 20000 --layers 58 --experts 256 \
+  --k 8 --seed 8 >/dev/null
+"$python" "$root/bench/rebalance_v3.py" "$build/python" "$work/v3-before.npy" "$work/v3-after.npy"
+echo
+
+if [[ ! -f "$shared/esft-intent-top6.npy" ]]; then
+  echo "no ESFT traces under $shared: nothing more to measure"
+  exit 0
+fi
 
 "$python" - "$shared" "$work" <<'PY'
 import sys

@@ -6,20 +6,26 @@
 //   p.gpu_of, p.metrics, p.to_csv("p.csv")
 //
 // ids may be any integer NumPy array, or anything NumPy can read without help (a DLPack
-// exporter such as a CPU torch tensor, an object with __array__, nested lists). A C- or
-// Fortran-contiguous array in native byte order is read in place; anything else is copied once
-// into a C-contiguous array. The GIL is released while the library works. Library errors keep
-// their one-line messages: bad input or usage raises ValueError, a failed read or write OSError.
+// exporter such as a CPU torch tensor, an object with __array__, nested lists). Every integer
+// array argument is copied once into memory only the call holds, and only the copy is checked
+// and read: a thread that writes the caller's array meanwhile cannot change what was checked.
+// The GIL is released while the library works, and Ctrl-C (KeyboardInterrupt) stops a call at
+// its next pass over the ids. Library errors keep their one-line messages: bad input or usage
+// raises ValueError, a failed read or write OSError, an array of the wrong dtype TypeError.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cctype>
 #include <charconv>
+#include <chrono>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "exflow/affinity.hpp"
 #include "exflow/eplb.hpp"
@@ -29,6 +35,7 @@
 #include "exflow/json.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/plan.hpp"
+#include "exflow/progress.hpp"
 #include "exflow/topology.hpp"
 #include "exflow/trace.hpp"
 
@@ -49,49 +56,132 @@ py::object json_to_python(const nlohmann::json& j) {
   return py::module_::import("json").attr("loads")(j.dump());
 }
 
-// The ids as a Trace over their memory (or over one contiguous copy).
-Trace trace_from(const py::object& ids, std::optional<int> experts, std::optional<int> topk,
-                 int threads) {
+// `value` (an array, or anything NumPy reads) as an ndarray of an integer dtype; anything else
+// (float, bool, str, object) is a TypeError naming the argument and the dtype.
+py::array integer_array(const py::object& value, const std::string& name) {
   py::module_ np = py::module_::import("numpy");
-  py::object obj = ids;
+  py::object obj = value;
   if (!py::isinstance<py::array>(obj)) {
     if (py::hasattr(obj, "__dlpack__") && py::hasattr(np, "from_dlpack")) {
       try {
         obj = np.attr("from_dlpack")(obj);
       } catch (const py::error_already_set&) {
-        obj = np.attr("asarray")(ids);
+        obj = np.attr("asarray")(value);
       }
     } else {
-      obj = np.attr("asarray")(ids);
+      obj = np.attr("asarray")(value);
     }
   }
   py::array a = py::reinterpret_borrow<py::array>(obj);
   const char kind = a.dtype().kind();
   if (kind != 'i' && kind != 'u') {
-    throw InputError("ids must be an integer array, got dtype " +
-                     py::str(a.dtype()).cast<std::string>());
+    throw py::type_error(name + " must be an integer array, got dtype " +
+                         py::str(a.dtype()).cast<std::string>());
   }
+  return a;
+}
+
+// `value` as a new C-ordered int64 array that only the caller holds.
+py::array_t<std::int64_t> owned_int64_array(const py::object& value, const std::string& name) {
+  const py::array a = integer_array(value, name);
+  return py::reinterpret_steal<py::array_t<std::int64_t>>(
+      a.attr("astype")("int64", py::arg("order") = "C", py::arg("copy") = true).release());
+}
+
+void check_threads(int threads) {
+  if (threads < 0 || threads > 4096) {
+    throw py::value_error("threads must be from 0 (all cores) to 4096, got " +
+                          std::to_string(threads));
+  }
+}
+
+// A path argument as the library takes it: a path with a NUL byte names no file.
+std::string path_argument(const std::string& path, const char* name) {
+  if (path.find('\0') != std::string::npos) {
+    throw py::value_error(std::string(name) + " contains a NUL byte");
+  }
+  return path;
+}
+
+// Thrown through the library's passes over the ids once Ctrl-C was pressed.
+struct Interrupted : std::exception {
+  const char* what() const noexcept override { return "interrupted"; }
+};
+
+// The library's passes over the ids call advance() from their workers; on the thread that made
+// the call (the one Python delivers signals to), at most every 50 ms, it asks Python whether a
+// signal handler raised (Ctrl-C: KeyboardInterrupt). From then on every call throws
+// Interrupted, the pass unwinds, and rethrow_if_interrupted() raises the Python error.
+class InterruptPoll final : public Progress {
+ public:
+  InterruptPoll() : caller_(std::this_thread::get_id()) {}
+  void begin(const char*, std::int64_t) override { poll(); }
+  void advance(std::int64_t) override { poll(); }
+  void end() override {}
+
+  // With the GIL held, after the library returned or threw.
+  void rethrow_if_interrupted() {
+    if (error_) throw *error_;
+  }
+
+ private:
+  void poll() {
+    if (interrupted_.load(std::memory_order_relaxed)) throw Interrupted();
+    if (std::this_thread::get_id() != caller_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(50)) return;
+    last_ = now;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      error_.emplace();
+      interrupted_.store(true);
+      throw Interrupted();
+    }
+  }
+
+  const std::thread::id caller_;
+  std::chrono::steady_clock::time_point last_{};
+  std::atomic<bool> interrupted_{false};
+  std::optional<py::error_already_set> error_;
+};
+
+// Runs `work` with the GIL released and `poll` watching for Ctrl-C; raises KeyboardInterrupt
+// (or whatever the signal handler raised) if it came.
+template <typename Work>
+void run_interruptibly(InterruptPoll& poll, Work&& work) {
+  try {
+    py::gil_scoped_release release;
+    work();
+  } catch (const Interrupted&) {
+    poll.rethrow_if_interrupted();
+    throw;
+  }
+}
+
+// The ids as a Trace over one copy of them that only the trace holds.
+Trace trace_from(const py::object& ids, std::optional<int> experts, std::optional<int> topk,
+                 int threads) {
+  check_threads(threads);
+  py::array a = integer_array(ids, "ids");
   if (a.ndim() != 2 && a.ndim() != 3) {
     throw InputError("ids must be [tokens, layers] or [tokens, layers, k], got " +
                      std::to_string(a.ndim()) + " dimensions");
   }
-  const bool native = a.dtype().attr("isnative").cast<bool>();
-  const bool c_order = (a.flags() & py::array::c_style) != 0;
-  const bool f_order = (a.flags() & py::array::f_style) != 0;
-  if (!native || (!c_order && !f_order)) {
-    a = py::reinterpret_steal<py::array>(
-        np.attr("ascontiguousarray")(a, a.dtype().attr("newbyteorder")("=")).release());
-  }
+  const char kind = a.dtype().kind();
+  a = py::reinterpret_steal<py::array>(a.attr("astype")(a.dtype().attr("newbyteorder")("="),
+                                                        py::arg("order") = "C",
+                                                        py::arg("copy") = true)
+                                           .release());
   Trace::Buffer b;
   b.data = a.data();
   b.item_size = static_cast<int>(a.itemsize());
   b.is_signed = kind == 'i';
-  b.fortran_order = !((a.flags() & py::array::c_style) != 0);
+  b.fortran_order = false;
   b.tokens = a.shape(0);
   b.layers = static_cast<int>(a.shape(1));
   b.k = a.ndim() == 3 ? static_cast<int>(a.shape(2)) : 1;
   b.source = "ids";
-  // The array stays alive while the trace does; dropping it needs the GIL.
+  // The copy stays alive while the trace does; dropping it needs the GIL.
   auto* holder = new py::object(a);
   b.keepalive = std::shared_ptr<const void>(holder, [](const void* p) {
     py::gil_scoped_acquire gil;
@@ -101,19 +191,24 @@ Trace trace_from(const py::object& ids, std::optional<int> experts, std::optiona
   options.experts = experts;
   options.topk = topk;
   options.threads = threads;
-  return Trace::from_buffer(b, options);
+  std::optional<Trace> trace;
+  {
+    py::gil_scoped_release release;
+    trace.emplace(Trace::from_buffer(b, options));
+  }
+  return std::move(*trace);
 }
 
 py::dict profile_ids(const py::object& ids, std::optional<int> experts, std::optional<int> topk,
                      int threads) {
   Trace trace = trace_from(ids, experts, topk, threads);
   nlohmann::json j;
-  {
-    py::gil_scoped_release release;
-    AffinityGraph graph = AffinityGraph::from_trace(trace, threads);
+  InterruptPoll poll;
+  run_interruptibly(poll, [&] {
+    AffinityGraph graph = AffinityGraph::from_trace(trace, threads, &poll);
     j = trace;
     j.update(nlohmann::json(exflow::profile(graph)));
-  }
+  });
   return json_to_python(j);
 }
 
@@ -183,10 +278,9 @@ PlanOptions plan_options_from(const py::kwargs& keywords, int threads) {
   return options;
 }
 
-PyPlacement placement_from_phy2log(
-    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& phy2log,
-    int gpus_per_node, int nodes, int experts, const std::string& what,
-    const py::object& dense_layers);
+PyPlacement placement_from_phy2log(const py::object& phy2log, int gpus_per_node, int nodes,
+                                   int experts, const std::string& what,
+                                   const py::object& dense_layers);
 
 PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
                       std::optional<int> experts, std::optional<int> topk, int threads,
@@ -201,27 +295,27 @@ PyPlacement solve_ids(const py::object& ids, int gpus_per_node, int nodes,
       table_keywords[key] = value;
     }
   }
+  check_threads(threads);
   PlanOptions options = plan_options_from(table_keywords, threads);
   Trace trace = trace_from(ids, experts, topk, threads);
   const Topology topology(nodes, gpus_per_node, intra_cost, inter_cost);
   if (py::isinstance<PyPlacement>(previous)) {
     options.previous = previous.cast<const PyPlacement&>().placement;
   } else if (!previous.is_none()) {
-    options.previous =
-        placement_from_phy2log(
-            previous.cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>(),
-            gpus_per_node, nodes, trace.experts(), "previous", py::none())
-            .placement;
+    options.previous = placement_from_phy2log(previous, gpus_per_node, nodes, trace.experts(),
+                                              "previous", py::none())
+                           .placement;
   }
   std::optional<PlanResult> r;
   nlohmann::json j;
-  {
-    py::gil_scoped_release release;
+  InterruptPoll poll;
+  options.progress = &poll;
+  run_interruptibly(poll, [&] {
     r.emplace(plan(trace, topology, options));
     j = *r;
     j["seconds"] = r->seconds;
     j["options"] = plan_options_json(options);
-  }
+  });
   PyPlacement p{r->placement, gpus_per_node, nodes, {}};
   p.metrics = json_to_python(j);
   return p;
@@ -249,10 +343,10 @@ py::dict evaluate_ids(const py::object& ids, const PyPlacement& placement,
   eo.scheme = parse_scheme(scheme);
   eo.replica_choice = parse_replica_choice(replica_choice);
   nlohmann::json j;
-  {
-    py::gil_scoped_release release;
-    j = compare_with_vanilla(trace, placement.placement, topology, eo);
-  }
+  InterruptPoll poll;
+  eo.progress = &poll;
+  run_interruptibly(poll,
+                    [&] { j = compare_with_vanilla(trace, placement.placement, topology, eo); });
   return json_to_python(j);
 }
 
@@ -363,10 +457,10 @@ DecoderLayers decoder_layers_of(const py::object& value) {
                        std::string(py::str(value.get_type().attr("__name__"))));
 }
 
-PyPlacement placement_from_phy2log(
-    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& phy2log,
-    int gpus_per_node, int nodes, int experts, const std::string& what,
-    const py::object& dense_layers) {
+PyPlacement placement_from_phy2log(const py::object& phy2log_value, int gpus_per_node, int nodes,
+                                   int experts, const std::string& what,
+                                   const py::object& dense_layers) {
+  const py::array_t<std::int64_t> phy2log = owned_int64_array(phy2log_value, what);
   if (phy2log.ndim() != 2) {
     throw InputError(what + ": physical_to_logical_map must be [layers, slots], got " +
                      std::to_string(phy2log.ndim()) + " dimensions");
@@ -390,9 +484,8 @@ PyPlacement placement_from_phy2log(
   return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
 }
 
-PyPlacement placement_from_array(
-    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& gpu_of,
-    int gpus_per_node, int nodes) {
+PyPlacement placement_from_array(const py::object& gpu_of_value, int gpus_per_node, int nodes) {
+  const py::array_t<std::int64_t> gpu_of = owned_int64_array(gpu_of_value, "gpu_of");
   if (gpu_of.ndim() != 2) {
     throw InputError("gpu_of must be [layers, experts], got " + std::to_string(gpu_of.ndim()) +
                      " dimensions");
@@ -414,6 +507,20 @@ PyPlacement placement_from_array(
   return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
 }
 
+// Raises `type` with `message`, its bytes that are not UTF-8 (a file's content quoted in it)
+// escaped as \xNN, so that the message is never lost.
+void set_python_error(PyObject* type, const char* message) {
+  PyObject* text = PyUnicode_DecodeUTF8(message, static_cast<Py_ssize_t>(std::strlen(message)),
+                                        "backslashreplace");
+  if (text == nullptr) {
+    PyErr_Clear();
+    PyErr_SetString(type, "(an error whose message could not be decoded)");
+    return;
+  }
+  PyErr_SetObject(type, text);
+  Py_DECREF(text);
+}
+
 }  // namespace
 }  // namespace exflow::python
 
@@ -428,11 +535,9 @@ PYBIND11_MODULE(_native, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const IoError& e) {
-      PyErr_SetString(PyExc_OSError, e.what());
-    } catch (const InputError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    } catch (const UsageError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      set_python_error(PyExc_OSError, e.what());
+    } catch (const Error& e) {
+      set_python_error(PyExc_ValueError, e.what());
     }
   });
 
@@ -468,13 +573,14 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "to_csv",
           [](const PyPlacement& p, const std::string& path) {
-            write_placement_csv(path, p.placement);
+            write_placement_csv(path_argument(path, "path"), p.placement);
           },
           py::arg("path"), "write the original tool's CSV (Expert,Node), atomically")
       .def(
           "to_sglang",
           [](const PyPlacement& p, const std::string& path, const py::object& dense_layers) {
-            write_sglang_expert_location(path, p.placement, decoder_layers_of(dense_layers));
+            write_sglang_expert_location(path_argument(path, "path"), p.placement,
+                                         decoder_layers_of(dense_layers));
           },
           py::arg("path"), py::kw_only(), py::arg("dense_layers") = py::none(),
           "write SGLang's --init-expert-location JSON, atomically; dense_layers: the model's "
@@ -483,7 +589,7 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "to_vllm_ascend",
           [](const PyPlacement& p, const std::string& path) {
-            write_vllm_ascend_expert_map(path, p.placement);
+            write_vllm_ascend_expert_map(path_argument(path, "path"), p.placement);
           },
           py::arg("path"),
           "write vllm-ascend's expert map JSON (eplb_config.expert_map_path), atomically")
@@ -515,8 +621,8 @@ PYBIND11_MODULE(_native, m) {
       [](const std::string& path, int layers, int experts, int gpus_per_node, int nodes,
          const py::object& dense_layers) {
         const Topology topology(nodes, gpus_per_node);
-        Placement p = read_placement_file(path, layers, experts, topology.gpus(),
-                                          decoder_layers_of(dense_layers));
+        Placement p = read_placement_file(path_argument(path, "path"), layers, experts,
+                                          topology.gpus(), decoder_layers_of(dense_layers));
         return PyPlacement{std::move(p), gpus_per_node, nodes, {}};
       },
       py::arg("path"), py::arg("layers"), py::arg("experts"), py::arg("gpus_per_node"),

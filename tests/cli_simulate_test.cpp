@@ -294,5 +294,53 @@ TEST(CliReport, SolvesForTheSchemeWhenNoPlacementIsGiven) {
   EXPECT_NE(page.find("deepep/solved"), std::string::npos);
 }
 
+// The rebalancing chart: every budget's point is the one `exflow solve --previous --moves-curve`
+// computes for the same trace, placement and scheme.
+TEST(CliReport, ChartsTheCostAgainstTheSlotsAllowedToMove) {
+  TempDir dir;
+  // Two windows of routing: the placement solved on the first is rebalanced on the second.
+  for (int window = 0; window < 2; ++window) {
+    std::vector<std::int64_t> ids;
+    const std::int64_t tokens = 400;
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      for (int l = 0; l < 3; ++l) {
+        const int a = static_cast<int>((t * (5 + 2 * window) + l) % 16);
+        ids.push_back(a);
+        ids.push_back((a + 3 + window + static_cast<int>(t % 3)) % 16);
+      }
+    }
+    test::write_npy(dir.file(window == 0 ? "w0.npy" : "w1.npy"), ids, {tokens, 3, 2});
+  }
+  const json old = run_json({"solve", dir.file("w0.npy"), "--gpus-per-node", "2", "--nodes", "2",
+                             "--scheme", "deepep", "--out-dir", dir.path(), "--json", "--quiet"});
+  const std::string previous = old["placement"];
+  const std::string html = dir.file("report.html");
+  const test::CommandRun r =
+      exflow({"report", dir.file("w1.npy"), "--gpus-per-node", "2", "--nodes", "2", "--previous",
+              previous, "--scheme", "deepep", "--convergence-points", "0", "-o", html, "--quiet"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string page = test::read_bytes(html);
+  EXPECT_NE(page.find("Rebalancing: cost against the experts moved"), std::string::npos);
+  const json j = run_json({"solve", dir.file("w1.npy"), "--gpus-per-node", "2", "--nodes", "2",
+                           "--previous", previous, "--scheme", "deepep", "--moves-curve",
+                           "--out-dir", dir.path(), "--json", "--quiet"});
+  ASSERT_EQ(j["moves_curve"].size(), 7u);
+  EXPECT_LT(j["moves_curve"].back()["cost"].get<double>(),
+            j["moves_curve"].front()["cost"].get<double>());
+  for (const json& p : j["moves_curve"]) {
+    const std::string point = "<title>at most " + std::to_string(p["max_moves"].get<int>()) +
+                              " slots (" + fixed(p["percent"].get<double>(), 0) + "%), " +
+                              std::to_string(p["moved"].get<int>()) +
+                              " moved: " + fixed(p["cost"].get<double>(), 3) + "</title>";
+    EXPECT_NE(page.find(point), std::string::npos) << point;
+  }
+  // Without --previous there is no chart.
+  ASSERT_EQ(exflow({"report", dir.file("w1.npy"), "--gpus-per-node", "2", "--nodes", "2",
+                    "--convergence-points", "0", "-o", html, "--quiet"})
+                .code,
+            0);
+  EXPECT_EQ(test::read_bytes(html).find("Rebalancing:"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace exflow

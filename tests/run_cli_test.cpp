@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -16,6 +17,7 @@
 
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
+#include "exflow/formats.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/runtime.hpp"
 #include "exflow/topology.hpp"
@@ -112,6 +114,15 @@ TEST(RunCli, PlacementIsCheckedAndDoesNotChangeTheOutput) {
 
   write_placement_csv(dir.file("q.csv"), vanilla_placement(2, 64, Topology(1, 8)));
   expect_one_line_error(exflow_run(small_args({"--placement", dir.file("q.csv")})), 1, "q.csv");
+  // A JSON placement holds slots: its GPUs need the topology.
+  write_sglang_expert_location(dir.file("p.json"), vanilla_placement(26, 64, Topology(1, 8)));
+  expect_one_line_error(exflow_run(small_args({"--placement", dir.file("p.json")})), 2,
+                        "give --gpus-per-node");
+  const CliRun from_json =
+      exflow_run(small_args({"--placement", dir.file("p.json"), "--gpus-per-node", "8", "--json"}));
+  ASSERT_EQ(from_json.code, 0) << from_json.err;
+  EXPECT_EQ(json::parse(from_json.out)["placement"]["gpus"], 8);
+  EXPECT_EQ(json::parse(from_json.out)["checksum"], a["checksum"]);
 }
 
 TEST(RunCli, TextSummary) {
@@ -505,6 +516,107 @@ TEST(MpiRun, BadInputIsOneLineAndANonZeroExitOnEveryRank) {
   wide.topk = 7;
   expect_one_error_line(mpirun(2, parallel_args("exflow", wide)), 2, "7");
   expect_one_error_line(mpirun(2, parallel_args("exflow", c, {"--bogus"})), 2, "--bogus");
+}
+
+// One rank per argument list (mpirun's MPMD form: -np 1 prog args : -np 1 prog other-args).
+CliRun mpirun_per_rank(const std::vector<std::vector<std::string>>& per_rank) {
+  mpi_environment();
+  std::vector<std::string> all = {"--oversubscribe"};
+  for (std::size_t i = 0; i < per_rank.size(); ++i) {
+    if (i > 0) all.push_back(":");
+    all.insert(all.end(), {"-np", "1", EXFLOW_RUN_CLI});
+    all.insert(all.end(), per_rank[i].begin(), per_rank[i].end());
+  }
+  return test::run_command(EXFLOW_MPIEXEC, all);
+}
+
+TEST(MpiRun, RanksGivenDifferentOptionsAgreeOnOneLineBeforeAnyWork) {
+  const Case c;
+  const auto on_rank_1 = [&](std::vector<std::string> more, const std::string& mode = "exflow") {
+    return mpirun_per_rank({parallel_args("exflow", c), parallel_args(mode, c, more)});
+  };
+  expect_one_error_line(on_rank_1({"--bogus"}), 2, "--bogus");
+  expect_one_error_line(on_rank_1({"--placement", "/nonexistent/p.csv"}), 2, "/nonexistent/p.csv");
+  expect_one_error_line(on_rank_1({}, "baseline"), 2,
+                        "rank 1 was given --mode \"baseline\", rank 0 \"exflow\"");
+  Case longer = c;
+  longer.seq_len = 16;
+  expect_one_error_line(
+      mpirun_per_rank({parallel_args("exflow", c), parallel_args("exflow", longer)}), 2,
+      "rank 1 was given --seq-len 16, rank 0 8");
+  Case wider = c;
+  wider.hidden = 64;
+  expect_one_error_line(mpirun_per_rank({parallel_args("exflow", c), parallel_args("exflow", wider),
+                                         parallel_args("exflow", c)}),
+                        2, "rank 1 was given --hidden 64");
+  expect_one_error_line(on_rank_1({"--placement", kSolved}), 2, "--placement");
+  expect_one_error_line(mpirun(2, parallel_args("reference", c)), 2,
+                        "--mode reference runs in one process");
+}
+
+TEST(MpiRun, ATraceOrPlacementDifferingOnOneRankIsRefused) {
+  const Case c;
+  test::TempDir dir;
+  // The example with one id the run replays changed (token 3, layer 5, slot 0).
+  const Trace example = Trace::open(kExample);
+  std::vector<std::int64_t> ids;
+  for (std::int64_t t = 0; t < example.tokens(); ++t) {
+    for (int l = 0; l < example.layers(); ++l) {
+      for (int k = 0; k < example.k(); ++k) ids.push_back(example.at(t, l, k));
+    }
+  }
+  std::size_t changed = (3 * static_cast<std::size_t>(example.layers()) + 5) * example.k();
+  ids[changed] = (ids[changed] + 1) % example.experts();
+  while (std::count(ids.begin() + changed - changed % example.k(),
+                    ids.begin() + changed - changed % example.k() + example.k(),
+                    ids[changed]) > 1) {
+    ids[changed] = (ids[changed] + 1) % example.experts();
+  }
+  test::write_npy(dir.file("other.npy"), ids, {example.tokens(), example.layers(), example.k()},
+                  "<i2");
+  std::vector<std::string> other = parallel_args("exflow", c);
+  other[1] = dir.file("other.npy");
+  expect_one_error_line(mpirun_per_rank({parallel_args("exflow", c), other}), 1,
+                        "rank 1's trace " + dir.file("other.npy") + " differs from rank 0's");
+
+  // The same trace under another path is the same input.
+  std::filesystem::copy_file(kExample, dir.file("copy.npy"));
+  std::vector<std::string> copy = parallel_args("exflow", c);
+  copy[1] = dir.file("copy.npy");
+  EXPECT_EQ(mpirun_per_rank({parallel_args("exflow", c), copy}).code, 0);
+
+  write_placement_csv(dir.file("vanilla.csv"), vanilla_placement(26, 64, Topology(1, 4)));
+  expect_one_error_line(
+      mpirun_per_rank({parallel_args("exflow", c, {"--placement", kSolved}),
+                       parallel_args("exflow", c, {"--placement", dir.file("vanilla.csv")}),
+                       parallel_args("exflow", c, {"--placement", kSolved}),
+                       parallel_args("exflow", c, {"--placement", kSolved})}),
+      1, "rank 1's placement " + dir.file("vanilla.csv") + " differs from rank 0's");
+}
+
+TEST(MpiRun, PlacementsAreReadAndCheckedAsEvalDoes) {
+  const Case c;
+  test::TempDir dir;
+  // Expert 0 of layer 0 moved from GPU 0 to GPU 1: 15 and 17 experts, refused as eval refuses it.
+  const Placement vanilla = vanilla_placement(26, 64, Topology(1, 4));
+  std::vector<int> gpu_of = vanilla.gpu_of();
+  gpu_of[0] = 1;
+  write_placement_csv(dir.file("unbalanced.csv"), Placement(26, 64, 4, gpu_of));
+  expect_one_error_line(
+      mpirun(4, parallel_args("exflow", c, {"--placement", dir.file("unbalanced.csv")})), 1,
+      "unbalanced.csv");
+  const CliRun eval = test::run_command(
+      EXFLOW_CLI, {"eval", kExample, dir.file("unbalanced.csv"), "--gpus-per-node", "4"});
+  EXPECT_EQ(eval.code, 1) << eval.err;
+
+  // SGLang's expert-location JSON of the solved placement runs as its CSV does.
+  const Placement solved = read_placement_csv(kSolved, 26, 64, 4);
+  write_sglang_expert_location(dir.file("solved.json"), solved);
+  const json from_csv = run_ok(4, parallel_args("exflow", c, {"--placement", kSolved}));
+  const json from_json =
+      run_ok(4, parallel_args("exflow", c, {"--placement", dir.file("solved.json")}));
+  EXPECT_EQ(from_json["checksum"], reference_checksum(c));
+  EXPECT_EQ(from_json["alltoall_bytes"], from_csv["alltoall_bytes"]);
 }
 
 }  // namespace

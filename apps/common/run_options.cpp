@@ -21,8 +21,10 @@ const OptionTable<RunArgs>& run_options() {
                     .must()
                     .check(CLI::IsMember({"baseline", "exflow", "deepep", "reference"})));
     t.push_back(option<RunArgs>(&RunArgs::placement, "--placement",
-                                "expert placement CSV (header Expert,Node; replica rows allowed) "
-                                "for the rank count: which rank hosts which expert")
+                                "expert placement for the rank count, read and checked as exflow "
+                                "eval reads it: the CSV (header Expert,Node; replica rows "
+                                "allowed), SGLang's or EPLB's JSON; every rank hosts the same "
+                                "number of expert slots per layer")
                     .check(CLI::ExistingFile)
                     .shown_default("vanilla"));
     t.push_back(option<RunArgs>(&RunArgs::gpus_per_node, "--gpus-per-node",

@@ -3,10 +3,12 @@
 // truth (docs/runtime.md).
 //
 // The CLI edge: every library error becomes one line on stderr and an exit status (0 success,
-// 1 bad input, 2 bad usage). Under MPI the line comes from one rank (the lowest that failed) and
-// every rank exits with the same status: setup errors are agreed on with one all-reduce before
-// any other collective; an error in the middle of a run aborts the job (MPI_Abort), which no
-// rank can wait on.
+// 1 bad input, 2 bad usage). Under a launcher (mpirun) every rank initialises MPI, and before any
+// work the ranks agree, in this order, that each parsed its command line, that each was given
+// rank 0's options, that each read and checked its inputs, and that the ids the run replays and
+// the placement hash the same on every rank. The line of a failed step comes from one rank (the
+// lowest that failed) and every rank exits with the same status; an error in the middle of a run
+// aborts the job (MPI_Abort), which no rank can wait on.
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +24,8 @@
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
 #include "exflow/expert_parallel.hpp"
+#include "exflow/formats.hpp"
+#include "exflow/outputs.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/runtime.hpp"
 #include "exflow/topology.hpp"
@@ -154,8 +158,18 @@ int run_reference_mode(const RunArgs& args) {
   const Setup s = prepare(args);
   std::optional<int> placement_gpus;
   if (!args.placement.empty()) {
-    const Placement p =
-        read_placement_csv(args.placement, s.config.layers, s.config.experts, kMaxPlacementGpus);
+    // A CSV names its GPUs; a JSON placement holds slots, whose GPUs only a topology gives.
+    const std::string& path = args.placement;
+    const bool json_file = path.size() >= 5 && (path.compare(path.size() - 5, 5, ".json") == 0 ||
+                                                path.compare(path.size() - 5, 5, ".JSON") == 0);
+    if (json_file && args.gpus_per_node <= 0) {
+      throw UsageError("--placement " + path +
+                       ": give --gpus-per-node (and --nodes) for a JSON placement in reference "
+                       "mode, its GPU count is not in the file");
+    }
+    const int gpus =
+        args.gpus_per_node > 0 ? args.gpus_per_node * std::max(1, args.nodes) : kMaxPlacementGpus;
+    const Placement p = read_placement_file(path, s.config.layers, s.config.experts, gpus);
     int top = *std::max_element(p.gpu_of().begin(), p.gpu_of().end());
     for (const Replica& r : p.replicas()) top = std::max(top, r.gpu);
     placement_gpus = top + 1;
@@ -211,8 +225,8 @@ ParallelSetup prepare_parallel(const RunArgs& args, int ranks) {
   Placement placement =
       args.placement.empty()
           ? vanilla_placement(s.config.layers, s.config.experts, topology)
-          : read_placement_csv(args.placement, s.config.layers, s.config.experts, topology.gpus());
-  validate(placement, topology, Balance::kNone,
+          : read_placement_file(args.placement, s.config.layers, s.config.experts, topology.gpus());
+  validate(placement, topology, Balance::kExact,
            args.placement.empty() ? "vanilla" : args.placement);
   return ParallelSetup{std::move(s), topology, std::move(placement)};
 }
@@ -413,30 +427,142 @@ void report_parallel(const RunArgs& args, const ParallelSetup& p, const rt::Para
   std::cout << out.str();
 }
 
-int run_parallel_mode(const RunArgs& args) {
-  MPI_Init(nullptr, nullptr);
-  int rank = 0, ranks = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
-
-  // Setup errors: every rank reads the inputs; all agree on the worst status before going on.
-  std::optional<ParallelSetup> setup;
-  std::string line;
-  int code = 0;
-  try {
-    setup = prepare_parallel(args, ranks);
-  } catch (...) {
-    code = exit_code(std::current_exception(), line);
-  }
+// Every rank's status of one step agreed on: the worst status; the lowest rank that failed prints
+// its line.
+int agree(int code, const std::string& line, int rank, int ranks) {
   int worst = 0, first_failed = ranks;
   const int failed_rank = code != 0 ? rank : ranks;
   MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   MPI_Allreduce(&failed_rank, &first_failed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (worst != 0) {
-    if (rank == first_failed) std::cerr << "exflow-run: error: " << line << std::endl;
-    MPI_Finalize();
-    return worst;
+  if (worst != 0 && rank == first_failed) std::cerr << "exflow-run: error: " << line << std::endl;
+  return worst;
+}
+
+// Rank 0's text on every rank.
+std::string broadcast(std::string text) {
+  unsigned long long size = text.size();
+  MPI_Bcast(&size, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+  text.resize(static_cast<std::size_t>(size));
+  MPI_Bcast(text.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD);
+  return text;
+}
+
+// The first option in which this rank's command line differs from rank 0's, as an error; the
+// input paths may differ (a node may mount them elsewhere): their contents are compared later.
+void check_same_options(const RunArgs& args, int rank) {
+  nlohmann::json mine = options_json(run_options(), args);
+  const nlohmann::json first = nlohmann::json::parse(broadcast(mine.dump()));
+  for (const auto& row : run_options()) {
+    const std::string key = option_key(row.name);
+    if (key == "trace" || key == "placement") continue;
+    if (mine[key] != first[key]) {
+      throw UsageError("rank " + std::to_string(rank) + " was given " + row.name + " " +
+                       mine[key].dump() + ", rank 0 " + first[key].dump() +
+                       ": every rank needs the same options");
+    }
   }
+  if (args.placement.empty() != first["placement"].get<std::string>().empty()) {
+    throw UsageError("rank " + std::to_string(rank) +
+                     (args.placement.empty() ? " was not" : " was") +
+                     " given --placement, rank 0 " + (args.placement.empty() ? "was" : "was not") +
+                     ": every rank needs the same options");
+  }
+}
+
+// FNV-1a over 64-bit words.
+class Digest {
+ public:
+  template <typename T>
+  void add(const std::vector<T>& values) {
+    add_bytes(values.data(), values.size() * sizeof(T));
+  }
+  void add(std::int64_t v) { add_bytes(&v, sizeof v); }
+  std::uint64_t value() const { return h_; }
+
+ private:
+  void add_bytes(const void* data, std::size_t size) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < size; ++i) {
+      h_ ^= p[i];
+      h_ *= 0x100000001b3ULL;
+    }
+  }
+  std::uint64_t h_ = 0xcbf29ce484222325ULL;
+};
+
+// The ids the run replays (with the trace's shape) and the placement, hashed; a rank whose
+// hashes differ from rank 0's fails naming its input.
+void check_same_inputs(const RunArgs& args, const ParallelSetup& p, int rank) {
+  const Setup& s = p.setup;
+  Digest trace;
+  trace.add(s.trace.tokens());
+  trace.add(s.trace.layers());
+  trace.add(s.trace.k());
+  trace.add(s.trace.experts());
+  trace.add(rt::workload_routes(s.trace, s.config, s.workload));
+  Digest placement;
+  placement.add(p.placement.gpu_of());
+  for (const Replica& r : p.placement.replicas()) {
+    placement.add(std::vector<int>{r.layer, r.expert, r.gpu});
+  }
+  std::uint64_t digests[2] = {trace.value(), placement.value()};
+  std::uint64_t first[2] = {digests[0], digests[1]};
+  MPI_Bcast(first, 2, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+  if (digests[0] != first[0]) {
+    throw InputError("rank " + std::to_string(rank) + "'s trace " + args.trace +
+                     " differs from rank 0's in the ids this run replays: every rank needs the "
+                     "same trace");
+  }
+  if (digests[1] != first[1]) {
+    throw InputError("rank " + std::to_string(rank) + "'s placement " + args.placement +
+                     " differs from rank 0's: every rank needs the same placement");
+  }
+}
+
+// Under a launcher: the agreement steps, then the run. `parse_code` and `parse_line`: this
+// rank's command line (0: parsed).
+int run_launched(const RunArgs& args, int parse_code, const std::string& parse_line) {
+  MPI_Init(nullptr, nullptr);
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  const auto finish = [](int code) {
+    MPI_Finalize();
+    return code;
+  };
+  if (const int code = agree(parse_code, parse_line + " (see --help)", rank, ranks)) {
+    return finish(code);
+  }
+
+  // Each step: run it, then agree on every rank's status.
+  std::string line;
+  const auto step = [&](const auto& work) {
+    int code = 0;
+    try {
+      work();
+    } catch (...) {
+      code = exit_code(std::current_exception(), line);
+    }
+    return agree(code, line, rank, ranks);
+  };
+  if (const int code = step([&] {
+        check_same_options(args, rank);
+        if (args.mode == "reference" && ranks > 1) {
+          throw UsageError(
+              "--mode reference runs in one process; run it without mpirun or "
+              "with -np 1, not on " +
+              std::to_string(ranks) + " ranks");
+        }
+      })) {
+    return finish(code);
+  }
+  if (args.mode == "reference") {
+    if (const int code = step([&] { run_reference_mode(args); })) return finish(code);
+    return finish(0);
+  }
+  std::optional<ParallelSetup> setup;
+  if (const int code = step([&] { setup = prepare_parallel(args, ranks); })) return finish(code);
+  if (const int code = step([&] { check_same_inputs(args, *setup, rank); })) return finish(code);
 
   try {
     const rt::ParallelMode mode = rt::parse_parallel_mode(args.mode);
@@ -445,31 +571,41 @@ int run_parallel_mode(const RunArgs& args) {
                                 setup->placement, setup->topology, mode);
     if (rank == 0) report_parallel(args, *setup, r);
   } catch (...) {
-    code = exit_code(std::current_exception(), line);
+    const int code = exit_code(std::current_exception(), line);
     std::cerr << "exflow-run: error: rank " << rank << ": " << line << std::endl;
     MPI_Abort(MPI_COMM_WORLD, code);
   }
-  MPI_Finalize();
-  return 0;
+  return finish(0);
 }
 
 }  // namespace
 }  // namespace exflow::cli
 
 int main(int argc, char** argv) {
+  exflow::install_temporary_cleanup();
   CLI::App app{exflow::cli::kRunSummary, "exflow-run"};
   exflow::cli::RunArgs args;
   exflow::cli::register_options(app, exflow::cli::run_options(), args);
 
+  const int rank = exflow::cli::launcher_rank();
+  int parse_code = 0;
+  std::string parse_line;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rank = exflow::cli::launcher_rank();
     if (e.get_exit_code() == 0) return rank > 0 ? 0 : app.exit(e);  // --help
-    if (rank <= 0) std::cerr << "exflow-run: error: " << e.what() << " (see --help)\n";
-    return 2;
+    parse_code = 2;
+    parse_line = e.what();
   }
-  if (args.mode != "reference") return exflow::cli::run_parallel_mode(args);
+  // Under a launcher (mpirun) even a rank that could not parse its command line joins the
+  // agreement, so that the job ends with its line and every rank's status.
+  if (rank >= 0 || (parse_code == 0 && args.mode != "reference")) {
+    return exflow::cli::run_launched(args, parse_code, parse_line);
+  }
+  if (parse_code != 0) {
+    std::cerr << "exflow-run: error: " << parse_line << " (see --help)\n";
+    return parse_code;
+  }
   try {
     return exflow::cli::run_reference_mode(args);
   } catch (...) {

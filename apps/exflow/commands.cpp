@@ -17,6 +17,7 @@
 #include "exflow/evaluate.hpp"
 #include "exflow/formats.hpp"
 #include "exflow/json.hpp"
+#include "exflow/outputs.hpp"
 #include "exflow/placement.hpp"
 #include "exflow/plan.hpp"
 #include "exflow/solve.hpp"
@@ -285,8 +286,10 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The placement CSV under `name` in --out-dir, and the serving formats where asked.
-std::string write_outputs(const SolveArgs& args, const std::string& name, const Placement& p) {
+// The placement CSV under `name` in --out-dir, and the serving formats where asked, published
+// together.
+std::string write_outputs(const SolveArgs& args, const std::string& name, const Placement& p,
+                          OutputSet& outputs) {
   std::string path = (std::filesystem::path(args.out_dir) / name).string();
   write_placement_csv(path, p);
   const DecoderLayers decoder =
@@ -298,11 +301,12 @@ std::string write_outputs(const SolveArgs& args, const std::string& name, const 
         args.eplb_padding == "max" ? EplbPadding::kMaxCopies : EplbPadding::kRedundantPlusOne);
   }
   if (!args.vllm_ascend.empty()) write_vllm_ascend_expert_map(args.vllm_ascend, p, decoder);
+  outputs.commit();
   return path;
 }
 
-// The serving outputs' names and --dense-layers, checked before any work.
-void check_serving_outputs(const SolveArgs& args) {
+// The outputs' names, places and --dense-layers, checked before any work.
+void check_outputs(const SolveArgs& args, const OutputSet& outputs) {
   const auto json_name = [](const std::string& path, const char* flag) {
     const std::string ext = std::filesystem::path(path).extension().string();
     if (!path.empty() && ext != ".json" && ext != ".JSON") {
@@ -321,10 +325,31 @@ void check_serving_outputs(const SolveArgs& args) {
                      "expert_map_path)");
   }
   if (!args.dense_layers.empty()) parse_dense_layers(args.dense_layers);
+  const std::vector<std::pair<const char*, const std::string*>> files = {
+      {"--sglang", &args.sglang}, {"--eplb", &args.eplb}, {"--vllm-ascend", &args.vllm_ascend}};
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    for (std::size_t j = i + 1; j < files.size(); ++j) {
+      if (!files[i].second->empty() && *files[i].second == *files[j].second) {
+        throw UsageError(std::string(files[i].first) + " and " + files[j].first +
+                         " name the same file " + *files[i].second);
+      }
+    }
+  }
+  const auto check = [&](const char* flag, const std::string& path) {
+    try {
+      outputs.check(path);
+    } catch (const IoError& e) {
+      throw IoError(std::string(flag) + " " + e.what());
+    }
+  };
+  check("--out-dir", (std::filesystem::path(args.out_dir) / "solution.csv").string());
+  for (const auto& [flag, path] : files) {
+    if (!path->empty()) check(flag, *path);
+  }
 }
 
 // --expert-loads: each layer balanced by its expert loads alone.
-int run_solve_from_loads(const SolveArgs& args) {
+int run_solve_from_loads(const SolveArgs& args, OutputSet& outputs) {
   const auto start = std::chrono::steady_clock::now();
   if (args.experts > 0) {
     throw UsageError("--experts does not apply to --expert-loads (E is the file's width)");
@@ -342,7 +367,7 @@ int run_solve_from_loads(const SolveArgs& args) {
   std::string name = "solution_intra" + std::to_string(topology.gpus_per_node()) + "_inter" +
                      std::to_string(topology.nodes()) + "_loadratio" + python_float_repr(worst) +
                      ".csv";
-  std::string path = write_outputs(args, name, r.placement);
+  std::string path = write_outputs(args, name, r.placement, outputs);
   const double seconds = seconds_since(start);
   if (args.json) {
     nlohmann::json j = {
@@ -376,7 +401,7 @@ int run_solve_from_loads(const SolveArgs& args) {
 
 // --affinity-counts: the graph solvers on the counts; the objective is the graph's (for a
 // top-1 trace's counts the evaluator's cost; for top-k a pairwise surrogate).
-int run_solve_from_counts(const SolveArgs& args) {
+int run_solve_from_counts(const SolveArgs& args, OutputSet& outputs) {
   const auto start = std::chrono::steady_clock::now();
   AffinityGraph graph = read_affinity_counts(args.affinity_counts, args.affinity_k);
   if (args.experts > 0 && args.experts != graph.experts()) {
@@ -388,7 +413,7 @@ int run_solve_from_counts(const SolveArgs& args) {
   std::string name = "solution_intra" + std::to_string(topology.gpus_per_node()) + "_inter" +
                      std::to_string(topology.nodes()) + "_objective" +
                      python_float_repr(r.objective) + ".csv";
-  std::string path = write_outputs(args, name, r.placement);
+  std::string path = write_outputs(args, name, r.placement, outputs);
   const double seconds = seconds_since(start);
   if (args.json) {
     nlohmann::json j = r;
@@ -449,9 +474,10 @@ int run_solve(const SolveArgs& args) {
   if (inputs != 1) {
     throw UsageError("solve needs exactly one of TRACE, --affinity-counts and --expert-loads");
   }
-  check_serving_outputs(args);
-  if (!args.expert_loads.empty()) return run_solve_from_loads(args);
-  if (!args.affinity_counts.empty()) return run_solve_from_counts(args);
+  OutputSet outputs;
+  check_outputs(args, outputs);
+  if (!args.expert_loads.empty()) return run_solve_from_loads(args, outputs);
+  if (!args.affinity_counts.empty()) return run_solve_from_counts(args, outputs);
   const auto start = std::chrono::steady_clock::now();
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
@@ -468,18 +494,11 @@ int run_solve(const SolveArgs& args) {
   const PlanResult r = plan(trace, topology, options);
   const Comparison& m = *r.metrics;
   const std::vector<MovesCurvePoint> curve =
-      args.moves_curve
-          ? moves_curve(r,
-                        static_cast<std::int64_t>(trace.layers()) *
-                            (trace.experts() +
-                             static_cast<std::int64_t>(options.previous->replicas().size()) /
-                                 trace.layers()),
-                        {0, 1, 2, 5, 10, 20, 100})
-          : std::vector<MovesCurvePoint>{};
+      args.moves_curve ? moves_curve(r, *options.previous) : std::vector<MovesCurvePoint>{};
   std::string name =
       seed_solution_filename(topology.gpus_per_node(), topology.nodes(), m.placement.cost,
                              m.placement.cintra, m.placement.cinter);
-  std::string path = write_outputs(args, name, r.placement);
+  std::string path = write_outputs(args, name, r.placement, outputs);
   const double seconds = seconds_since(start);
   if (args.json) {
     nlohmann::json j = r;

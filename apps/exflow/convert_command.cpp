@@ -6,6 +6,7 @@
 
 #include "command_args.hpp"
 #include "exflow/formats.hpp"
+#include "exflow/outputs.hpp"
 
 namespace exflow::cli {
 namespace {
@@ -50,6 +51,7 @@ const OptionTable<ConvertArgs>& convert_options() {
 }
 
 int run_convert(const ConvertArgs& args) {
+  check_writable(args.output);
   ConvertResult r = convert_jsonl_to_npy(args.input, args.output);
   if (args.json) {
     nlohmann::json j = {{"output", args.output},

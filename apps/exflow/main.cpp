@@ -8,9 +8,11 @@
 
 #include "commands.hpp"
 #include "exflow/error.hpp"
+#include "exflow/outputs.hpp"
 #include "options.hpp"
 
 int main(int argc, char** argv) {
+  exflow::install_temporary_cleanup();
   CLI::App app{"exflow: place Mixture-of-Experts experts on GPUs from inter-layer expert affinity"};
   app.require_subcommand(1);
   auto subcommands = exflow::cli::add_subcommands(app);

@@ -7,11 +7,14 @@
 #include <iostream>
 #include <memory>
 #include <numeric>
+#include <optional>
 
 #include "command_args.hpp"
 #include "exflow/affinity.hpp"
 #include "exflow/error.hpp"
 #include "exflow/evaluate.hpp"
+#include "exflow/outputs.hpp"
+#include "exflow/plan.hpp"
 #include "exflow/report.hpp"
 #include "exflow/simulate.hpp"
 #include "exflow/solve.hpp"
@@ -24,6 +27,7 @@ namespace {
 
 struct ReportArgs : TraceArgs, TopologyArgs, BaselineArgs, SimulationArgs, PlacementFileArgs {
   std::vector<std::string> placements;
+  std::string previous;
   std::string output;
   int convergence_points = 5;
   int heatmap_experts = 64;
@@ -34,8 +38,9 @@ constexpr const char* kReportSummary =
     "layer pair, tokens staying on their GPU per layer and per-GPU load for vanilla and each "
     "placement, the cost of placements solved on growing prefixes of the trace, the "
     "simulator's time per decode step, and every scheme side by side for vanilla and each "
-    "placement with the fastest (scheme, placement). Solves a placement for --scheme when none "
-    "is given. See docs/report.md.";
+    "placement with the fastest (scheme, placement), and with --previous the cost against the "
+    "expert slots allowed to move. Solves a placement for --scheme when none is given. See "
+    "docs/report.md.";
 
 constexpr const char* kDefaultModel = "mixtral-8x7b";
 // Heatmap rows need max(kMinHeatmapRowTokens, mean expert load / kSparseRowFraction) transitions.
@@ -54,6 +59,12 @@ const OptionTable<ReportArgs>& report_options() {
                                    "several")
                     .check(CLI::ExistingFile)
                     .shown_default("one solved by exflow solve's defaults"));
+    t.push_back(option<ReportArgs>(&ReportArgs::previous, "--previous",
+                                   "the placement an engine runs (CSV, SGLang or EPLB JSON): "
+                                   "adds the rebalancing chart, the cost of --scheme after "
+                                   "moving at most 0, 1, 2, 5, 10, 20 and 100% of its expert "
+                                   "slots (exflow solve --previous --moves-curve)")
+                    .check(CLI::ExistingFile));
     t.push_back(
         option<ReportArgs>(&ReportArgs::output, "-o,--output", "HTML file to write").must());
     t.push_back(option<ReportArgs>(&ReportArgs::convergence_points, "--convergence-points",
@@ -162,6 +173,7 @@ int run_report(const ReportArgs& args) {
     throw IoError(args.output + ": cannot write the report, directory " + out_dir.string() +
                   " does not exist");
   }
+  check_writable(args.output);
   ProgressBar bar(!args.quiet);
   Trace trace = open_trace(args);
   Topology topology = make_topology(args);
@@ -179,6 +191,10 @@ int run_report(const ReportArgs& args) {
     Placement p = read_placement_arg(path, args, L, E, topology.gpus());
     validate(p, topology, Balance::kNone, path);
     placements.emplace_back(std::filesystem::path(path).filename().string(), std::move(p));
+  }
+  std::optional<Placement> previous;
+  if (!args.previous.empty()) {
+    previous = read_placement_arg(args.previous, args, L, E, topology.gpus());
   }
   // The stock layout, with --redundant-total or the first placement's redundant slots where the
   // experts alone do not divide over the GPUs; the report's own solves get as many.
@@ -240,6 +256,28 @@ int run_report(const ReportArgs& args) {
                       " Gbit/s across nodes, " + format_fixed(so.network.latency_us, 1) +
                       " us per collective. Speedup over baseline/vanilla in brackets.";
   add_schemes_table(d, simulated, args.scheme);
+
+  // Rebalancing from the engine's placement: one recorded search, every budget read off it.
+  if (previous) {
+    PlanOptions options;
+    options.threads = args.threads;
+    options.scheme = args.scheme;
+    options.replica_choice = args.replica_choice;
+    options.seq_len = args.seq_len;
+    options.previous = *previous;
+    options.score = false;
+    const PlanResult r = plan(trace, graph, topology, options);
+    for (const MovesCurvePoint& m : moves_curve(r, *previous)) {
+      d.moves_curve.push_back({m.percent, m.max_moves, m.moved, m.cost});
+    }
+    d.moves_note = "Rebalancing from " + std::filesystem::path(args.previous).filename().string() +
+                   " (" + std::to_string(previous->layers() * previous->experts() +
+                                         static_cast<int>(previous->replicas().size())) +
+                   " expert slots): the " + to_string(args.scheme) +
+                   " scheme's cost per token on this trace after moving at most the given share of the "
+                   "slots (count in brackets), each budget the cheapest state of one search "
+                   "from the previous placement (exflow solve --previous --moves-curve).";
+  }
 
   // Convergence: placements solved on growing prefixes, scored on the whole trace.
   if (args.convergence_points > 0) {

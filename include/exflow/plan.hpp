@@ -138,18 +138,21 @@ struct PlanResult {
   double solve_seconds = 0;      // the solvers alone
 };
 
-// Cost against moves allowed, from one rebalancing: for each budget (a share of `slots`, the
-// layers' expert slots in all), the cheapest step of r.moves_trajectory within it, the full
-// budget (100%) being r's own answer when r had no budget. Costs are the search's exact cost per
-// token on the tokens it held.
+// Cost against moves allowed, from one rebalancing: for each budget (a share of the previous
+// placement's expert slots, every copy of every layer), the cheapest step of r.moves_trajectory
+// within it, the full budget (100%) being r's own answer when r had no budget. Costs are the
+// search's exact cost per token on the tokens it held.
 struct MovesCurvePoint {
   double percent = 0;
   std::int64_t max_moves = 0;
   std::int64_t moved = 0;
   double cost = 0;
 };
-std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, std::int64_t slots,
-                                         const std::vector<double>& percents);
+// The budgets `solve --moves-curve` and the report show: 0, 1, 2, 5, 10, 20 and 100%.
+const std::vector<double>& default_moves_percents();
+std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, const Placement& previous,
+                                         const std::vector<double>& percents =
+                                             default_moves_percents());
 
 // From a trace. Throws UsageError (naming PlanOptions fields) for options that contradict each
 // other or the input, InputError for a malformed trace.

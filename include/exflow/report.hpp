@@ -57,6 +57,15 @@ struct ReportSchemeRow {
   std::vector<ReportSchemeCell> cells;
 };
 
+// One budget of the rebalancing chart: the cost after moving at most `max_moves` expert slots
+// of the previous placement (`percent` of them), `moved` of them used.
+struct ReportMovesPoint {
+  double percent = 0;
+  std::int64_t max_moves = 0;
+  std::int64_t moved = 0;
+  double cost = 0;  // per token, the search's exact cost of the scheme
+};
+
 struct ReportData {
   std::string title;
   std::vector<std::pair<std::string, std::string>> facts;  // shown at the top, in order
@@ -71,6 +80,8 @@ struct ReportData {
   std::vector<std::string> scheme_columns;  // "vanilla", then each placement's name
   std::vector<ReportSchemeRow> schemes;     // the schemes side by side
   std::string fastest;                      // the fastest (scheme, placement), in words
+  std::vector<ReportMovesPoint> moves_curve;  // rebalancing from a previous placement
+  std::string moves_note;                     // what was rebalanced, for which scheme
 };
 
 std::string render_html_report(const ReportData& data);

@@ -3,11 +3,14 @@
 A per_token recorder dump becomes a trace .npy, a stat dump (or an init file holding
 logical_count) the loads JSON `exflow solve --expert-loads` reads ({"logical_count": [...]};
 .npy also works), an init file holding physical_to_logical_map SGLang's expert-location JSON.
-Outputs are written atomically. Errors: one line on stderr, exit 1 for bad input, 2 for usage.
+Outputs are written atomically (a signal removes the temporary). Errors: one line on stderr,
+exit 1 for bad input, 2 for usage.
 """
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 
@@ -26,6 +29,42 @@ WHAT = {"trace": "a per_token dump converts to a trace .npy",
 
 class UsageError(Exception):
     pass
+
+
+class Terminated(BaseException):
+    """Raised by SIGTERM, SIGHUP or SIGQUIT so that a write in progress removes its temporary."""
+
+    def __init__(self, signal_number):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+def raise_terminated(signal_number, frame):
+    raise Terminated(signal_number)
+
+
+@contextlib.contextmanager
+def temporaries_removed_on_signals():
+    """Within it, SIGINT (KeyboardInterrupt), SIGTERM, SIGHUP and SIGQUIT unwind the code, so that
+    write_atomically removes its temporary; then the process dies of the signal as it would
+    have."""
+    handled = [s for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+               if signal.getsignal(s) == signal.SIG_DFL]
+    for s in handled:
+        signal.signal(s, raise_terminated)
+    try:
+        yield
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        raise
+    except Terminated as e:
+        signal.signal(e.signal_number, signal.SIG_DFL)
+        os.kill(os.getpid(), e.signal_number)
+        raise
+    finally:
+        for s in handled:
+            signal.signal(s, signal.SIG_DFL)
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,6 +95,23 @@ def write_atomically(path, write):
         raise
 
 
+def check_writable(path):
+    """Raises OSError unless write_atomically can write `path`: its directory exists and takes a
+    new entry, and `path`, if it exists, is a regular file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OSError(f"{path}: cannot write, it is not a regular file")
+    if not os.path.isdir(directory):
+        raise OSError(f"{path}: cannot write, directory {directory} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                                     suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"{path}: cannot write ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def rows_json(key, array):
     rows = ",\n  ".join(json.dumps(row) for row in array.tolist())
     return ('{"%s": [\n  %s\n]}\n' % (key, rows)).encode()
@@ -68,6 +124,7 @@ def convert(args):
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".npy", ".json"):
         raise UsageError(f"the output must be a .npy or .json file: {args.output}")
+    check_writable(args.output)
     f = read_sglang_dump(args.input)
     if ext not in OUTPUTS[f.kind]:
         raise UsageError(f"{args.output}: {args.input} holds {f.kind}; {WHAT[f.kind]}")
@@ -106,7 +163,8 @@ def main(argv=None):
         args = parser.parse_args(argv)
         if args.command is None:
             raise UsageError("a command is required: convert")
-        return convert(args)
+        with temporaries_removed_on_signals():
+            return convert(args)
     except UsageError as e:
         print(f"exflow: error: {e} (see --help)", file=sys.stderr)
         return 2

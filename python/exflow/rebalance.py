@@ -20,22 +20,29 @@ MAP_NAMES = ("phy2log", "log2phy", "logcnt")
 
 
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, routing=None,
-                      scheme="deepep", previous=None, max_moves=None, max_load_ratio=None):
+                      scheme="deepep", previous=None, max_moves=None, max_load_ratio=None,
+                      time_limit=None):
     """rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, routing=None,
-    scheme="deepep", previous=None, max_moves=None, max_load_ratio=None)
+    scheme="deepep", previous=None, max_moves=None, max_load_ratio=None, time_limit=None)
     -> (phy2log, log2phy, logcnt)
 
     weight: loads [layers, experts] (integer or real, rounded to float32 as upstream does).
     num_replicas: physical slots per layer, at least the experts and a multiple of num_gpus;
     num_gpus a multiple of num_nodes; num_groups: expert groups, kept on one node when num_nodes
     divides them (EPLB's hierarchical policy; the groups must then divide the experts).
-    routing: None (EPLB's answer) or recent top-k ids [tokens, layers, k] (or [tokens, layers])
-    whose layers are weight's: the scheme's traffic ("coherent", "standard", "deepep",
-    "deepep-ll") is minimised with each layer's busiest GPU under max_load_ratio times the mean
-    (None: "auto", never worse than contiguous; a number >= 1; "none"). weight then gives only the
-    shapes. previous (the current phy2log [layers, num_replicas]): every expert that stays on
+    routing: None (EPLB's answer), recent top-k ids [tokens, layers, k] (or [tokens, layers])
+    whose layers are weight's, or pairwise co-activation counts [layers, experts, experts]
+    (entry [l, i, j]: tokens of layer l routed to both i and j; one triangle or both; the
+    diagonal is not used): the scheme's traffic ("coherent", "standard", "deepep", "deepep-ll";
+    counts carry no inter-layer routing, so not "coherent") is minimised with each layer's busiest
+    GPU under max_load_ratio times the mean (None: "auto", never worse than contiguous; a number
+    >= 1; "none"). weight then gives only the shapes. Counts are planned as a sample of
+    PAIR_ROWS two-expert tokens per layer, apportioned to the pairs by their counts (the clique
+    expansion of each token's experts; docs/python.md). previous (the current phy2log [layers, num_replicas]): every expert that stays on
     its GPU keeps its slot there (so an engine reloads only the slots that change); with routing
     the search also starts from it and changes at most max_moves slots (None: any number).
+    time_limit: seconds for the search with routing (None: until it converges); a quarter for
+    the graph solver, the rest for the token search.
 
     Returns int64 phy2log [layers, num_replicas] (GPU g holds slots g*S .. (g+1)*S - 1,
     S = num_replicas / num_gpus), log2phy [layers, experts, X] (each expert's slots, padded with
@@ -50,8 +57,14 @@ def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus, *, 
     num_nodes = _positive_int(num_nodes, "num_nodes")
     num_gpus = _positive_int(num_gpus, "num_gpus")
     _check_topology(experts, num_replicas, num_groups, num_nodes, num_gpus, loads.shape)
-    ids = None if routing is None else _routing_ids(routing, layers, experts)
+    ids = None if routing is None else _routing_ids(routing, layers, experts, scheme)
     options = _previous_options(previous, max_moves, layers, experts, num_replicas)
+    if time_limit is not None:
+        seconds = _seconds(time_limit, "time_limit")
+        if ids is None:
+            raise ValueError("time_limit: only a search from routing has one (loads alone give "
+                             "EPLB's answer at once)")
+        options.update(time_limit=seconds / 4, token_time_limit=seconds * 3 / 4)
     if ids is None:
         if "max_moves" in options:
             raise ValueError("max_moves: a move budget needs routing ids [tokens, layers, k] "
@@ -164,12 +177,15 @@ def _loads_array(weight):
     return loads
 
 
-def _routing_ids(routing, layers, experts):
+PAIR_ROWS = 4096
+
+
+def _routing_ids(routing, layers, experts, scheme):
+    """Top-k ids [tokens, layers, k] for exflow.solve: routing's ids, or a pair sample drawn from
+    co-activation counts [layers, experts, experts]."""
     ids = _as_numpy(routing, "routing")
-    if ids.ndim == 3 and ids.shape == (layers, experts, experts) and (
-            ids.shape[1] != layers or ids.dtype.kind == "f"):
-        raise ValueError(f"routing: pairwise co-activation counts {list(ids.shape)} are not "
-                         f"supported; give recent top-k ids [tokens, layers, k]")
+    if ids.shape == (layers, experts, experts):
+        return _pair_ids(ids, scheme)
     if ids.dtype.kind not in "iu":
         raise ValueError(f"routing must be integer top-k ids [tokens, layers, k], got dtype "
                          f"{ids.dtype}")
@@ -181,6 +197,60 @@ def _routing_ids(routing, layers, experts):
         raise ValueError(f"routing names expert {ids[tuple(bad)]} at token {bad[0]} layer "
                          f"{bad[1]}, outside 0..{experts - 1} (weight has {experts} experts)")
     return ids
+
+
+def _pair_ids(counts, scheme):
+    """PAIR_ROWS tokens per layer, each routed to two experts [PAIR_ROWS, layers, 2], pair (i, j)
+    of layer l taking a share of the rows proportional to counts[l, i, j] + counts[l, j, i]
+    (largest remainders, ties to the lower pair), in an order shuffled with a fixed seed so that
+    the GPUs owning the rows see every pair alike. Each token of a top-k layer becomes its
+    k (k - 1) / 2 pairs: keeping co-activated experts on one node keeps the pair on it."""
+    if scheme == "coherent":
+        raise ValueError("routing: co-activation counts [layers, experts, experts] carry no "
+                         "routing between layers, which the coherent scheme needs; give top-k "
+                         "ids [tokens, layers, k] or another scheme")
+    if counts.dtype.kind not in "iuf":
+        raise ValueError(f"routing: co-activation counts must be integer or real, got dtype "
+                         f"{counts.dtype}")
+    layers, experts, _ = counts.shape
+    if counts.dtype.kind == "f":
+        bad = ~np.isfinite(counts) | (counts < 0)
+    else:
+        bad = counts < 0
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"routing: co-activation counts must be finite and >= 0, got "
+                         f"{counts[where]} at {list(where)} of {list(counts.shape)}")
+    first, second = np.triu_indices(experts, 1)
+    pairs = counts[:, first, second].astype(np.float64) + counts[:, second, first]
+    totals = pairs.sum(axis=1)
+    if not (totals > 0).all():
+        layer = int(np.argmin(totals > 0))
+        raise ValueError(f"routing: co-activation counts of layer {layer} pair no two experts "
+                         f"(top-1 routing?): give loads alone or top-k ids")
+    share = pairs * (PAIR_ROWS / totals)[:, None]
+    rows = np.floor(share).astype(np.int64)
+    rng = np.random.default_rng(0)
+    ids = np.empty((PAIR_ROWS, layers, 2), dtype=np.int64)
+    for layer in range(layers):
+        left = PAIR_ROWS - int(rows[layer].sum())
+        if left > 0:
+            remainder = share[layer] - rows[layer]
+            rows[layer, np.argsort(-remainder, kind="stable")[:left]] += 1
+        pick = np.repeat(np.arange(len(first)), rows[layer])[rng.permutation(PAIR_ROWS)]
+        ids[:, layer, 0] = first[pick]
+        ids[:, layer, 1] = second[pick]
+    return ids
+
+
+def _seconds(value, name):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if isinstance(value, (bool, np.bool_)) or not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return v
 
 
 def _is_torch(x):

@@ -1,9 +1,13 @@
 // Atomic file replacement: write to a temporary file beside the target, flush it to disk and
 // rename it over the target, so readers see the old file or the complete new one.
+
+// Outputs published together and the signal cleanup: exflow/outputs.hpp.
 #pragma once
 
 #include <string>
 #include <string_view>
+
+#include "exflow/outputs.hpp"
 
 namespace exflow::io {
 

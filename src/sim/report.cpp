@@ -255,6 +255,38 @@ std::string convergence_svg(const std::vector<ReportConvergencePoint>& points, d
   return svg + "</svg>" + legend({"vanilla (dashed)", "solved on the first n tokens"});
 }
 
+// Cost against the share of slots allowed to move, the budgets evenly spaced.
+std::string moves_svg(const std::vector<ReportMovesPoint>& points) {
+  Plot p;
+  p.x0 = 0;
+  p.x1 = static_cast<double>(points.size() - 1);
+  double hi = points.front().cost, lo = hi;
+  for (const auto& m : points) {
+    hi = std::max(hi, m.cost);
+    lo = std::min(lo, m.cost);
+  }
+  const double pad = std::max(1e-3, (hi - lo) * 0.1);
+  p.y0 = lo - pad;
+  p.y1 = hi + pad;
+  std::string svg = p.open("cost per token against the expert slots allowed to move");
+  svg += p.axis_labels("expert slots allowed to move (share of all)", "cost per token", 4, 2);
+  std::string line;
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    const ReportMovesPoint& m = points[i];
+    const double x = p.x(static_cast<double>(i)), y = p.y(m.cost);
+    line += num(x, 1) + "," + num(y, 1) + " ";
+    svg += "<circle cx=\"" + num(x, 1) + "\" cy=\"" + num(y, 1) +
+           "\" r=\"4\" fill=\"#1f77b4\"><title>at most " + std::to_string(m.max_moves) +
+           " slots (" + num(m.percent, 0) + "%), " + std::to_string(m.moved) +
+           " moved: " + num(m.cost, 3) + "</title></circle>";
+    svg += "<text x=\"" + num(x, 1) + "\" y=\"" + num(p.height - p.bottom + 14, 0) +
+           "\" text-anchor=\"middle\" class=\"tick\">" + num(m.percent, 0) + "% (" +
+           std::to_string(m.max_moves) + ")</text>";
+  }
+  svg += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"" + line + "\"/>";
+  return svg + "</svg>";
+}
+
 std::string simulation_svg(const std::vector<ReportSimulation>& sims) {
   double top = 0;
   for (const auto& s : sims) top = std::max(top, s.alltoall_ms + s.allgather_ms);
@@ -357,6 +389,10 @@ std::string render_html_report(const ReportData& d) {
     h += "<h2>How many tokens are enough</h2><p>Cost on the whole trace of the placement solved "
          "on its first n tokens.</p>" +
          convergence_svg(d.convergence, d.vanilla_cost) + "\n";
+  }
+  if (!d.moves_curve.empty()) {
+    h += "<h2>Rebalancing: cost against the experts moved</h2><p>" + escape(d.moves_note) +
+         "</p>" + moves_svg(d.moves_curve) + "\n";
   }
   if (!d.affinity.empty()) {
     h += "<h2>Inter-layer expert affinity</h2><p>P(expert j at layer l + 1 | expert i at layer "

@@ -499,11 +499,19 @@ std::vector<SlotMove> slot_moves(const Placement& previous, const Placement& nex
   return moves;
 }
 
-std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, std::int64_t slots,
+const std::vector<double>& default_moves_percents() {
+  static const std::vector<double> percents = {0, 1, 2, 5, 10, 20, 100};
+  return percents;
+}
+
+std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, const Placement& previous,
                                          const std::vector<double>& percents) {
   if (r.moves_trajectory.empty()) {
     throw UsageError("moves_curve needs a rebalancing result (PlanOptions::previous)");
   }
+  const std::int64_t slots =
+      static_cast<std::int64_t>(previous.layers()) * previous.experts() +
+      static_cast<std::int64_t>(previous.replicas().size());
   std::vector<MovesCurvePoint> curve;
   for (double percent : percents) {
     MovesCurvePoint p;

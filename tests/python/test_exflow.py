@@ -137,7 +137,7 @@ class Inputs(unittest.TestCase):
         self.assertEqual(self.cost(DLPackOnly(self.ids)), expected)
 
     def test_bad_input_is_a_value_error_with_the_clis_message(self):
-        with self.assertRaisesRegex(ValueError, "integer array, got dtype float32"):
+        with self.assertRaisesRegex(TypeError, "integer array, got dtype float32"):
             exflow.solve(self.ids.astype(np.float32), gpus_per_node=4)
         with self.assertRaisesRegex(ValueError, "3 dimensions|1 dimensions"):
             exflow.profile(self.ids.ravel())

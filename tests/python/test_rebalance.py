@@ -72,6 +72,18 @@ def loads_of(ids, experts):
                      for layer in range(ids.shape[1])]).astype(np.int64)
 
 
+def coactivation_of(ids, experts):
+    """[layers, experts, experts]: tokens of each layer routed to both experts (both triangles)."""
+    tokens, layers, k = ids.shape
+    counts = np.zeros((layers, experts, experts), dtype=np.int64)
+    for layer in range(layers):
+        rows = ids[:, layer].astype(np.int64)
+        first = np.repeat(rows, k, axis=1).ravel()
+        second = np.tile(rows, (1, k)).ravel()
+        np.add.at(counts[layer], (first, second), 1)
+    return counts
+
+
 class Sglang(enum.Enum):
     """SGLang's EplbAlgorithm members the adapter serves."""
 
@@ -215,15 +227,61 @@ class Routing(unittest.TestCase):
         self.assertTrue(all(isinstance(m, torch.Tensor) for m in maps))
         self.assert_valid_maps(*(m.numpy() for m in maps))
 
-    def test_coactivation_counts_are_refused(self):
-        counts = np.ones((self.LAYERS, self.EXPERTS, self.EXPERTS), dtype=np.int64)
-        with self.assertRaises(ValueError) as e:
-            self.plan(counts)
-        self.assertIn("routing", str(e.exception))
-        self.assertIn("[tokens, layers, k]", str(e.exception))
-        with self.assertRaises(ValueError) as e:
-            self.plan(counts.astype(np.float32))
-        self.assertIn("co-activation", str(e.exception))
+    def test_coactivation_counts_give_valid_maps_and_cut_deepep_traffic(self):
+        counts = coactivation_of(self.ids, self.EXPERTS)
+        maps = self.plan(counts)
+        self.assert_valid_maps(*maps)
+        self.assertLess(self.inter_node_transfers(maps[0]),
+                        self.inter_node_transfers(self.plan()[0]))
+        # One triangle or both, integer or real: the same pairs, so the same plan.
+        upper = np.triu(counts, 1)
+        np.testing.assert_array_equal(self.plan(upper)[0], maps[0])
+        np.testing.assert_array_equal(self.plan(counts.astype(np.float32))[0], maps[0])
+        self.assert_valid_maps(*self.plan(counts, scheme="standard", time_limit=0.5))
+
+    def test_coactivation_pair_sample_follows_the_counts(self):
+        from exflow import rebalance
+        counts = np.zeros((2, 4, 4), dtype=np.int64)
+        counts[:, 0, 1] = 3
+        counts[:, 2, 3] = 1
+        counts[1, 0, 0] = 100  # the diagonal (an expert's own load) is not a pair
+        ids = rebalance._pair_ids(counts, "deepep")
+        self.assertEqual(ids.shape, (rebalance.PAIR_ROWS, 2, 2))
+        for layer in range(2):
+            pairs = [tuple(row) for row in ids[:, layer].tolist()]
+            self.assertEqual(pairs.count((0, 1)), rebalance.PAIR_ROWS * 3 // 4)
+            self.assertEqual(pairs.count((2, 3)), rebalance.PAIR_ROWS // 4)
+        # Shuffled: the pairs are not dealt to the owning GPUs in blocks.
+        self.assertNotEqual(len(set(map(tuple, ids[:8, 0].tolist()))), 1)
+
+    @NEEDS_TORCH
+    def test_torch_coactivation_counts(self):
+        counts = torch.from_numpy(coactivation_of(self.ids, self.EXPERTS)).float()
+        maps = exflow.rebalance_experts(torch.from_numpy(self.weight), self.SLOTS, self.GROUPS,
+                                        self.NODES, self.GPUS, routing=counts)
+        self.assertTrue(all(isinstance(m, torch.Tensor) for m in maps))
+        self.assert_valid_maps(*(m.numpy() for m in maps))
+
+    def test_bad_coactivation_counts(self):
+        counts = coactivation_of(self.ids, self.EXPERTS)
+        negative = counts.copy()
+        negative[1, 2, 3] = -1
+        not_finite = counts.astype(np.float64)
+        not_finite[2, 0, 5] = np.nan
+        bad = {
+            "coherent needs routing between layers": (counts, {"scheme": "coherent"}, "coherent"),
+            "negative": (negative, {}, r"\[1, 2, 3\]"),
+            "nan": (not_finite, {}, r"\[2, 0, 5\]"),
+            "a layer without pairs": (np.eye(self.EXPERTS, dtype=np.int64)[None].repeat(3, 0),
+                                      {}, "layer 0"),
+            "bool": (counts > 0, {}, "dtype"),
+            "time limit": (counts, {"time_limit": -1}, "time_limit"),
+        }
+        for what, (routing, kw, text) in bad.items():
+            with self.subTest(what), self.assertRaisesRegex(ValueError, text):
+                self.plan(routing, **kw)
+        with self.assertRaisesRegex(ValueError, "time_limit"):
+            self.plan(time_limit=1)
 
     def test_bad_routing(self):
         bad = {
