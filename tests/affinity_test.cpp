@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -45,8 +46,14 @@ TEST(AffinityGraph, TopKCountsEveryPairOfConsecutiveExperts) {
 
 Trace random_trace(std::int64_t tokens, int layers, int k, int experts, unsigned seed) {
   std::mt19937 rng(seed);
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(tokens) * layers * k);
-  for (auto& v : ids) v = static_cast<std::int32_t>(rng() % experts);
+  std::vector<std::int32_t> ids;
+  for (std::int64_t row = 0; row < tokens * layers; ++row) {
+    const auto begin = static_cast<std::ptrdiff_t>(ids.size());
+    while (static_cast<std::ptrdiff_t>(ids.size()) - begin < k) {  // k distinct experts
+      const auto e = static_cast<std::int32_t>(rng() % experts);
+      if (std::find(ids.begin() + begin, ids.end(), e) == ids.end()) ids.push_back(e);
+    }
+  }
   return Trace::from_ids(std::move(ids), tokens, layers, k, experts);
 }
 

@@ -95,10 +95,13 @@ TEST(Evaluate, TopKHomeTieGoesToColumnZerosGpu) {
 }
 
 TEST(Evaluate, TopKStaysLocalWhenAllExpertsAreOnTheHome) {
-  Metrics m = eval_k5({0, 1, 2, 0, 1, 2, 1, 0, 2, 1});
+  // Top-3 rows of experts 0..2, all on GPU 0 of the vanilla placement of 9 experts.
+  Trace t = Trace::from_ids({0, 1, 2, 2, 0, 1}, 1, 2, 3, 9);
+  Topology topo(1, 3);
+  Metrics m = evaluate(t, vanilla_placement(2, 9, topo), topo, {});
   EXPECT_EQ(m.intra_transfers, 0);
   EXPECT_DOUBLE_EQ(m.local_fraction, 1.0);
-  EXPECT_DOUBLE_EQ(m.load_ratio_max, 3.0);  // all 5 assignments on GPU 0, mean 5/3
+  EXPECT_DOUBLE_EQ(m.load_ratio_max, 3.0);  // all 3 assignments on GPU 0, mean 1
 }
 
 TEST(Evaluate, BaselineDispatchesAndCombinesThroughTheOwner) {

@@ -135,7 +135,7 @@ TEST(Sglang, RejectsMalformedFiles) {
   EXPECT_ERROR(InputError, read_text("not json"), f + ": not valid JSON: ");
   EXPECT_ERROR(InputError, read_text(""), "empty file");
   EXPECT_ERROR(InputError, read_text("{\"map\": []}"),
-               "expected an object with key \"physical_to_logical_map\", found keys \"map\"");
+               "expected an object with key \"physical_to_logical_map\", found keys 'map'");
   EXPECT_ERROR(InputError, read_text("[[0,1,2,3]]"), "found [[0,1,2,3]]");
   EXPECT_ERROR(InputError, read_text(R"({"physical_to_logical_map": "x"})"),
                "physical_to_logical_map is \"x\", expected lists of integers [layers][slots]");

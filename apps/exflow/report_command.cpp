@@ -46,6 +46,8 @@ constexpr const char* kDefaultModel = "mixtral-8x7b";
 // Heatmap rows need max(kMinHeatmapRowTokens, mean expert load / kSparseRowFraction) transitions.
 constexpr std::int64_t kMinHeatmapRowTokens = 5;
 constexpr std::int64_t kSparseRowFraction = 20;
+// --heatmap-experts all: at least any trace's expert count.
+constexpr int kAllHeatmapExperts = 1 << 16;
 
 const OptionTable<ReportArgs>& report_options() {
   static const OptionTable<ReportArgs> table = [] {
@@ -70,8 +72,19 @@ const OptionTable<ReportArgs>& report_options() {
                                    "(n = T/2^(K-1) ... T, at least 64 tokens); 0 skips it")
                     .check(CLI::Range(0, 16)));
     t.push_back(option<ReportArgs>(&ReportArgs::heatmap_experts, "--heatmap-experts",
-                                   "experts per heatmap axis: all, or the most loaded ones")
-                    .check(CLI::Range(2, 1024)));
+                                   "experts per heatmap axis: all, or the most loaded ones"));
+    t.back().configure = [](CLI::Option* o) {
+      // "all" stands for the most experts a trace can have; a number is checked as given.
+      o->transform(CLI::Validator(
+          [](std::string& text) -> std::string {
+            if (text == "all") {
+              text = std::to_string(kAllHeatmapExperts);
+              return {};
+            }
+            return CLI::Range(2, 1024)(text);
+          },
+          "INT in [2 - 1024] or all"));
+    };
     add_simulation_rows(t, std::string(kDefaultModel) + "'s sizes");
     add_scheme_row(t,
                    "the scheme the report's own solves optimise and whose row the schemes table "

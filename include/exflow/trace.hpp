@@ -3,8 +3,8 @@
 // A trace records, for every token and every MoE layer, the expert(s) the router chose:
 //   ids[t, l]      top-1 (the original ExFlow format), shape [tokens, layers]
 //   ids[t, l, c]   top-k, shape [tokens, layers, k]; column 0 is the highest-scoring expert.
-// Values are local expert ids in [0, experts). A Trace is a read-only view over a
-// memory-mapped .npy file (any integer dtype, byte order, C or Fortran order) or an in-memory
+// Values are local expert ids in [0, experts). A Trace is a read-only view over an .npy file
+// read block by block (any integer dtype, byte order, C or Fortran order) or an in-memory
 // array; every id is validated when the trace is opened, so consumers never re-check.
 // Consumers read it in blocks of tokens (TraceBlock), decoded to int32 in layer-major order,
 // which keeps memory at O(block) whatever the file size.

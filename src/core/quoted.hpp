@@ -8,10 +8,11 @@
 
 namespace exflow {
 
-inline std::string quoted(std::string_view text) {
-  constexpr std::size_t kMax = 40;
-  std::string out = "'";
-  for (char c : text.substr(0, kMax)) {
+// `text` with every byte outside printable ASCII written as \xNN.
+inline std::string escaped(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
     const auto u = static_cast<unsigned char>(c);
     if (u >= 0x20 && u < 0x7f) {
       out += c;
@@ -21,7 +22,12 @@ inline std::string quoted(std::string_view text) {
       out += buf;
     }
   }
-  return out + (text.size() > kMax ? "...'" : "'");
+  return out;
+}
+
+inline std::string quoted(std::string_view text) {
+  constexpr std::size_t kMax = 40;
+  return "'" + escaped(text.substr(0, kMax)) + (text.size() > kMax ? "...'" : "'");
 }
 
 }  // namespace exflow

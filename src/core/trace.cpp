@@ -9,7 +9,7 @@
 
 #include "exflow/error.hpp"
 #include "exflow/progress.hpp"
-#include "io/mapped_file.hpp"
+#include "io/input_file.hpp"
 #include "io/npy.hpp"
 
 namespace exflow {
@@ -17,44 +17,116 @@ namespace exflow {
 namespace {
 // Largest expert count accepted; ids at or above it are reported as out of range.
 constexpr int kMaxExperts = 1 << 16;
+
+// The first (token, layer) row of `block` that names one expert in two columns, or false.
+// Compares every pair of columns over the whole block first: a branch-free loop the compiler
+// vectorises, so the common case (no repeat) costs k(k-1)/2 cheap passes per block.
+struct RepeatedExpert {
+  std::int64_t token = -1;
+  int layer = 0;
+  int first_col = 0;
+  int col = 0;
+};
+bool find_repeated_expert(const TraceBlock& block, RepeatedExpert& out) {
+  bool any = false;
+  for (int l = 0; l < block.layers && !any; ++l) {
+    for (int c = 1; c < block.k && !any; ++c) {
+      const std::int32_t* b = block.column(l, c);
+      for (int c0 = 0; c0 < c; ++c0) {
+        const std::int32_t* a = block.column(l, c0);
+        int equal = 0;
+        for (std::int64_t i = 0; i < block.tokens; ++i) equal |= static_cast<int>(a[i] == b[i]);
+        any |= equal != 0;
+      }
+    }
+  }
+  if (!any) return false;
+  for (std::int64_t i = 0; i < block.tokens; ++i) {
+    for (int l = 0; l < block.layers; ++l) {
+      for (int c = 1; c < block.k; ++c) {
+        for (int c0 = 0; c0 < c; ++c0) {
+          if (block.column(l, c0)[i] == block.column(l, c)[i]) {
+            out = RepeatedExpert{block.first_token + i, l, c0, c};
+            return true;
+          }
+        }
+      }
+    }
+  }
+  return false;
+}
 }  // namespace
 
-// Where the ids live and how they are laid out: either a mapped .npy file or an owned int32
-// buffer (C order, native byte order).
-struct Trace::Storage {
-  std::unique_ptr<io::MappedFile> file;
-  std::vector<std::int32_t> owned;
-  std::shared_ptr<const void> borrowed;  // from_buffer: keeps the caller's memory alive
+namespace {
+
+// How ids lie in memory: element (t, l, c) at base + index(t, l, c) * item size.
+struct IdLayout {
   const std::uint8_t* base = nullptr;
-  bool is_signed = true;
-  int item_size = 4;
-  bool byte_swap = false;
   bool fortran_order = false;
   std::int64_t tokens = 0;
   std::int64_t layers = 0;
   std::int64_t k = 0;
 
-  // Drops the mapped pages wholly inside the rows of tokens [begin, end) from this process
-  // (C-order files only, whose rows are contiguous). They stay in the page cache; a later
-  // pass maps them again. Keeps the resident size of a pass over a huge trace flat.
-  void release(std::int64_t begin, std::int64_t end) const {
-    if (!file || fortran_order) return;
-    const auto row = static_cast<std::uintptr_t>(layers * k * item_size);
-    const auto page = static_cast<std::uintptr_t>(io::MappedFile::page_size());
-    auto from = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(begin) * row;
-    auto to = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(end) * row;
-    from = (from + page - 1) / page * page;
-    to = to / page * page;
-    if (to > from) file->release(reinterpret_cast<const std::uint8_t*>(from), to - from);
-  }
-
   std::int64_t index(std::int64_t t, std::int64_t l, std::int64_t c) const {
     return fortran_order ? t + tokens * (l + layers * c) : (t * layers + l) * k + c;
+  }
+};
+
+}  // namespace
+
+// Where the ids live and how they are laid out: an .npy file read block by block, or memory
+// (an owned int32 buffer, C order, native byte order, or a caller's buffer).
+struct Trace::Storage {
+  std::unique_ptr<io::InputFile> file;  // when set, ids start at data_offset in it
+  std::size_t data_offset = 0;
+  std::vector<std::int32_t> owned;
+  std::shared_ptr<const void> borrowed;  // from_buffer: keeps the caller's memory alive
+  IdLayout layout;                       // layout.base is null for a file
+  bool is_signed = true;
+  int item_size = 4;
+  bool byte_swap = false;
+
+  // The ids of tokens [begin, begin + n), columns [0, k), where a decoder can read them: in
+  // memory as they are, or from the file into `staged` (then laid out for tokens 0 .. n-1).
+  IdLayout view(std::int64_t begin, std::int64_t n, int k, std::vector<std::uint8_t>& staged,
+                std::int64_t& first) const {
+    first = begin;
+    if (!file) return layout;
+    IdLayout v = layout;
+    const auto item = static_cast<std::size_t>(item_size);
+    if (!layout.fortran_order) {
+      // Rows of tokens are contiguous: one read.
+      const auto row = static_cast<std::size_t>(layout.layers * layout.k) * item;
+      staged.resize(static_cast<std::size_t>(n) * row);
+      file->read_at(data_offset + static_cast<std::size_t>(begin) * row, staged.size(),
+                    staged.data());
+    } else {
+      // Each (layer, column) run of tokens is contiguous: one read per run that is used.
+      v.tokens = n;
+      staged.resize(static_cast<std::size_t>(n * layout.layers * layout.k) * item);
+      for (std::int64_t c = 0; c < k; ++c) {
+        for (std::int64_t l = 0; l < layout.layers; ++l) {
+          file->read_at(data_offset + static_cast<std::size_t>(layout.index(begin, l, c)) * item,
+                        static_cast<std::size_t>(n) * item,
+                        staged.data() + static_cast<std::size_t>(v.index(0, l, c)) * item);
+        }
+      }
+    }
+    v.base = staged.data();
+    first = 0;
+    return v;
   }
 
   // The exact stored value (for error messages), widened without clamping.
   std::string raw_text(std::int64_t t, int l, int c) const {
-    const std::uint8_t* p = base + index(t, l, c) * item_size;
+    std::uint8_t bytes[8];
+    const auto at = static_cast<std::size_t>(layout.index(t, l, c) * item_size);
+    if (file) {
+      file->read_at(data_offset + at, static_cast<std::size_t>(item_size), bytes);
+    } else {
+      std::memcpy(bytes, layout.base + at, static_cast<std::size_t>(item_size));
+    }
+    const std::uint8_t* p = bytes;
     std::uint64_t u = 0;
     for (int b = 0; b < item_size; ++b) {
       bool big = (std::endian::native == std::endian::big) != byte_swap;
@@ -104,9 +176,9 @@ std::int32_t narrow(T v) {
 
 // Decodes tokens [begin, begin + n), columns [0, k) into layer-major out.
 template <typename T, bool Swap>
-void decode_typed(const Trace::Storage& s, std::int64_t begin, std::int64_t n, int layers, int k,
+void decode_typed(const IdLayout& s, std::int64_t begin, std::int64_t n, int layers, int k,
                   std::int32_t* out) {
-  const auto* base = s.base;
+  const std::uint8_t* base = s.base;
   constexpr auto size = static_cast<std::int64_t>(sizeof(T));
   if (s.fortran_order) {
     for (int l = 0; l < layers; ++l) {
@@ -137,8 +209,7 @@ void decode_typed(const Trace::Storage& s, std::int64_t begin, std::int64_t n, i
   }
 }
 
-using DecodeFn = void (*)(const Trace::Storage&, std::int64_t, std::int64_t, int, int,
-                          std::int32_t*);
+using DecodeFn = void (*)(const IdLayout&, std::int64_t, std::int64_t, int, int, std::int32_t*);
 
 template <typename T>
 DecodeFn pick(bool swap) {
@@ -168,24 +239,23 @@ int resolve_threads(int threads) {
 
 Trace Trace::open(const std::string& path, const TraceOpenOptions& options) {
   auto storage = std::make_shared<Storage>();
-  storage->file = std::make_unique<io::MappedFile>(path);
-  const auto& file = *storage->file;
-  io::NpyHeader h = io::parse_npy(file.data(), file.size(), path);
-  storage->base = file.data() + h.data_offset;
+  storage->file = std::make_unique<io::InputFile>(path);
+  io::NpyHeader h = io::read_npy_header(*storage->file);
+  storage->data_offset = h.data_offset;
   storage->is_signed = h.is_signed;
   storage->item_size = h.item_size;
   storage->byte_swap = h.byte_swap;
-  storage->fortran_order = h.fortran_order;
-  storage->tokens = h.shape[0];
-  storage->layers = h.shape[1];
-  storage->k = h.shape.size() == 3 ? h.shape[2] : 1;
+  storage->layout.fortran_order = h.fortran_order;
+  storage->layout.tokens = h.shape[0];
+  storage->layout.layers = h.shape[1];
+  storage->layout.k = h.shape.size() == 3 ? h.shape[2] : 1;
 
   Trace trace;
   trace.storage_ = storage;
   trace.source_ = path;
-  trace.tokens_ = storage->tokens;
-  trace.layers_ = static_cast<int>(storage->layers);
-  trace.k_ = static_cast<int>(storage->k);
+  trace.tokens_ = storage->layout.tokens;
+  trace.layers_ = static_cast<int>(storage->layout.layers);
+  trace.k_ = static_cast<int>(storage->layout.k);
   if (options.topk) {
     if (*options.topk < 1 || *options.topk > trace.k_) {
       throw UsageError(path + ": top-k " + std::to_string(*options.topk) +
@@ -211,10 +281,10 @@ Trace Trace::from_ids(std::vector<std::int32_t> ids, std::int64_t tokens, int la
   }
   auto storage = std::make_shared<Storage>();
   storage->owned = std::move(ids);
-  storage->base = reinterpret_cast<const std::uint8_t*>(storage->owned.data());
-  storage->tokens = tokens;
-  storage->layers = layers;
-  storage->k = k;
+  storage->layout.base = reinterpret_cast<const std::uint8_t*>(storage->owned.data());
+  storage->layout.tokens = tokens;
+  storage->layout.layers = layers;
+  storage->layout.k = k;
   Trace trace;
   trace.storage_ = storage;
   trace.source_ = "in-memory trace";
@@ -238,13 +308,13 @@ Trace Trace::from_buffer(const Buffer& b, const TraceOpenOptions& options) {
   if (b.data == nullptr) throw InputError(b.source + ": no data");
   auto storage = std::make_shared<Storage>();
   storage->borrowed = b.keepalive;
-  storage->base = static_cast<const std::uint8_t*>(b.data);
+  storage->layout.base = static_cast<const std::uint8_t*>(b.data);
   storage->is_signed = b.is_signed;
   storage->item_size = b.item_size;
-  storage->fortran_order = b.fortran_order;
-  storage->tokens = b.tokens;
-  storage->layers = b.layers;
-  storage->k = b.k;
+  storage->layout.fortran_order = b.fortran_order;
+  storage->layout.tokens = b.tokens;
+  storage->layout.layers = b.layers;
+  storage->layout.k = b.k;
   Trace trace;
   trace.storage_ = storage;
   trace.source_ = b.source;
@@ -285,7 +355,10 @@ TraceBlock Trace::decode(std::int64_t begin, std::int64_t end,
                          std::vector<std::int32_t>& out) const {
   std::int64_t n = end - begin;
   out.resize(static_cast<std::size_t>(n) * layers_ * k_);
-  decoder_for (*storage_)(*storage_, begin, n, layers_, k_, out.data());
+  thread_local std::vector<std::uint8_t> staged;  // a file's bytes of this block
+  std::int64_t first = 0;
+  const IdLayout view = storage_->view(begin, n, k_, staged, first);
+  decoder_for (*storage_)(view, first, n, layers_, k_, out.data());
   return TraceBlock{out.data(), begin, n, layers_, k_};
 }
 
@@ -305,17 +378,9 @@ void Trace::for_each_block(int threads, const std::function<void(int, const Trac
       std::int64_t begin = tokens_ * worker / w;
       std::int64_t end = tokens_ * (worker + 1) / w;
       std::vector<std::int32_t> buffer;
-      // Mapped pages are released in batches of blocks: one system call per few MiB.
-      constexpr std::int64_t kReleaseTokens = 16 * kTraceBlockTokens;
-      std::int64_t released = begin;
       for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
         TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
         body(worker, block);
-        const std::int64_t done = block.first_token + block.tokens;
-        if (done - released >= kReleaseTokens || done == end) {
-          storage_->release(released, done);
-          released = done;
-        }
         if (progress != nullptr) progress->advance(block.tokens);
       }
     } catch (...) {
@@ -343,6 +408,7 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
     std::int64_t bad_token = -1;  // first token (in this worker's range) with an id out of range
     int bad_layer = 0;
     int bad_col = 0;
+    RepeatedExpert repeat;  // first row (in this worker's range) naming an expert twice
   };
   std::vector<Scan> scans(static_cast<std::size_t>(workers(threads)));
   for_each_block(threads, [&](int worker, const TraceBlock& block) {
@@ -355,13 +421,14 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
       hi = std::max(hi, block.ids[i]);
     }
     scan.max = std::max(scan.max, hi);
+    if (scan.repeat.token < 0 && block.k > 1) find_repeated_expert(block, scan.repeat);
     if (scan.bad_token >= 0 || (lo >= 0 && hi < limit)) return;
     for (std::int64_t i = 0; i < block.tokens && scan.bad_token < 0; ++i) {
       for (int l = 0; l < block.layers && scan.bad_token < 0; ++l) {
         for (int c = 0; c < block.k; ++c) {
           std::int32_t v = block.column(l, c)[i];
           if (v < 0 || v >= limit) {
-            scan = Scan{scan.max, block.first_token + i, l, c};
+            scan = Scan{scan.max, block.first_token + i, l, c, scan.repeat};
             break;
           }
         }
@@ -388,6 +455,15 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
     }
     throw InputError(source_ + ": expert id " + value + where + " exceeds the largest supported " +
                      "expert count (" + std::to_string(kMaxExperts) + ")");
+  }
+  for (const Scan& s : scans) {
+    const RepeatedExpert& r = s.repeat;
+    if (r.token < 0) continue;
+    throw InputError(source_ + ": token " + std::to_string(r.token) + ", layer " +
+                     std::to_string(r.layer) + " names expert " +
+                     storage_->raw_text(r.token, r.layer, r.col) + " twice (columns " +
+                     std::to_string(r.first_col) + " and " + std::to_string(r.col) +
+                     "); a top-k row holds k distinct experts");
   }
   experts_ = experts ? *experts : max_id + 1;
 }

@@ -6,6 +6,7 @@
 #include <limits>
 #include <sstream>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
 
 namespace exflow::io {
@@ -59,7 +60,82 @@ struct Walker {
   }
 };
 
+// Builds the document from nlohmann's (iterative) SAX events, refusing depth beyond
+// kMaxJsonDepth and a key that its object already holds.
+struct JsonBuilder : nlohmann::json_sax<nlohmann::json> {
+  nlohmann::json root;
+  std::vector<nlohmann::json*> open;  // the lists and objects being filled, innermost last
+  std::string pending_key;            // the key whose value comes next
+  std::string error;
+
+  nlohmann::json* add(nlohmann::json&& v) {
+    if (open.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    nlohmann::json& parent = *open.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    nlohmann::json& slot = parent[pending_key];
+    slot = std::move(v);
+    return &slot;
+  }
+  bool value(nlohmann::json&& v) {
+    add(std::move(v));
+    return true;
+  }
+  bool start(nlohmann::json&& container) {
+    if (open.size() >= static_cast<std::size_t>(kMaxJsonDepth)) {
+      error = "lists and objects nested more than " + std::to_string(kMaxJsonDepth) + " deep";
+      return false;
+    }
+    open.push_back(add(std::move(container)));
+    return true;
+  }
+  bool null() override { return value(nullptr); }
+  bool boolean(bool v) override { return value(v); }
+  bool number_integer(number_integer_t v) override { return value(v); }
+  bool number_unsigned(number_unsigned_t v) override { return value(v); }
+  bool number_float(number_float_t v, const string_t&) override { return value(v); }
+  bool string(string_t& v) override { return value(std::move(v)); }
+  bool binary(binary_t& v) override { return value(nlohmann::json::binary(std::move(v))); }
+  bool start_object(std::size_t) override { return start(nlohmann::json::object()); }
+  bool key(string_t& k) override {
+    if (open.back()->contains(k)) {
+      error = "duplicate key " + exflow::quoted(k) + " in an object";
+      return false;
+    }
+    pending_key = std::move(k);
+    return true;
+  }
+  bool end_object() override {
+    open.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override { return start(nlohmann::json::array()); }
+  bool end_array() override {
+    open.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::json::exception& e) override {
+    error = "not valid JSON: " + json_error_text(e);
+    return false;
+  }
+};
+
 }  // namespace
+
+nlohmann::json parse_json(std::string_view text, const std::string& prefix, bool one_line) {
+  JsonBuilder builder;
+  if (nlohmann::json::sax_parse(text, &builder)) return std::move(builder.root);
+  std::string why = builder.error;
+  if (one_line) {
+    if (auto p = why.find("at line 1, column"); p != std::string::npos) why.erase(p + 3, 8);
+  }
+  throw InputError(prefix + why);
+}
 
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -69,28 +145,49 @@ nlohmann::json read_json_file(const std::string& path) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
     throw InputError(path + ": empty file, expected JSON");
   }
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path + ": not valid JSON: " + json_error_text(e));
-  }
+  return parse_json(text, path + ": ");
 }
 
 std::string json_error_text(const std::exception& e) {
   std::string what = e.what();
   if (what.rfind("[json.exception.", 0) == 0) {
     std::size_t end = what.find("] ");
-    if (end != std::string::npos) return what.substr(end + 2);
+    if (end != std::string::npos) what.erase(0, end + 2);
   }
-  return what;
+  // nlohmann quotes the offending input raw: "...; last read: '<token>'; expected ...".
+  constexpr std::string_view kLastRead = "last read: '";
+  if (const std::size_t from = what.find(kLastRead); from != std::string::npos) {
+    const std::size_t begin = from + kLastRead.size();
+    std::size_t end = what.find("'; expected", begin);
+    if (end == std::string::npos) end = what.rfind('\'');
+    if (end != std::string::npos && end >= begin) {
+      what = what.substr(0, from) +
+             "last read: " + exflow::quoted(what.substr(begin, end - begin)) + what.substr(end + 1);
+    }
+  }
+  return escaped(what);
 }
 
 std::string describe_json(const nlohmann::json& value) {
-  std::string text = value.dump();
+  // ASCII with \uXXXX escapes, but DEL and the like pass through: escape those too.
+  std::string text = escaped(value.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
   if (text.size() <= 40) return text;
   return std::string(value.is_array()    ? "a list of " + std::to_string(value.size()) + " entries"
                      : value.is_object() ? "an object"
                                          : "a " + std::string(value.type_name()));
+}
+
+void check_json_keys(const nlohmann::json& object, const std::vector<std::string>& known,
+                     const std::string& where) {
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    if (std::find(known.begin(), known.end(), it.key()) != known.end()) continue;
+    std::string expected;
+    for (std::size_t i = 0; i < known.size(); ++i) {
+      expected += (i == 0 ? "" : i + 1 == known.size() ? " or " : ", ") + ("\"" + known[i] + "\"");
+    }
+    throw InputError(where + "unknown key " + exflow::quoted(it.key()) + " (expected " + expected +
+                     ")");
+  }
 }
 
 bool json_int64(const nlohmann::json& value, std::int64_t& out) {

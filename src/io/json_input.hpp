@@ -6,16 +6,33 @@
 #include <exception>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace exflow::io {
 
-// Parses the whole file. Throws IoError if it cannot be read, InputError naming the file (and
-// the line and column) if it is empty or not JSON.
+// Lists and objects nested deeper than this are refused (every format exflow reads needs at
+// most a handful of levels).
+constexpr int kMaxJsonDepth = 64;
+
+// Parses `text` as one JSON value. Refuses what nlohmann would accept silently or crash on:
+// nesting deeper than kMaxJsonDepth and an object that names a key twice. Throws InputError
+// whose message starts with `prefix` (e.g. "maps.json: "); `one_line` drops "line 1, " from
+// positions, for inputs that are one line of a larger file.
+nlohmann::json parse_json(std::string_view text, const std::string& prefix, bool one_line = false);
+
+// Parses the whole file as parse_json does. Throws IoError if it cannot be read, InputError
+// naming the file (and the line and column) if it is empty or not JSON.
 nlohmann::json read_json_file(const std::string& path);
 
-// nlohmann's exception message without its "[json.exception.parse_error.101] " prefix.
+// nlohmann's exception message without its "[json.exception.parse_error.101] " prefix, with the
+// input it quotes ("last read: ...") cut short and escaped.
 std::string json_error_text(const std::exception& e);
+
+// Refuses a key of `object` outside `known`, naming it and what is expected. `where` prefixes
+// the message (e.g. "maps.json: ").
+void check_json_keys(const nlohmann::json& object, const std::vector<std::string>& known,
+                     const std::string& where);
 
 // A short rendering of a JSON value for messages: the value itself if short, else its type.
 std::string describe_json(const nlohmann::json& value);

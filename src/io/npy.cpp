@@ -1,12 +1,15 @@
 #include "io/npy.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cctype>
 #include <cstring>
 #include <optional>
 #include <string_view>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
+#include "io/input_file.hpp"
 
 namespace exflow::io {
 namespace {
@@ -32,7 +35,19 @@ class HeaderParser {
     expect('{');
     skip_space();
     while (peek() != '}') {
+      const std::size_t key_at = pos_;
       std::string key = parse_string();
+      if (key != "descr" && key != "fortran_order" && key != "shape") {
+        pos_ = key_at;
+        fail("unknown key " + exflow::quoted(key) +
+             " (numpy writes only 'descr', 'fortran_order', " + "'shape')");
+      }
+      for (const auto& item : items) {
+        if (item.first == key) {
+          pos_ = key_at;
+          fail("key " + exflow::quoted(key) + " given twice");
+        }
+      }
       expect(':');
       items.emplace_back(std::move(key), parse_value());
       skip_space();
@@ -51,14 +66,13 @@ class HeaderParser {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
+    std::string_view rest = s_.substr(std::min(pos_, s_.size()));
+    while (!rest.empty() && std::isspace(static_cast<unsigned char>(rest.back()))) {
+      rest.remove_suffix(1);
+    }
     throw InputError(path_ + ": malformed npy header: " + what + " at offset " +
-                     std::to_string(pos_) + " of \"" + quoted() + "\"");
-  }
-  // The header without its padding, cut to a readable length.
-  std::string quoted() const {
-    std::string_view v = s_;
-    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
-    return v.size() > 160 ? std::string(v.substr(0, 160)) + "..." : std::string(v);
+                     std::to_string(pos_) +
+                     (rest.empty() ? std::string(" (its end)") : " near " + exflow::quoted(rest)));
   }
   char peek() {
     skip_space();
@@ -88,6 +102,10 @@ class HeaderParser {
     std::int64_t value = 0;
     bool negative = start < s_.size() && s_[start] == '-';
     bool any = false;
+    if (pos_ + 1 < s_.size() && s_[pos_] == '0' &&
+        std::isdigit(static_cast<unsigned char>(s_[pos_ + 1]))) {
+      fail("integer with a leading zero");
+    }
     while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) {
       int digit = s_[pos_] - '0';
       if (value > (INT64_MAX - digit) / 10) fail("integer too large");
@@ -154,7 +172,7 @@ std::uint32_t read_le(const std::uint8_t* p, int bytes) {
 // Checks the dtype string and fills kind, size and byte order.
 [[noreturn]] void bad_dtype(const std::string& path, const std::string& descr,
                             const std::string& why) {
-  throw InputError(path + ": dtype '" + descr + "' " + why +
+  throw InputError(path + ": dtype " + exflow::quoted(descr) + " " + why +
                    "; expert ids must be integers (int8/16/32/64 or uint8/16/32/64)");
 }
 
@@ -304,6 +322,26 @@ NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::strin
                      " of '" + h.descr + "'");
   }
   return h;
+}
+
+NpyHeader read_npy_header(const InputFile& file) {
+  constexpr std::size_t kMaxHeader = std::size_t{1} << 20;
+  const std::size_t size = file.size();
+  // parse_npy reads no further than the header's end, and only once the file's size allows it.
+  std::vector<std::uint8_t> head(std::min<std::size_t>(size, 12));
+  file.read_at(0, head.size(), head.data());
+  if (head.size() == 12 && std::memcmp(head.data(), kMagic.data(), kMagic.size()) == 0) {
+    const int len_bytes = head[6] == 1 ? 2 : 4;
+    const std::size_t header_len = read_le(head.data() + 8, len_bytes);
+    if (header_len > kMaxHeader) {
+      throw InputError(file.path() + ": npy header length field says " +
+                       std::to_string(header_len) + " bytes; at most " +
+                       std::to_string(kMaxHeader) + " are accepted");
+    }
+    head.resize(std::min(size, 8 + static_cast<std::size_t>(len_bytes) + header_len));
+    file.read_at(0, head.size(), head.data());
+  }
+  return parse_npy(head.data(), size, file.path());
 }
 
 std::string encode_npy(const std::vector<std::int64_t>& values,

@@ -27,6 +27,13 @@ struct NpyHeader {
 // message that starts with `path`.
 NpyHeader parse_npy(const std::uint8_t* data, std::size_t size, const std::string& path);
 
+class InputFile;
+
+// The header of an .npy file on disk, checked as parse_npy checks it against the file's size;
+// reads only the header. A header longer than 1 MiB is refused (numpy's are a few hundred
+// bytes).
+NpyHeader read_npy_header(const InputFile& file);
+
 // Serialises a C- or Fortran-ordered integer array as .npy (for tests, tools and converters).
 // `descr` is a numpy dtype string such as "<i2"; `values` are converted to that dtype.
 std::string encode_npy(const std::vector<std::int64_t>& values,

@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "exflow/error.hpp"
-#include "io/mapped_file.hpp"
+#include "io/input_file.hpp"
 #include "io/npy.hpp"
 
 namespace exflow::io {
@@ -44,6 +44,10 @@ bool parse_shape(std::string_view header, ShapeSpan& out) {
     if (p < header.size() && (header[p] == '-' || header[p] == '+')) negative = header[p++] == '-';
     std::int64_t v = 0;
     bool any = false;
+    if (p + 1 < header.size() && header[p] == '0' &&
+        std::isdigit(static_cast<unsigned char>(header[p + 1]))) {
+      return false;  // numpy writes no leading zeros: parse_npy names it
+    }
     while (p < header.size() && std::isdigit(static_cast<unsigned char>(header[p]))) {
       const int digit = header[p++] - '0';
       if (v > (std::numeric_limits<std::int64_t>::max() - digit) / 10) return false;
@@ -79,9 +83,12 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
 }  // namespace
 
 IntArray read_int_npy(const std::string& path) {
-  MappedFile file(path);
-  const std::uint8_t* data = file.data();
+  // Read whole: the values are copied out anyway, and a copy cannot change under the reader.
+  const InputFile file(path);
   const std::size_t size = file.size();
+  std::vector<std::uint8_t> bytes(size);
+  file.read_at(0, size, bytes.data());
+  const std::uint8_t* data = bytes.data();
   if (size == 0) throw InputError(path + ": empty file, expected an npy array");
 
   // Locate the header and its shape tuple. Anything this scan cannot follow is left to

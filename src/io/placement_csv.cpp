@@ -4,6 +4,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
 #include "exflow/placement.hpp"
 #include "io/atomic_file.hpp"
@@ -42,8 +43,14 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
   bool header_seen = false;
   while (std::getline(in, line)) {
     ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF line end
+    if (line_no == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+    if (std::size_t cr = line.find('\r'); cr != std::string::npos) {
+      throw InputError(path + ":" + std::to_string(line_no) + ": a carriage return at column " +
+                       std::to_string(cr + 1) + " that does not end the line, in " +
+                       exflow::quoted(line));
+    }
     std::string t = trim(line);
-    if (line_no == 1 && t.size() >= 3 && static_cast<unsigned char>(t[0]) == 0xEF) t = t.substr(3);
     if (t.empty()) continue;
     if (!header_seen) {
       std::string h;
@@ -52,7 +59,7 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
       }
       if (h != "Expert,Node") {
         throw InputError(path + ":" + std::to_string(line_no) + ": expected the header " +
-                         "'Expert,Node', found '" + t + "'");
+                         "'Expert,Node', found " + exflow::quoted(t));
       }
       header_seen = true;
       continue;
@@ -62,7 +69,7 @@ Placement read_placement_csv(const std::string& path, int layers, int experts, i
     if (comma == std::string::npos || t.find(',', comma + 1) != std::string::npos ||
         !parse_int(t.substr(0, comma), expert) || !parse_int(t.substr(comma + 1), gpu)) {
       throw InputError(path + ":" + std::to_string(line_no) +
-                       ": expected two integers 'Expert,Node', found '" + t + "'");
+                       ": expected two integers 'Expert,Node', found " + exflow::quoted(t));
     }
     if (expert < 0 || expert >= total) {
       throw InputError(path + ":" + std::to_string(line_no) + ": expert " + std::to_string(expert) +

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/quoted.hpp"
 #include "exflow/error.hpp"
 #include "exflow/formats.hpp"
 #include "io/atomic_file.hpp"
@@ -61,9 +62,7 @@ std::string describe_top(const json& j) {
       keys += ", ...";
       break;
     }
-    std::string key = json(it.key()).dump();  // quoted and escaped
-    if (key.size() > 40) key = key.substr(0, 36) + "...\"";
-    keys += (keys.empty() ? "keys " : ", ") + key;
+    keys += (keys.empty() ? "keys " : ", ") + exflow::quoted(it.key());
   }
   return keys;
 }
@@ -189,6 +188,7 @@ Placement read_sglang_expert_location(const std::string& path, int gpus, int exp
                      describe_top(j));
   }
   const std::string where = path + ": ";
+  io::check_json_keys(j, {"physical_to_logical_map"}, where);
   io::JsonIntArray a = io::json_int_array(
       j["physical_to_logical_map"], path + ": physical_to_logical_map", 2, 2, "[layers][slots]");
   if (a.shape[0] > std::numeric_limits<int>::max() ||
@@ -357,6 +357,7 @@ Placement read_eplb_maps(const std::string& path, int gpus, const DecoderLayers&
                      "\"log2phy\", \"logcnt\"), found " +
                      (j.is_object() ? std::string("no \"phy2log\"") : io::describe_json(j)));
   }
+  io::check_json_keys(j, {"phy2log", "log2phy", "logcnt"}, where);
   auto phy = io::json_int_array(j["phy2log"], path + ": phy2log", 2, 2, "[layers][slots]");
   EplbMaps m;
   if (phy.shape[0] > std::numeric_limits<int>::max() ||

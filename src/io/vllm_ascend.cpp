@@ -99,6 +99,7 @@ Placement read_vllm_ascend_expert_map(const std::string& path, int gpus, int exp
     throw InputError(where + "expected an object with keys \"moe_layer_count\" and \"layer_list\"" +
                      ", found " + (j.is_object() ? "no \"layer_list\"" : io::describe_json(j)));
   }
+  io::check_json_keys(j, {"moe_layer_count", "layer_list"}, where);
   const json& list = required_list(j, "layer_list", where, "");
   if (list.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
     throw InputError(where + "layer_list is too long");
@@ -118,6 +119,7 @@ Placement read_vllm_ascend_expert_map(const std::string& path, int gpus, int exp
     if (!layer.is_object()) {
       throw InputError(where + at + " is " + io::describe_json(layer) + ", expected an object");
     }
+    io::check_json_keys(layer, {"layer_id", "device_count", "device_list"}, where + at + ": ");
     const int id = optional_count(layer, "layer_id", where, at);
     if (id >= 0 && id != l) {
       throw InputError(where + at + ".layer_id is " + str(id) + ", expected " + str(l) +
@@ -140,6 +142,7 @@ Placement read_vllm_ascend_expert_map(const std::string& path, int gpus, int exp
       if (!device.is_object()) {
         throw InputError(where + dat + " is " + io::describe_json(device) + ", expected an object");
       }
+      io::check_json_keys(device, {"device_id", "device_expert"}, where + dat + ": ");
       const int device_id = optional_count(device, "device_id", where, dat);
       if (device_id >= 0 && device_id != d) {
         throw InputError(where + dat + ".device_id is " + str(device_id) + ", expected " + str(d) +

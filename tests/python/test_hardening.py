@@ -143,7 +143,9 @@ class Interrupts(unittest.TestCase):
             import sys, time
             import numpy as np
             import exflow
-            ids = np.random.default_rng(0).integers(0, 64, (1_000_000, 8, 8), dtype=np.int16)
+            # Top-8 rows of distinct experts: a random first one, then every 8th after it.
+            first = np.random.default_rng(0).integers(0, 64, (1_000_000, 8, 1))
+            ids = np.mod(first + 8 * np.arange(8), 64).astype(np.int16)
             P = exflow.Placement(np.tile(np.arange(64) // 8, (8, 1)), gpus_per_node=8)
             print("started", flush=True)
             start = time.monotonic()

@@ -40,6 +40,21 @@ def shape_args(case):
     return (case["num_replicas"], case["num_groups"], case["num_nodes"], case["num_gpus"])
 
 
+def distinct_rows(ids, experts):
+    """Each repeated expert of a top-k row moved to the next expert the row lacks: a router
+    names k distinct experts, and exflow refuses a row that repeats one."""
+    out = np.ascontiguousarray(ids).copy()
+    for row in out.reshape(-1, out.shape[-1]):
+        seen = set()
+        for c in range(row.shape[0]):
+            e = int(row[c])
+            while e in seen:
+                e = (e + 1) % experts
+            row[c] = e
+            seen.add(e)
+    return out
+
+
 def clustered_trace(tokens=3000, layers=3, experts=32, k=4, clusters=4, seed=0):
     """Top-k ids where each token keeps to one cluster of experts (e % clusters) in every layer,
     with 10% noise: the clusters interleave EPLB's groups of consecutive experts."""
@@ -49,7 +64,7 @@ def clustered_trace(tokens=3000, layers=3, experts=32, k=4, clusters=4, seed=0):
     ids = members * clusters + cluster
     noise = rng.random(ids.shape) < 0.1
     ids = np.where(noise, rng.integers(0, experts, size=ids.shape), ids)
-    return ids.astype(np.int32)
+    return distinct_rows(ids, experts).astype(np.int32)
 
 
 def loads_of(ids, experts):
