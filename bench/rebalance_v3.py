@@ -2,7 +2,7 @@
 58 layers x 256 experts, top-8, 8 nodes x 8 GPUs, 320 slots per layer (64 redundant), 8 expert
 groups. Window 1 and window 2 are synthetic traces of 20 000 tokens with different seeds (the
 routing drifts completely). Prints a Markdown table: seconds per call (best of three), DeepEP
-inter-node transfers per token of window 2 under each answer, and the slots that change.
+inter-node transfers per token of window 2 under each answer (the evaluator's, on every token), and the slots that change.
 
 usage: rebalance_v3.py BUILD_PYTHON_DIR WINDOW1.npy WINDOW2.npy
 """
@@ -46,7 +46,7 @@ def timed(call):
 
 def inter(ids, phy2log):
     placement = exflow._native._placement_from_phy2log(phy2log, GPUS // NODES, NODES, EXPERTS)
-    return exflow.evaluate(ids, placement, scheme="deepep")["inter_transfers"]
+    return exflow.evaluate(ids, placement, scheme="deepep")["inter"]
 
 
 def main():
@@ -65,6 +65,8 @@ def main():
             ("top-k ids [20000, 58, 8], `time_limit=1`", {"routing": after, "time_limit": 1.0}),
             (f"top-k ids, `previous`, `max_moves={BUDGET}` (10%), `time_limit=1`",
              {"routing": after, "previous": old, "max_moves": BUDGET, "time_limit": 1.0}),
+            (f"top-k ids, `previous`, `max_moves={BUDGET}`, `time_limit=10`",
+             {"routing": after, "previous": old, "max_moves": BUDGET, "time_limit": 10.0}),
             (f"co-activation counts, `previous`, `max_moves={BUDGET}`, `time_limit=1`",
              {"routing": counts, "previous": old, "max_moves": BUDGET, "time_limit": 1.0})]
     eplb = None
