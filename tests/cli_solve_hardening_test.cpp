@@ -87,6 +87,45 @@ TEST(CliNumbers, NanInfiniteAndNegativeValuesAreRefused) {
   }
 }
 
+// Range errors print their bounds compactly (CLI11's own checks printed DBL_MAX as 300 digits).
+TEST(CliNumbers, SimulationBoundsAreShortLines) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--intra-gbps", "1e400"}, "--intra-gbps: must be a finite number above 0, at most 1e+06"},
+      {{"--inter-gbps", "0"}, "--inter-gbps: must be a finite number above 0"},
+      {{"--latency-us", "nan"}, "--latency-us: must be a finite number from 0 to 1e+09"},
+  };
+  for (const auto& [flags, fragment] : cases) {
+    std::vector<std::string> args = {"simulate", kTop6, "--gpus-per-node", "4",
+                                     "--model",  "olmoe-1b-7b", "--quiet"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    SCOPED_TRACE(flags.front());
+    const test::CommandRun r = exflow(args);
+    expect_one_line_error(r, 2, fragment);
+    EXPECT_LT(r.err.size(), 160u) << r.err;
+  }
+}
+
+// A load ratio no GPU can reach binds nothing: the answer is the one without a limit.
+TEST(CliNumbers, AHugeLoadRatioIsNoLimit) {
+  TempDir dir;
+  std::vector<std::int64_t> ids;
+  for (int t = 0; t < 64; ++t) {
+    for (int l = 0; l < 3; ++l) ids.push_back((t * 5 + l * (t % 3)) % 8);
+  }
+  test::write_npy(dir.file("t.npy"), ids, {64, 3});
+  std::vector<std::string> answers;
+  for (const char* ratio : {"none", "1e300", "1.79e308"}) {
+    const test::CommandRun r =
+        exflow({"solve", dir.file("t.npy"), "--gpus-per-node", "2", "--max-load-ratio", ratio,
+                "--json", "--quiet", "--out-dir", dir.file(ratio)});
+    ASSERT_EQ(r.code, 0) << ratio << ": " << r.err;
+    const json j = json::parse(r.out);
+    answers.push_back(test::read_bytes(j["placement"].get<std::string>()));
+  }
+  EXPECT_EQ(answers[1], answers[0]);
+  EXPECT_EQ(answers[2], answers[0]);
+}
+
 TEST(CliTokenTimeLimit, TheTokenPhaseKeepsASmallLimit) {
   // Before the limit was checked inside the load repair, --token-time-limit 0.1 still spent
   // 10 to 30 s in the token phase of this trace. Graph and token phase get 0.5 s each; the bound

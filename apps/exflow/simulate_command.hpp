@@ -25,6 +25,10 @@ struct SimulationArgs {
   ReplicaChoice replica_choice = ReplicaChoice::kNearest;  // add_replica_choice_row
 };
 
+// Bounds of the network options: a petabit per second per GPU, a thousand seconds per collective.
+inline constexpr double kMaxGbps = 1e6;
+inline constexpr double kMaxLatencyUs = 1e9;
+
 // "mixtral-8x7b, ..., olmoe-1b-7b"
 std::string preset_names();
 
@@ -50,14 +54,14 @@ void add_simulation_rows(OptionTable<Args>& t, const std::string& default_model)
   t.push_back(option<Args>(&SimulationArgs::intra_gbps, "--intra-gbps",
                            "per-GPU bandwidth within a node, each direction, Gbit/s "
                            "(3600: NVLink 4, 450 GB/s)")
-                  .check(CLI::PositiveNumber));
+                  .check(finite_number(0, kMaxGbps, true)));
   t.push_back(option<Args>(&SimulationArgs::inter_gbps, "--inter-gbps",
                            "per-GPU bandwidth across nodes, each direction, Gbit/s "
                            "(400: one NDR InfiniBand NIC per GPU)")
-                  .check(CLI::PositiveNumber));
+                  .check(finite_number(0, kMaxGbps, true)));
   t.push_back(option<Args>(&SimulationArgs::latency_us, "--latency-us",
                            "fixed cost of every collective, microseconds")
-                  .check(CLI::NonNegativeNumber));
+                  .check(finite_number(0, kMaxLatencyUs)));
   t.push_back(option<Args>(&SimulationArgs::tokens_per_step, "--tokens-per-step",
                            "tokens of one decode step over all GPUs")
                   .check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 40))

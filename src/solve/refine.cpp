@@ -62,8 +62,11 @@ std::vector<std::int64_t> load_limits(const LoadLimit& limit, std::int64_t token
     case LoadLimit::Kind::kAuto:
       return vanilla_max;
     case LoadLimit::Kind::kRatio: {
-      const double mean = static_cast<double>(tokens) * k / gpus;
-      const auto cap = static_cast<std::int64_t>(std::floor(limit.ratio * mean + 1e-9));
+      // No GPU serves more than every assignment: a larger ratio does not bind.
+      const double assignments = static_cast<double>(tokens) * k;
+      const double mean = assignments / gpus;
+      const auto cap =
+          static_cast<std::int64_t>(std::min(std::floor(limit.ratio * mean + 1e-9), assignments));
       return std::vector<std::int64_t>(vanilla_max.size(), cap);
     }
   }
