@@ -95,7 +95,7 @@ TEST(CliNumbers, SimulationBoundsAreShortLines) {
       {{"--latency-us", "nan"}, "--latency-us: must be a finite number from 0 to 1e+09"},
   };
   for (const auto& [flags, fragment] : cases) {
-    std::vector<std::string> args = {"simulate", kTop6, "--gpus-per-node", "4",
+    std::vector<std::string> args = {"simulate", kTop6,         "--gpus-per-node", "4",
                                      "--model",  "olmoe-1b-7b", "--quiet"};
     args.insert(args.end(), flags.begin(), flags.end());
     SCOPED_TRACE(flags.front());

@@ -270,13 +270,14 @@ int run_report(const ReportArgs& args) {
     for (const MovesCurvePoint& m : moves_curve(r, *previous)) {
       d.moves_curve.push_back({m.percent, m.max_moves, m.moved, m.cost});
     }
-    d.moves_note = "Rebalancing from " + std::filesystem::path(args.previous).filename().string() +
-                   " (" + std::to_string(previous->layers() * previous->experts() +
-                                         static_cast<int>(previous->replicas().size())) +
-                   " expert slots): the " + to_string(args.scheme) +
-                   " scheme's cost per token on this trace after moving at most the given share of the "
-                   "slots (count in brackets), each budget the cheapest state of one search "
-                   "from the previous placement (exflow solve --previous --moves-curve).";
+    d.moves_note =
+        "Rebalancing from " + std::filesystem::path(args.previous).filename().string() + " (" +
+        std::to_string(previous->layers() * previous->experts() +
+                       static_cast<int>(previous->replicas().size())) +
+        " expert slots): the " + to_string(args.scheme) +
+        " scheme's cost per token on this trace after moving at most the given share of the "
+        "slots (count in brackets), each budget the cheapest state of one search "
+        "from the previous placement (exflow solve --previous --moves-curve).";
   }
 
   // Convergence: placements solved on growing prefixes, scored on the whole trace.

@@ -150,9 +150,9 @@ struct MovesCurvePoint {
 };
 // The budgets `solve --moves-curve` and the report show: 0, 1, 2, 5, 10, 20 and 100%.
 const std::vector<double>& default_moves_percents();
-std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, const Placement& previous,
-                                         const std::vector<double>& percents =
-                                             default_moves_percents());
+std::vector<MovesCurvePoint> moves_curve(
+    const PlanResult& r, const Placement& previous,
+    const std::vector<double>& percents = default_moves_percents());
 
 // From a trace. Throws UsageError (naming PlanOptions fields) for options that contradict each
 // other or the input, InputError for a malformed trace.

@@ -76,10 +76,10 @@ struct ReportData {
   std::vector<ReportConvergencePoint> convergence;
   double vanilla_cost = 0;  // the convergence chart's reference line
   std::vector<ReportSimulation> simulation;
-  std::string simulation_note;              // the cluster and model the simulation assumed
-  std::vector<std::string> scheme_columns;  // "vanilla", then each placement's name
-  std::vector<ReportSchemeRow> schemes;     // the schemes side by side
-  std::string fastest;                      // the fastest (scheme, placement), in words
+  std::string simulation_note;                // the cluster and model the simulation assumed
+  std::vector<std::string> scheme_columns;    // "vanilla", then each placement's name
+  std::vector<ReportSchemeRow> schemes;       // the schemes side by side
+  std::string fastest;                        // the fastest (scheme, placement), in words
   std::vector<ReportMovesPoint> moves_curve;  // rebalancing from a previous placement
   std::string moves_note;                     // what was rebalanced, for which scheme
 };

@@ -391,8 +391,8 @@ std::string render_html_report(const ReportData& d) {
          convergence_svg(d.convergence, d.vanilla_cost) + "\n";
   }
   if (!d.moves_curve.empty()) {
-    h += "<h2>Rebalancing: cost against the experts moved</h2><p>" + escape(d.moves_note) +
-         "</p>" + moves_svg(d.moves_curve) + "\n";
+    h += "<h2>Rebalancing: cost against the experts moved</h2><p>" + escape(d.moves_note) + "</p>" +
+         moves_svg(d.moves_curve) + "\n";
   }
   if (!d.affinity.empty()) {
     h += "<h2>Inter-layer expert affinity</h2><p>P(expert j at layer l + 1 | expert i at layer "

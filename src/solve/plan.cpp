@@ -510,9 +510,8 @@ std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, const Placement& p
   if (r.moves_trajectory.empty()) {
     throw UsageError("moves_curve needs a rebalancing result (PlanOptions::previous)");
   }
-  const std::int64_t slots =
-      static_cast<std::int64_t>(previous.layers()) * previous.experts() +
-      static_cast<std::int64_t>(previous.replicas().size());
+  const std::int64_t slots = static_cast<std::int64_t>(previous.layers()) * previous.experts() +
+                             static_cast<std::int64_t>(previous.replicas().size());
   std::vector<MovesCurvePoint> curve;
   for (double percent : percents) {
     MovesCurvePoint p;
