@@ -44,7 +44,7 @@ struct TraceOpenOptions {
 
 class Trace {
  public:
-  struct Storage;  // mapped file or owned buffer plus element layout (src/core/trace.cpp)
+  struct Storage;  // input file or owned buffer plus element layout (src/core/trace.cpp)
 
   // Opens a .npy trace. Throws InputError / IoError naming the file on any defect.
   static Trace open(const std::string& path, const TraceOpenOptions& options = {});
