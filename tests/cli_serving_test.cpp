@@ -29,12 +29,7 @@ json run_json(const std::vector<std::string>& args) {
   return r.code == 0 ? json::parse(r.out) : json();
 }
 
-void expect_one_line_error(const test::CommandRun& r, int code, const std::string& fragment) {
-  EXPECT_EQ(r.code, code) << r.err;
-  EXPECT_EQ(r.err.rfind("exflow: error: ", 0), 0u) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
-}
+using test::expect_one_line_error;
 
 json read_json(const std::string& path) {
   return json::parse(test::read_bytes(path));

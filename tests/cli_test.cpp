@@ -33,13 +33,7 @@ CliRun exflow(const std::vector<std::string>& args) {
 }
 
 // A failed run says one line on stderr, prefixed "exflow: error: ", and nothing on stdout.
-void expect_one_line_error(const CliRun& r, int code, const std::string& fragment) {
-  EXPECT_EQ(r.code, code) << r.err;
-  EXPECT_TRUE(r.out.empty()) << r.out;
-  EXPECT_EQ(r.err.rfind("exflow: error: ", 0), 0u) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
-}
+using test::expect_one_line_error;
 
 const char* const kMetricKeys[] = {"cost",  "cintra",         "cinter",         "intra",
                                    "inter", "local_fraction", "load_ratio_max", "load_ratio_mean"};

@@ -29,13 +29,7 @@ CommandRun exflow_cli(const std::vector<std::string>& args) {
   return test::run_command(EXFLOW_CLI, args);
 }
 
-void expect_one_line_error(const CommandRun& r, int code, const std::string& fragment) {
-  EXPECT_EQ(r.code, code) << r.err;
-  EXPECT_TRUE(r.out.empty()) << r.out;
-  EXPECT_EQ(r.err.rfind("exflow: error: ", 0), 0u) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
-}
+using test::expect_one_line_error;
 
 // Every entry under `dir`, recursively, by path relative to it.
 std::vector<std::string> entries(const std::string& dir) {

@@ -12,24 +12,12 @@ import unittest
 import numpy as np
 
 import exflow
+from routing_ids import distinct_rows
 
 SOURCE = os.environ.get("EXFLOW_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 CLI = os.environ.get("EXFLOW_CLI", os.path.join(SOURCE, "build", "bin", "exflow"))
 
 
-def distinct_rows(ids, experts):
-    """Each repeated expert of a top-k row moved to the next expert the row lacks: a router
-    names k distinct experts, and exflow refuses a row that repeats one."""
-    out = np.ascontiguousarray(ids).copy()
-    for row in out.reshape(-1, out.shape[-1]):
-        seen = set()
-        for c in range(row.shape[0]):
-            e = int(row[c])
-            while e in seen:
-                e = (e + 1) % experts
-            row[c] = e
-            seen.add(e)
-    return out
 
 
 def trace(tokens=400, layers=3, experts=16, k=2, seed=4):

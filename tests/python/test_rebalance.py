@@ -20,6 +20,7 @@ import numpy as np
 
 import exflow
 from exflow import policies
+from routing_ids import distinct_rows
 
 try:
     import torch
@@ -40,19 +41,6 @@ def shape_args(case):
     return (case["num_replicas"], case["num_groups"], case["num_nodes"], case["num_gpus"])
 
 
-def distinct_rows(ids, experts):
-    """Each repeated expert of a top-k row moved to the next expert the row lacks: a router
-    names k distinct experts, and exflow refuses a row that repeats one."""
-    out = np.ascontiguousarray(ids).copy()
-    for row in out.reshape(-1, out.shape[-1]):
-        seen = set()
-        for c in range(row.shape[0]):
-            e = int(row[c])
-            while e in seen:
-                e = (e + 1) % experts
-            row[c] = e
-            seen.add(e)
-    return out
 
 
 def clustered_trace(tokens=3000, layers=3, experts=32, k=4, clusters=4, seed=0):

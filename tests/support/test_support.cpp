@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +67,15 @@ std::string shell_quote(const std::string& s) {
 }
 
 }  // namespace
+
+void expect_one_line_error(const CommandRun& r, int code, const std::string& fragment,
+                           const std::string& program) {
+  EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(r.err.rfind(program + ": error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+}
 
 CommandRun run_command(const std::string& program, const std::vector<std::string>& args) {
   TempDir dir;

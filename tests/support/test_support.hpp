@@ -44,6 +44,11 @@ struct CommandRun {
 // Runs `program` with `args` (each shell-quoted), stdin from /dev/null, capturing both streams.
 CommandRun run_command(const std::string& program, const std::vector<std::string>& args);
 
+// Checks that `r` is a refusal as the command-line tools make one: exit status `code`, nothing
+// on stdout, one line on stderr that starts "<program>: error: " and contains `fragment`.
+void expect_one_line_error(const CommandRun& r, int code, const std::string& fragment,
+                           const std::string& program = "exflow");
+
 // ../shared/data when present (tests that need it skip otherwise).
 bool shared_data_available();
 std::string shared_data(const std::string& name);
