@@ -196,9 +196,11 @@ TEST(PlanOptionsTable, EveryRowRoundTripsAndRefusesNonsenseNamingItself) {
   EXPECT_THROW(plan_option_spec("threads_of_nothing").set(o, "0"), UsageError);
 }
 
-TEST(Plan, DefaultStartsDependOnK) {
-  EXPECT_EQ(default_starts(1), kDefaultStarts);
-  EXPECT_EQ(default_starts(6), kDefaultStartsTopK);
+TEST(Plan, DefaultStartsDependOnKAndTheGraphSize) {
+  EXPECT_EQ(default_starts(1, 26, 64, 8), kDefaultStarts);         // ESFT on 8 GPUs
+  EXPECT_EQ(default_starts(6, 26, 64, 8), kDefaultStartsLarge);    // top-k
+  EXPECT_EQ(default_starts(1, 58, 256, 64), kDefaultStartsLarge);  // DeepSeek-V3 on 64 GPUs
+  EXPECT_EQ(default_starts(1, 58, 256, 16), kDefaultStarts);       // 6.1e7: under the threshold
 }
 
 }  // namespace

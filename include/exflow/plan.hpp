@@ -210,8 +210,8 @@ inline constexpr int kMaxThreads = 4096;
 // the field. plan() calls it first.
 void check_plan_options(const PlanOptions& options);
 
-// Starts of fast and bcd when PlanOptions::starts is 0: 8 for top-1 traces, 2 for top-k (whose
-// token search refines the answer).
-int default_starts(int k);
+// Starts of fast and bcd when PlanOptions::starts is 0: kDefaultStarts, or kDefaultStartsLarge
+// for top-k traces and large graphs (include/exflow/solve.hpp).
+int default_starts(int k, int layers, int experts, int gpus);
 
 }  // namespace exflow

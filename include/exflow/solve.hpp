@@ -38,10 +38,13 @@ class AffinityGraph;
 class Topology;
 class Trace;
 
-// Independent starts of fast and bcd: kDefaultStarts, or kDefaultStartsTopK for top-k traces
-// (whose token search refines the graph solver's answer).
+// Independent starts of fast and bcd: kDefaultStarts, or kDefaultStartsLarge for top-k traces
+// (whose token search refines the graph solver's answer) and for graphs whose block step work
+// E^2 G times the layers L exceeds kLargeGraphWork (DeepSeek-V3 on 64 GPUs: 2.4e8), so that
+// such a solve returns in seconds.
 inline constexpr int kDefaultStarts = 8;
-inline constexpr int kDefaultStartsTopK = 2;
+inline constexpr int kDefaultStartsLarge = 2;
+inline constexpr double kLargeGraphWork = 1e8;
 
 enum class Method { kAuto, kExact, kIlp, kFast, kBcd, kVanilla, kEplb };
 

@@ -427,6 +427,7 @@ class Search {
         for (int l = 0; l < m_.L; ++l) {
           if (!dirty[static_cast<std::size_t>(l)]) continue;
           dirty[static_cast<std::size_t>(l)] = 0;
+          if (Clock::now() > deadline) return;
           if (block_step(l)) {
             any = true;
             if (l > 0)
@@ -441,6 +442,7 @@ class Search {
       bool realigned = false;
       for (int l = 0; l + 1 < m_.L; ++l) {
         if (!pair_dirty[static_cast<std::size_t>(l)]) continue;
+        if (Clock::now() > deadline) return;
         pair_dirty[static_cast<std::size_t>(l)] = 0;
         if (realign(l)) {
           realigned = true;
@@ -465,7 +467,10 @@ class Search {
     while (gained && Clock::now() <= deadline) {
       gained = false;
       std::vector<char> changed(static_cast<std::size_t>(m_.L), 0);
-      for (auto [g, h] : all) gained = resplit(g, h, changed) || gained;
+      for (auto [g, h] : all) {
+        if (Clock::now() > deadline) break;
+        gained = resplit(g, h, changed) || gained;
+      }
       if (!gained) return;
       std::vector<char> dirty(static_cast<std::size_t>(m_.L), 0);
       for (int l = 0; l < m_.L; ++l) {
@@ -553,12 +558,19 @@ struct StartResult {
 };
 
 // Runs `starts` independent starts over `threads` workers; start s gets its own generator.
+// Starts not begun by the deadline are skipped (start 0 always runs), so the answer is the best
+// of the starts run so far when the limit strikes.
 template <class Run>
-StartResult best_of_starts(int starts, int threads, std::uint64_t seed, const Run& run) {
+StartResult best_of_starts(int starts, int threads, std::uint64_t seed, Clock::time_point deadline,
+                           std::atomic<bool>& timed_out, const Run& run) {
   std::vector<StartResult> results(static_cast<std::size_t>(starts));
   std::atomic<int> next{0};
   auto worker = [&] {
     for (int s = next++; s < starts; s = next++) {
+      if (s > 0 && Clock::now() > deadline) {
+        timed_out = true;
+        continue;
+      }
       Random rng(seed * 0x9e3779b97f4a7c15ULL +
                  static_cast<std::uint64_t>(s) * 0xd1b54a32d192ed03ULL + 1);
       results[static_cast<std::size_t>(s)] = run(s, rng);
@@ -603,25 +615,26 @@ SolveResult solve_bcd(const Instance& in, const SolveOptions& options) {
   const int starts = std::max(1, options.starts);
   const auto deadline = deadline_of(options);
   std::atomic<bool> timed_out{false};
-  StartResult best =
-      best_of_starts(starts, thread_count(options, starts), options.seed, [&](int, Random& rng) {
-        Search s(m);
-        s.load(random_labels(m, rng));
-        StartResult r;
-        bool improved = true;
-        while (improved) {
-          improved = false;
-          for (int l = 0; l < m.L; ++l) improved = s.block_step(l) || improved;
-          ++r.iterations;
-          if (Clock::now() > deadline) {
-            timed_out = true;
-            break;
-          }
-        }
-        r.cost = s.total();
-        r.labels = s.labels();
-        return r;
-      });
+  StartResult best = best_of_starts(starts, thread_count(options, starts), options.seed, deadline,
+                                    timed_out, [&](int, Random& rng) {
+                                      Search s(m);
+                                      s.load(random_labels(m, rng));
+                                      StartResult r;
+                                      bool improved = true;
+                                      while (improved) {
+                                        improved = false;
+                                        for (int l = 0; l < m.L; ++l)
+                                          improved = s.block_step(l) || improved;
+                                        ++r.iterations;
+                                        if (Clock::now() > deadline) {
+                                          timed_out = true;
+                                          break;
+                                        }
+                                      }
+                                      r.cost = s.total();
+                                      r.labels = s.labels();
+                                      return r;
+                                    });
   char buf[128];
   std::snprintf(buf, sizeof buf, "block-coordinate descent, best of %d random starts%s", starts,
                 timed_out ? " (stopped at the time limit)" : "");
@@ -642,7 +655,8 @@ SolveResult solve_fast(const Instance& in, const SolveOptions& options) {
   const int max_rounds = 10 * patience;
   std::atomic<bool> timed_out{false};
   StartResult best = best_of_starts(
-      starts, thread_count(options, starts), options.seed, [&](int start, Random& rng) {
+      starts, thread_count(options, starts), options.seed, deadline, timed_out,
+      [&](int start, Random& rng) {
         Search s(m);
         Labels x(static_cast<std::size_t>(m.L) * m.E);
         if (start == 0 && options.initial != nullptr) {
@@ -654,11 +668,14 @@ SolveResult solve_fast(const Instance& in, const SolveOptions& options) {
           x = random_labels(m, rng);
           s.load(x);
           const int pivot = start == 0 ? 0 : rng.below(m.L);
-          for (int l = pivot + 1; l < m.L; ++l) s.block_step(l, true, false);
-          for (int l = pivot - 1; l >= 0; --l) s.block_step(l, false, true);
+          for (int l = pivot + 1; l < m.L && Clock::now() <= deadline; ++l)
+            s.block_step(l, true, false);
+          for (int l = pivot - 1; l >= 0 && Clock::now() <= deadline; --l)
+            s.block_step(l, false, true);
         }
         s.descend(std::vector<char>(static_cast<std::size_t>(m.L), 1), deadline);
         s.polish(resplit_pairs(m, rng), deadline);
+        if (Clock::now() > deadline) timed_out = true;
         StartResult r;
         r.cost = s.total();
         r.labels = s.labels();

@@ -29,13 +29,13 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-SolveOptions solve_options_of(const PlanOptions& o, int k) {
+SolveOptions solve_options_of(const PlanOptions& o, int k, int layers, int experts, int gpus) {
   SolveOptions s;
   s.method = o.method;
   s.time_limit = o.time_limit;
   s.seed = o.seed;
   s.threads = o.threads;
-  s.starts = o.starts > 0 ? o.starts : default_starts(k);
+  s.starts = o.starts > 0 ? o.starts : default_starts(k, layers, experts, gpus);
   s.min_experts_per_gpu = o.min_experts_per_gpu;
   s.bipart = o.bipart;
   s.log = o.log;
@@ -350,7 +350,8 @@ PlanResult plan_trace_eplb(const Trace& trace, const Topology& topology, const P
 PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topology& topology,
                       const PlanOptions& options) {
   const auto start = Clock::now();
-  SolveOptions solve_options = solve_options_of(options, trace.k());
+  SolveOptions solve_options =
+      solve_options_of(options, trace.k(), trace.layers(), trace.experts(), topology.gpus());
   if (options.method == Method::kVanilla && !options.bipart &&
       options.max_load_ratio.kind == LoadLimit::Kind::kRatio) {
     throw UsageError("method vanilla keeps the contiguous placement: max_load_ratio " +
@@ -533,8 +534,9 @@ std::vector<MovesCurvePoint> moves_curve(const PlanResult& r, const Placement& p
   return curve;
 }
 
-int default_starts(int k) {
-  return k > 1 ? kDefaultStartsTopK : kDefaultStarts;
+int default_starts(int k, int layers, int experts, int gpus) {
+  const double work = static_cast<double>(experts) * experts * gpus * layers;
+  return k > 1 || work > kLargeGraphWork ? kDefaultStartsLarge : kDefaultStarts;
 }
 
 Comparison compare_with_vanilla(const Trace& trace, const Placement& placement,
@@ -574,7 +576,8 @@ PlanResult plan(const AffinityGraph& graph, const Topology& topology, const Plan
   }
   check_eplb_options(options, graph.experts());
   check_scheme_options(options, false);
-  SolveOptions solve_options = solve_options_of(options, 1);
+  SolveOptions solve_options =
+      solve_options_of(options, 1, graph.layers(), graph.experts(), topology.gpus());
   solve_options.max_load = LoadLimit{};
   SolveResult r = solve(graph, topology, solve_options);
   PlanResult out(Placement(graph.layers(), graph.experts(), topology.gpus()),

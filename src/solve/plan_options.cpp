@@ -153,7 +153,8 @@ std::vector<PlanOptionSpec> make_specs() {
                                          "seed of fast and bcd (deterministic)"));
   t.push_back(integer_row("starts", &PlanOptions::starts, 1, 4096,
                           "independent starts of fast and bcd",
-                          "8; 2 for top-k traces, which the token search refines"));
+                          "8; 2 for top-k traces, which the token search refines, and for "
+                          "graphs with E^2 G L over 1e8 (DeepSeek-V3 on 64 GPUs)"));
   t.push_back(integer_row("min_experts_per_gpu", &PlanOptions::min_experts_per_gpu, 0, 1 << 16,
                           "relaxed balance: at least M experts of every layer per GPU (the "
                           "original tool's hard_limit)",

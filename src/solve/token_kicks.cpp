@@ -1,6 +1,7 @@
 // Step 4 of the token search, iterated local search: shake one layer with two random swaps,
-// re-optimise it and its neighbours, keep the result if the cost fell, else undo every swap in
-// reverse order (the state is a function of the placement, so undoing restores it exactly).
+// re-optimise it and its neighbours (narrow sweeps: the few best-estimated swaps of each), keep the
+// result if the cost fell, else undo every swap in reverse order (the state is a function of the
+// placement, so undoing restores it exactly).
 #include <algorithm>
 
 #include "core/splitmix64.hpp"
@@ -33,7 +34,7 @@ void kicks(TokenState& state, const SearchControl& control, TokenSearchResult& r
       if (ok) state.do_swap(l, a, b);
     }
     for (int m = std::max(0, l - 1); m <= std::min(L - 1, l + 1); ++m) {
-      improve_layer(state, control, m);
+      improve_layer(state, control, m, 0, kNarrowTries);
     }
     state.stop_journal();
     ++result.kicks;

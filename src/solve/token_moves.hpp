@@ -103,7 +103,17 @@ SlotChoice best_slot_expert(
 void aim_slot(TokenState& state, int l, int g, std::size_t i, int e);
 
 // ---- step 3, swaps (src/solve/token_sweeps.cpp) -------------------------------------------------
-void improve_layer(TokenState& state, const SearchControl& control, int l, double min_gain = 0);
+// The most swaps one call evaluates exactly by default: 4 per expert.
+inline int full_tries(int experts) {
+  return 4 * experts;
+}
+// The swaps a narrow call evaluates (the first sweeps, each kick): the best-estimated few, where
+// most of the gain lies.
+inline constexpr int kNarrowTries = 32;
+// min_gain: accept only swaps that lower the cost by more than this; max_tries: evaluate at most
+// this many swaps exactly (0: full_tries).
+void improve_layer(TokenState& state, const SearchControl& control, int l, double min_gain = 0,
+                   int max_tries = 0);
 
 // ---- step 4, kicks (src/solve/token_kicks.cpp) --------------------------------------------------
 void kicks(TokenState& state, const SearchControl& control, TokenSearchResult& result);

@@ -20,8 +20,9 @@
 //   3. Sweeps: for each layer and expert, try swapping it with each expert of the two GPUs its
 //      tokens pull it towards most (where they come from, their co-selected experts, where
 //      they go next); re-aim each replica slot at the most requested experts. Accept exact
-//      improvements that keep every load limit. Stop when a sweep gains under 1e-4 relative,
-//      after max_sweeps, or at the time limit.
+//      improvements that keep every load limit. The first sweeps evaluate only the best few
+//      swaps of each layer; a sweep that gains under 1e-4 relative widens the next ones, and
+//      the widest one stops them; so do max_sweeps and the time limit.
 //   4. Kicks (iterated local search): two random swaps on a random layer, step 3 on it and its
 //      neighbours, kept only if the cost fell; until `kick_patience` kicks in a row fail.
 #include "solve/token_search.hpp"
@@ -70,7 +71,16 @@ TokenSample TokenSample::from_trace(const Trace& trace, std::int64_t max_tokens)
   return s;
 }
 
+std::int64_t default_token_walks(const TokenSample& sample) {
+  const double assignments = static_cast<double>(sample.tokens) * sample.layers * sample.k;
+  return static_cast<std::int64_t>(
+      std::clamp(kWalksPerAssignment * assignments, kLeastDefaultWalks, kMostDefaultWalks));
+}
+
 namespace {
+
+// How much wider each widening makes the sweeps.
+constexpr int kWiden = 4;
 
 // Rebalancing from the placement the engine runs (options.from_previous): the moves of steps 1
 // and 3 only, recorded; the sweeps first accept only gains above a threshold that halves each
@@ -173,18 +183,26 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
               token_moves::format_cost(state.total() / tokens));
   // The work budget is for the improvement steps: repair and replica filling are not cut.
   control.start_work_budget(state);
+  // Narrow sweeps first: each evaluates only the best-estimated few swaps of a layer, so that
+  // the estimates are refreshed after a few moves, which is where most of the gain lies; when a
+  // sweep gains little, the next ones look kWiden times wider, up to full_tries.
   const int sweeps = options.improve ? options.max_sweeps : 0;
+  const int widest = token_moves::full_tries(state.experts());
+  int tries = std::min(token_moves::kNarrowTries, widest);
   for (int sweep = 0; sweep < sweeps && !control.out_of_time(state); ++sweep) {
     const double before = state.total();
     for (int l = 0; l < state.layers() && !control.out_of_time(state); ++l) {
-      token_moves::improve_layer(state, control, l);
+      token_moves::improve_layer(state, control, l, 0, tries);
       if (options.redundant_total > 0) token_moves::improve_replicas(state, control, l);
     }
     ++result.sweeps;
-    control.log("token search sweep " + std::to_string(sweep + 1) + ": cost " +
-                token_moves::format_cost(state.total() / tokens) + ", " +
+    control.log("token search sweep " + std::to_string(sweep + 1) + " (" + std::to_string(tries) +
+                " swaps a layer): cost " + token_moves::format_cost(state.total() / tokens) + ", " +
                 std::to_string(state.moves()) + " moves");
-    if (before - state.total() < 1e-4 * std::max(1.0, before)) break;
+    if (before - state.total() < 1e-4 * std::max(1.0, before)) {
+      if (tries >= widest) break;
+      tries = std::min(widest, tries * kWiden);
+    }
   }
   if (options.improve) token_moves::kicks(state, control, result);
   result.stopped_by_time = control.out_of_time(state);
@@ -208,8 +226,9 @@ TokenSearchResult token_search(const TokenSample& sample, const Topology& topolo
   if (!options.max_load.empty() && static_cast<int>(options.max_load.size()) != sample.layers) {
     throw UsageError("token search: one load limit per layer is needed");
   }
-  return options.from_previous ? rebalance(sample, topology, start, options)
-                               : run(sample, topology, start, options);
+  TokenSearchOptions o = options;
+  if (o.max_token_walks <= 0) o.max_token_walks = default_token_walks(sample);
+  return o.from_previous ? rebalance(sample, topology, start, o) : run(sample, topology, start, o);
 }
 
 }  // namespace exflow::solvers

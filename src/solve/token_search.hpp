@@ -49,8 +49,8 @@ struct TokenSearchOptions {
   // has none, and at most that many experts per GPU).
   int redundant_total = 0;
   double time_limit = 0;  // seconds; 0: none
-  // Work budget in token walks (one token re-scored from one layer on); 0: 1e8. Deterministic,
-  // unlike the time limit.
+  // Work budget in token walks (one token re-scored from one layer on); 0: default_token_walks.
+  // Deterministic, unlike the time limit.
   std::int64_t max_token_walks = 0;
   bool improve = true;  // false: only repair the load and fill the replica slots
   int max_sweeps = 30;
@@ -86,6 +86,14 @@ struct TokenSearchResult {
   std::vector<std::pair<std::int64_t, double>> trajectory;
   std::int64_t moved_slots = 0;
 };
+
+// The default work budget of the improvement steps: two token walks per token-expert assignment
+// of the sample (tokens x layers x k), at least 16 M and at most 100 M, so that the search on a
+// DeepSeek-V3-shaped sample (20 000 tokens, 58 layers, top-8) takes seconds.
+inline constexpr double kWalksPerAssignment = 2;
+inline constexpr double kLeastDefaultWalks = 16e6;
+inline constexpr double kMostDefaultWalks = 1e8;
+std::int64_t default_token_walks(const TokenSample& sample);
 
 // The start must be hard-balanced or relaxed as the caller wants kept: moves are swaps and
 // replica changes, which keep every GPU's slot count. Throws UsageError if a load limit is
