@@ -75,6 +75,12 @@ int layers_over_limit(TokenState& state);
 // ---- step 1b, simulated annealing of each layer's grouping (src/solve/token_anneal.cpp) ---------
 void anneal_layers(TokenState& state, const SearchControl& control);
 
+// ---- step 1c, re-alignment of the layers to the homes (src/solve/token_align.cpp) ------------------
+// Context-coherent scheme without replica slots: relabels every layer's GPUs by the topology
+// automorphisms that best align each layer's tokens with their previous homes; keeps the result
+// only if the exact cost fell. Returns whether it did.
+bool realign_layers(TokenState& state, const SearchControl& control);
+
 // ---- steps 2 and 3, replicas (src/solve/token_replicas.cpp) -------------------------------------
 // Fills every GPU's free slots: up to `slots_per_gpu` experts and replicas per GPU and layer.
 // Past the time limit each slot takes the most requested expert without comparing candidates.

@@ -14,7 +14,9 @@
 //      loaded) that most reduces the excess, cheapest first; if swaps stall, rebalance the layer
 //      by load alone (largest-first, or vanilla if that is better).
 //      Then, on one node without replicas, anneal each layer's grouping for a proxy of its cost
-//      (GPUs per token) and keep the result if the exact cost fell.
+//      (GPUs per token) and keep the result if the exact cost fell; and, for the
+//      context-coherent scheme without replicas, relabel the layers' GPUs to align each
+//      layer's tokens with their previous homes (kept if the exact cost fell).
 //   2. Fill replica slots: for each layer and GPU, the expert most requested by tokens arriving
 //      on that GPU without a local copy, taking the exact delta of the best few candidates.
 //   3. Sweeps: for each layer and expert, try swapping it with each expert of the two GPUs its
@@ -173,6 +175,7 @@ TokenSearchResult run(const TokenSample& sample, const Topology& topology, const
       !state.has_replicas()) {
     token_moves::anneal_layers(state, control);
   }
+  if (options.improve) token_moves::realign_layers(state, control);
   if (options.redundant_total > 0) {
     token_moves::fill_replicas(state, control,
                                (state.experts() + options.redundant_total) / state.gpus());
