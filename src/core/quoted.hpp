@@ -27,7 +27,10 @@ inline std::string escaped(std::string_view text) {
 
 inline std::string quoted(std::string_view text) {
   constexpr std::size_t kMax = 40;
-  return "'" + escaped(text.substr(0, kMax)) + (text.size() > kMax ? "...'" : "'");
+  std::string out(1, '\'');
+  out += escaped(text.substr(0, kMax));
+  out += text.size() > kMax ? "...'" : "'";
+  return out;
 }
 
 }  // namespace exflow
