@@ -4,9 +4,9 @@
 // column j -> sink (capacity degree). Each augmentation follows a cheapest residual path,
 // found by Dijkstra on reduced costs; the potentials start feasible (row 0, column minus its
 // heaviest pair, sink the least column potential) and stay so with every node's distance
-// capped at the sink's. The path costs never decrease (the optimum is convex in the flow), so
-// the search stops at the first path that gains nothing, and a search cut short knows that no
-// later unit gains more than the current one.
+// capped at the sink's, so Dijkstra stops when it reaches the sink. The path costs never
+// decrease (the optimum is convex in the flow), so the search stops at the first path that
+// gains nothing.
 #include "solve/bound_matching.hpp"
 
 #include <algorithm>
@@ -73,22 +73,25 @@ std::int64_t degree_bounded_weight(int side, const std::vector<WeightedPair>& pa
   const std::int64_t max_flow = std::min<std::int64_t>(static_cast<std::int64_t>(side) * degree,
                                                        static_cast<std::int64_t>(pairs.size()));
 
+  const auto arcs = static_cast<std::int64_t>(pairs.size()) + 2 * side;
+  if (max_flow > work / arcs) return enough;
+
   std::vector<std::int64_t> dist(potential.size());
   std::vector<int> via(potential.size());
   using Entry = std::pair<std::int64_t, int>;
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> queue;
   std::int64_t value = 0;
-  std::int64_t scanned = 0;
   for (std::int64_t flow = 0; flow < max_flow; ++flow) {
     std::fill(dist.begin(), dist.end(), kUnreached);
+    queue = {};
     dist[source] = 0;
     queue.push({0, source});
     while (!queue.empty()) {
       const auto [d, u] = queue.top();
       queue.pop();
       if (d != dist[static_cast<std::size_t>(u)]) continue;
+      if (u == sink) break;  // every node still queued or unseen is at least this far
       for (int id : net.out(u)) {
-        ++scanned;
         const Arc& a = net.arc(id);
         if (a.capacity == 0) continue;
         const std::int64_t nd = d + a.cost + potential[static_cast<std::size_t>(u)] -
@@ -105,7 +108,6 @@ std::int64_t degree_bounded_weight(int side, const std::vector<WeightedPair>& pa
     const std::int64_t gain = -(reach + sink_potential - potential[source]);
     if (gain <= 0) return value;
     if (value + gain >= enough) return enough;
-    if (scanned > work) return std::min(enough, value + gain * (max_flow - flow));
     for (std::size_t v = 0; v < potential.size(); ++v) potential[v] += std::min(dist[v], reach);
     for (int v = sink; v != source;) {
       const int id = via[static_cast<std::size_t>(v)];

@@ -22,15 +22,16 @@ struct WeightedPair {
 // `pairs` (distinct (row, col), rows and columns in [0, side)) in which every row and every
 // column has at most `degree` pairs. The transportation LP is integral, and successive shortest
 // paths on the sparse pairs solve it exactly (a min-cost flow, source -> row -> column -> sink).
-// Returns a value B with min(W*, enough) <= B: enough as soon as a matching reaches it, W*
-// once no path gains, and, when `work` edge scans run out first, the matching so far plus the
-// next path's gain for every unit the flow may still grow (the gains never increase).
+// Returns a value B with min(W*, enough) <= B: `enough` as soon as a matching reaches it, else
+// W*; and `enough` without searching when the search's worst case (one Dijkstra over every arc
+// per unit of flow) passes `work` arc scans.
 std::int64_t degree_bounded_weight(int side, const std::vector<WeightedPair>& pairs, int degree,
                                    std::int64_t enough, std::int64_t work);
 
-// The edge scans one bound may spend: enough for the sparse pair graphs of real traces to be
-// solved exactly; on dense graphs it cuts the search short with a weaker but valid value.
-inline constexpr std::int64_t kBoundWork = 40'000'000;
+// The arc scans one matching may take: the sparse pair graphs of real traces (64 experts, a
+// few hundred pairs per layer pair) fit many times over; on dense graphs of hundreds of
+// experts the bounds fall back to what needs no matching.
+inline constexpr std::int64_t kBoundWork = 4'000'000;
 
 // The most experts of one layer a GPU and a node may hold in any placement with at least
 // `min_experts_per_gpu` experts per GPU (-1: exactly E/G).

@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "exflow/solve.hpp"
@@ -57,55 +58,79 @@ struct LayerCounts {
   }
 };
 
-// Counts layers [first, first + count) in one pass; `capacity` (GPU, node) gives the
-// ceil(m / C) sums, stored as spread_low[(l - first) * 2 + level].
-LayerCounts count_layers(const Trace& trace, int first, int count,
-                         const solvers::GroupCapacity& capacity) {
-  const int E = trace.experts();
-  const int k = trace.k();
+LayerCounts empty_counts(int first, int count, int experts) {
   LayerCounts c;
   c.first = first;
   c.count = count;
-  c.experts = E;
+  c.experts = experts;
   c.distinct.assign(static_cast<std::size_t>(count), 0);
   c.spread_low.assign(static_cast<std::size_t>(count) * 2, 0);
-  const std::size_t matrix = static_cast<std::size_t>(E) * static_cast<std::size_t>(E);
+  const std::size_t matrix = static_cast<std::size_t>(experts) * static_cast<std::size_t>(experts);
   c.together.assign(static_cast<std::size_t>(count) * matrix, 0);
   c.consecutive.assign(static_cast<std::size_t>(count) * matrix, 0);
-  std::vector<std::int32_t> previous;
-  std::vector<std::int32_t> current;
-  trace.for_each_block(1, [&](int, const TraceBlock& block) {
-    for (std::int64_t i = 0; i < block.tokens; ++i) {
-      previous.clear();
-      for (int l = std::max(first - 1, 0); l < first + count; ++l) {
-        current.clear();
-        for (int col = 0; col < k; ++col) current.push_back(block.column(l, col)[i]);
-        std::sort(current.begin(), current.end());
-        current.erase(std::unique(current.begin(), current.end()), current.end());
-        if (l >= first) {
-          const auto m = static_cast<std::int64_t>(current.size());
-          const std::size_t at = static_cast<std::size_t>(l - first);
-          c.distinct[at] += m;
-          c.spread_low[at * 2] += (m + capacity.gpu - 1) / capacity.gpu;
-          c.spread_low[at * 2 + 1] += (m + capacity.node - 1) / capacity.node;
-          std::int64_t* together = c.together_of(l);
-          for (std::size_t a = 0; a < current.size(); ++a) {
-            for (std::size_t b = a + 1; b < current.size(); ++b)
-              ++together[static_cast<std::size_t>(current[a]) * E + current[b]];
-          }
-          if (l > 0) {
-            std::int64_t* consecutive = c.consecutive_of(l);
-            for (std::int32_t from : previous) {
-              for (std::int32_t to : current)
-                ++consecutive[static_cast<std::size_t>(from) * E + to];
-            }
+  return c;
+}
+
+void add_counts(LayerCounts& into, const LayerCounts& from) {
+  auto add = [](std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b) {
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+  };
+  add(into.distinct, from.distinct);
+  add(into.spread_low, from.spread_low);
+  add(into.together, from.together);
+  add(into.consecutive, from.consecutive);
+}
+
+// Adds one block's tokens to `c`; `capacity` (GPU, node) gives the ceil(m / C) sums, stored as
+// spread_low[(l - first) * 2 + level].
+void count_block(const TraceBlock& block, const solvers::GroupCapacity& capacity, LayerCounts& c,
+                 std::vector<std::int32_t>& previous, std::vector<std::int32_t>& current) {
+  const int E = c.experts;
+  const int first = c.first;
+  for (std::int64_t i = 0; i < block.tokens; ++i) {
+    previous.clear();
+    for (int l = std::max(first - 1, 0); l < first + c.count; ++l) {
+      current.clear();
+      for (int col = 0; col < block.k; ++col) current.push_back(block.column(l, col)[i]);
+      std::sort(current.begin(), current.end());
+      current.erase(std::unique(current.begin(), current.end()), current.end());
+      if (l >= first) {
+        const auto m = static_cast<std::int64_t>(current.size());
+        const std::size_t at = static_cast<std::size_t>(l - first);
+        c.distinct[at] += m;
+        c.spread_low[at * 2] += (m + capacity.gpu - 1) / capacity.gpu;
+        c.spread_low[at * 2 + 1] += (m + capacity.node - 1) / capacity.node;
+        std::int64_t* together = c.together_of(l);
+        for (std::size_t a = 0; a < current.size(); ++a) {
+          for (std::size_t b = a + 1; b < current.size(); ++b)
+            ++together[static_cast<std::size_t>(current[a]) * E + current[b]];
+        }
+        if (l > 0) {
+          std::int64_t* consecutive = c.consecutive_of(l);
+          for (std::int32_t from : previous) {
+            for (std::int32_t to : current) ++consecutive[static_cast<std::size_t>(from) * E + to];
           }
         }
-        std::swap(previous, current);
       }
+      std::swap(previous, current);
     }
+  }
+}
+
+// Counts layers [first, first + count) in one pass, one set of counts per worker, merged in
+// worker order.
+LayerCounts count_layers(const Trace& trace, int first, int count,
+                         const solvers::GroupCapacity& capacity, int threads) {
+  const auto workers = static_cast<std::size_t>(trace.workers(threads));
+  std::vector<LayerCounts> part(workers, empty_counts(first, count, trace.experts()));
+  std::vector<std::vector<std::int32_t>> previous(workers);
+  std::vector<std::vector<std::int32_t>> current(workers);
+  trace.for_each_block(threads, [&](int worker, const TraceBlock& block) {
+    const auto w = static_cast<std::size_t>(worker);
+    count_block(block, capacity, part[w], previous[w], current[w]);
   });
-  return c;
+  for (std::size_t w = 1; w < workers; ++w) add_counts(part[0], part[w]);
+  return std::move(part[0]);
 }
 
 // Lower bound on the sum over tokens of the groups a token meets at layer l.
@@ -158,22 +183,26 @@ constexpr std::size_t kCountBytes = std::size_t{256} << 20;
 }  // namespace
 
 double coherent_cost_lower_bound(const Trace& trace, const Topology& topology,
-                                 int min_experts_per_gpu) {
+                                 int min_experts_per_gpu, int threads) {
   const std::int64_t T = trace.tokens();
   const int L = trace.layers();
   const int E = trace.experts();
   if (T == 0 || L == 0) return 0.0;
-  const solvers::GroupCapacity capacity = solvers::group_capacity(E, topology, min_experts_per_gpu);
+  solvers::GroupCapacity capacity = solvers::group_capacity(E, topology, min_experts_per_gpu);
+  capacity.gpu = std::max(capacity.gpu, 1);
+  capacity.node = std::max(capacity.node, 1);
   const double c1 = topology.intra_cost();
   const double c2 = topology.inter_cost();
   const bool node_level = topology.nodes() > 1 && c2 > c1;
   const std::size_t per_layer = 2 * sizeof(std::int64_t) * static_cast<std::size_t>(E) * E;
-  const int chunk = static_cast<int>(std::clamp<std::size_t>(kCountBytes / per_layer, 1, L));
+  const auto workers = static_cast<std::size_t>(trace.workers(threads));
+  const int chunk = static_cast<int>(
+      std::clamp<std::size_t>(kCountBytes / (per_layer * workers), 1, static_cast<std::size_t>(L)));
   std::int64_t gpu_transfers = 0;   // the GPU term's count, summed over tokens
   std::int64_t node_transfers = 0;  // the node term's
   for (int first = 0; first < L; first += chunk) {
     const int count = std::min(chunk, L - first);
-    LayerCounts counts = count_layers(trace, first, count, capacity);
+    LayerCounts counts = count_layers(trace, first, count, capacity, threads);
     for (int l = first; l < first + count; ++l) {
       const std::size_t at = static_cast<std::size_t>(l - first) * 2;
       auto level = [&](int group, std::int64_t ceil_sum) {

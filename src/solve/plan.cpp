@@ -446,8 +446,9 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
     if (graph_bound && solver_bound) {
       out.lower_bound = std::min(*solver_bound, cost);
     } else if (redundant_total == 0 && options.scheme == Scheme::kContextCoherent) {
-      out.lower_bound =
-          std::min(coherent_cost_lower_bound(trace, topology, options.min_experts_per_gpu), cost);
+      out.lower_bound = std::min(
+          coherent_cost_lower_bound(trace, topology, options.min_experts_per_gpu, options.threads),
+          cost);
     }
     out.gap = gap_of(cost, out.lower_bound);
   }
