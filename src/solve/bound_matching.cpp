@@ -53,6 +53,10 @@ constexpr std::int64_t kUnreached = std::numeric_limits<std::int64_t>::max();
 std::int64_t degree_bounded_weight(int side, const std::vector<WeightedPair>& pairs, int degree,
                                    std::int64_t enough, std::int64_t work) {
   if (degree <= 0 || pairs.empty() || enough <= 0) return 0;
+  const std::int64_t max_flow = std::min<std::int64_t>(static_cast<std::int64_t>(side) * degree,
+                                                       static_cast<std::int64_t>(pairs.size()));
+  const auto arcs = static_cast<std::int64_t>(pairs.size()) + 2 * side;
+  if (max_flow > work / arcs) return enough;
   const int source = 0;
   const int sink = 2 * side + 1;
   auto row_node = [](int r) { return 1 + r; };
@@ -70,11 +74,6 @@ std::int64_t degree_bounded_weight(int side, const std::vector<WeightedPair>& pa
     net.add(col_node(c), sink, degree, 0);
     sink_potential = std::min(sink_potential, potential[static_cast<std::size_t>(col_node(c))]);
   }
-  const std::int64_t max_flow = std::min<std::int64_t>(static_cast<std::int64_t>(side) * degree,
-                                                       static_cast<std::int64_t>(pairs.size()));
-
-  const auto arcs = static_cast<std::int64_t>(pairs.size()) + 2 * side;
-  if (max_flow > work / arcs) return enough;
 
   std::vector<std::int64_t> dist(potential.size());
   std::vector<int> via(potential.size());

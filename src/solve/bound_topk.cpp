@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -81,39 +82,59 @@ void add_counts(LayerCounts& into, const LayerCounts& from) {
   add(into.consecutive, from.consecutive);
 }
 
-// Adds one block's tokens to `c`; `capacity` (GPU, node) gives the ceil(m / C) sums, stored as
-// spread_low[(l - first) * 2 + level].
+// The distinct experts of every token of a block at one layer, ascending: token i's are
+// ids[i * k, i * k + size[i]).
+struct LayerSets {
+  std::vector<std::int32_t> ids;
+  std::vector<int> size;
+
+  void fill(const TraceBlock& block, int layer) {
+    const int k = block.k;
+    ids.resize(static_cast<std::size_t>(block.tokens) * k);
+    size.resize(static_cast<std::size_t>(block.tokens));
+    for (std::int64_t i = 0; i < block.tokens; ++i) {
+      std::int32_t* set = ids.data() + i * k;
+      for (int col = 0; col < k; ++col) set[col] = block.column(layer, col)[i];
+      std::sort(set, set + k);
+      size[static_cast<std::size_t>(i)] = static_cast<int>(std::unique(set, set + k) - set);
+    }
+  }
+  std::span<const std::int32_t> of(std::int64_t i, int k) const {
+    return {ids.data() + i * k, static_cast<std::size_t>(size[static_cast<std::size_t>(i)])};
+  }
+};
+
+// Adds one block's tokens to `c`, layer by layer (one layer's counts stay in cache);
+// `capacity` (GPU, node) gives the ceil(m / C) sums, stored as spread_low[(l - first) * 2 +
+// level].
 void count_block(const TraceBlock& block, const solvers::GroupCapacity& capacity, LayerCounts& c,
-                 std::vector<std::int32_t>& previous, std::vector<std::int32_t>& current) {
+                 LayerSets& previous, LayerSets& current) {
   const int E = c.experts;
+  const int k = block.k;
   const int first = c.first;
-  for (std::int64_t i = 0; i < block.tokens; ++i) {
-    previous.clear();
-    for (int l = std::max(first - 1, 0); l < first + c.count; ++l) {
-      current.clear();
-      for (int col = 0; col < block.k; ++col) current.push_back(block.column(l, col)[i]);
-      std::sort(current.begin(), current.end());
-      current.erase(std::unique(current.begin(), current.end()), current.end());
-      if (l >= first) {
-        const auto m = static_cast<std::int64_t>(current.size());
-        const std::size_t at = static_cast<std::size_t>(l - first);
+  for (int l = std::max(first - 1, 0); l < first + c.count; ++l) {
+    current.fill(block, l);
+    if (l >= first) {
+      const std::size_t at = static_cast<std::size_t>(l - first);
+      std::int64_t* together = c.together_of(l);
+      std::int64_t* consecutive = l > 0 ? c.consecutive_of(l) : nullptr;
+      for (std::int64_t i = 0; i < block.tokens; ++i) {
+        const std::span<const std::int32_t> set = current.of(i, k);
+        const auto m = static_cast<std::int64_t>(set.size());
         c.distinct[at] += m;
         c.spread_low[at * 2] += (m + capacity.gpu - 1) / capacity.gpu;
         c.spread_low[at * 2 + 1] += (m + capacity.node - 1) / capacity.node;
-        std::int64_t* together = c.together_of(l);
-        for (std::size_t a = 0; a < current.size(); ++a) {
-          for (std::size_t b = a + 1; b < current.size(); ++b)
-            ++together[static_cast<std::size_t>(current[a]) * E + current[b]];
+        for (std::size_t a = 0; a < set.size(); ++a) {
+          for (std::size_t b = a + 1; b < set.size(); ++b)
+            ++together[static_cast<std::size_t>(set[a]) * E + set[b]];
         }
-        if (l > 0) {
-          std::int64_t* consecutive = c.consecutive_of(l);
-          for (std::int32_t from : previous) {
-            for (std::int32_t to : current) ++consecutive[static_cast<std::size_t>(from) * E + to];
-          }
+        if (consecutive == nullptr) continue;
+        for (std::int32_t from : previous.of(i, k)) {
+          for (std::int32_t to : set) ++consecutive[static_cast<std::size_t>(from) * E + to];
         }
       }
-      std::swap(previous, current);
     }
+    std::swap(previous, current);
   }
 }
 
@@ -123,8 +144,8 @@ LayerCounts count_layers(const Trace& trace, int first, int count,
                          const solvers::GroupCapacity& capacity, int threads) {
   const auto workers = static_cast<std::size_t>(trace.workers(threads));
   std::vector<LayerCounts> part(workers, empty_counts(first, count, trace.experts()));
-  std::vector<std::vector<std::int32_t>> previous(workers);
-  std::vector<std::vector<std::int32_t>> current(workers);
+  std::vector<LayerSets> previous(workers);
+  std::vector<LayerSets> current(workers);
   trace.for_each_block(threads, [&](int worker, const TraceBlock& block) {
     const auto w = static_cast<std::size_t>(worker);
     count_block(block, capacity, part[w], previous[w], current[w]);
