@@ -119,7 +119,7 @@ struct PlanResult {
   // exact cost on the tokens it held. For loads input: the worst layer's load ratio.
   double objective = 0;
   // A bound on the placement's cost (trace input) or graph objective (counts input), only where
-  // it holds: top-1 and no replicas.
+  // one holds: context-coherent and no replicas (top-k: coherent_cost_lower_bound).
   std::optional<double> lower_bound;
   std::optional<double> gap;                         // (cost - bound) / cost
   std::optional<Comparison> metrics;                 // trace input

@@ -167,4 +167,12 @@ double graph_objective(const AffinityGraph& graph, const Placement& placement,
 double objective_lower_bound(const AffinityGraph& graph, const Topology& topology,
                              int min_experts_per_gpu = -1);
 
+// A lower bound on the evaluator's context-coherent cost (per token) of every placement of the
+// trace without replicas that satisfies the balance, for top-k traces (k = 1 included): the
+// GPUs and nodes a token's experts must spread over and the transfers each costs
+// (src/solve/bound_topk.cpp). One pass over the trace (threads 0 = hardware concurrency) per
+// 256 MiB of pair counts.
+double coherent_cost_lower_bound(const Trace& trace, const Topology& topology,
+                                 int min_experts_per_gpu = -1, int threads = 0);
+
 }  // namespace exflow

@@ -5,7 +5,8 @@
 // `incremental`), refine on the tokens (top-k, load limit, replicas), score the result and
 // vanilla under both schemes. The graph solvers' lower bound is on the pairwise objective,
 // which is the evaluator's cost only for top-1 traces without replicas; a placement solved on a
-// prefix is bounded by the bound of the whole trace's graph.
+// prefix is bounded by the bound of the whole trace's graph. Top-k coherent plans without
+// replicas take the trace's own bound (coherent_cost_lower_bound).
 #include "exflow/plan.hpp"
 
 #include <algorithm>
@@ -443,7 +444,13 @@ PlanResult plan_trace(const Trace& trace, const AffinityGraph* graph, const Topo
   if (options.score) {
     out.metrics = compare(trace, out.placement, out.vanilla, topology, eval_options_of(options));
     const double cost = out.metrics->placement.cost;
-    if (graph_bound && solver_bound) out.lower_bound = std::min(*solver_bound, cost);
+    if (graph_bound && solver_bound) {
+      out.lower_bound = std::min(*solver_bound, cost);
+    } else if (redundant_total == 0 && options.scheme == Scheme::kContextCoherent) {
+      out.lower_bound = std::min(
+          coherent_cost_lower_bound(trace, topology, options.min_experts_per_gpu, options.threads),
+          cost);
+    }
     out.gap = gap_of(cost, out.lower_bound);
   }
   out.seconds = seconds_since(start);
