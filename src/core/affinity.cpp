@@ -132,8 +132,10 @@ double transition_bytes(const Trace& trace) {
   return 8.0 * (trace.layers() - 1) * trace.experts() * static_cast<double>(trace.experts());
 }
 
-void count_pairs(const std::uint16_t* from, const std::uint16_t* to, std::int64_t n, int experts,
-                 std::uint16_t* counts) {
+// Kept out of line: inlined into the block loop, it ran short of registers and kept its index on
+// the stack.
+[[gnu::noinline]] void count_pairs(const std::uint16_t* from, const std::uint16_t* to,
+                                   std::int64_t n, int experts, std::uint16_t* counts) {
   for (std::int64_t i = 0; i < n; ++i) {
     ++counts[static_cast<std::size_t>(from[i]) * experts + to[i]];
   }

@@ -6,6 +6,11 @@
 #include <exception>
 #include <limits>
 #include <thread>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "exflow/error.hpp"
 #include "exflow/progress.hpp"
@@ -174,6 +179,64 @@ std::int32_t narrow(T v) {
   }
 }
 
+#if defined(__SSE2__)
+// Tokens [0, m) of the C-order rows at `src` (`row` bytes apart), 16-bit ids, all `columns` of
+// each row, into the layer-major columns of `dst` (column j at dst + j * n): 8 x 8 tiles
+// transposed in SSE2 registers and widened to int32 (sign- or zero-extended), the edges one id
+// at a time.
+template <typename T>
+void transpose_16bit_rows(const std::uint8_t* src, std::int64_t row, std::int64_t m,
+                          std::int64_t columns, std::int32_t* dst, std::int64_t n) {
+  static_assert(sizeof(T) == 2, "16-bit ids");
+  const std::int64_t m8 = m - m % 8;
+  const std::int64_t columns8 = columns - columns % 8;
+  for (std::int64_t j = 0; j < columns8; j += 8) {
+    for (std::int64_t i = 0; i < m8; i += 8) {
+      const std::uint8_t* p = src + i * row + j * 2;
+      __m128i r[8];
+      for (int a = 0; a < 8; ++a) {
+        r[a] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + a * row));
+      }
+      __m128i t[8], u[8];
+      for (int a = 0; a < 4; ++a) {
+        t[a] = _mm_unpacklo_epi16(r[2 * a], r[2 * a + 1]);
+        t[a + 4] = _mm_unpackhi_epi16(r[2 * a], r[2 * a + 1]);
+      }
+      // t[0..3]: columns 0-3 of row pairs (0,1) .. (6,7); t[4..7]: columns 4-7.
+      for (int h = 0; h < 2; ++h) {
+        u[4 * h + 0] = _mm_unpacklo_epi32(t[4 * h + 0], t[4 * h + 1]);
+        u[4 * h + 1] = _mm_unpackhi_epi32(t[4 * h + 0], t[4 * h + 1]);
+        u[4 * h + 2] = _mm_unpacklo_epi32(t[4 * h + 2], t[4 * h + 3]);
+        u[4 * h + 3] = _mm_unpackhi_epi32(t[4 * h + 2], t[4 * h + 3]);
+      }
+      // u[4h]: columns 4h, 4h+1 of rows 0-3, u[4h + 1]: columns 4h+2, 4h+3 of rows 0-3;
+      // u[4h + 2] and u[4h + 3]: the same of rows 4-7.
+      for (int c = 0; c < 8; ++c) {
+        const int h = c / 4, q = (c % 4) / 2;
+        const __m128i lo = u[4 * h + q], hi = u[4 * h + 2 + q];
+        const __m128i column = c % 2 == 0 ? _mm_unpacklo_epi64(lo, hi) : _mm_unpackhi_epi64(lo, hi);
+        __m128i first, second;
+        if constexpr (std::is_signed_v<T>) {
+          first = _mm_srai_epi32(_mm_unpacklo_epi16(column, column), 16);
+          second = _mm_srai_epi32(_mm_unpackhi_epi16(column, column), 16);
+        } else {
+          first = _mm_unpacklo_epi16(column, _mm_setzero_si128());
+          second = _mm_unpackhi_epi16(column, _mm_setzero_si128());
+        }
+        std::int32_t* out = dst + (j + c) * n + i;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), first);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), second);
+      }
+    }
+  }
+  for (std::int64_t j = 0; j < columns; ++j) {
+    for (std::int64_t i = j < columns8 ? m8 : 0; i < m; ++i) {
+      dst[j * n + i] = narrow(load<T>(src + i * row + j * 2, false));
+    }
+  }
+}
+#endif
+
 // Decodes tokens [begin, begin + n), columns [0, k) into layer-major out.
 template <typename T, bool Swap>
 void decode_typed(const IdLayout& s, std::int64_t begin, std::int64_t n, int layers, int k,
@@ -199,6 +262,14 @@ void decode_typed(const IdLayout& s, std::int64_t begin, std::int64_t n, int lay
   for (std::int64_t t0 = 0; t0 < n; t0 += kTile) {
     const std::int64_t m = std::min(kTile, n - t0);
     const std::uint8_t* tile = base + (begin + t0) * row;
+#if defined(__SSE2__)
+    if constexpr (sizeof(T) == 2 && !Swap) {
+      if (k == s.k) {
+        transpose_16bit_rows<T>(tile, row, m, layers * s.k, out + t0, n);
+        continue;
+      }
+    }
+#endif
     for (int l = 0; l < layers; ++l) {
       for (int c = 0; c < k; ++c) {
         const std::uint8_t* src = tile + (l * s.k + c) * size;
