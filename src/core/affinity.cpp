@@ -310,9 +310,35 @@ AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progres
   return result;
 }
 
+namespace {
+
+// x log2 x (0 for x = 0), from a table for the small counts most cells of a profile hold.
+class XLog2X {
+ public:
+  static const XLog2X& table() {
+    static const XLog2X instance;
+    return instance;
+  }
+  double of(std::int64_t x) const {
+    return x < kSize ? values_[static_cast<std::size_t>(x)] : of(static_cast<double>(x));
+  }
+  double of(double x) const { return x > 0 ? x * std::log2(x) : 0.0; }
+
+ private:
+  static constexpr std::int64_t kSize = 4096;
+  XLog2X() : values_(kSize) {
+    for (std::int64_t x = 0; x < kSize; ++x) values_[static_cast<std::size_t>(x)] = of(double(x));
+  }
+  std::vector<double> values_;
+};
+
+}  // namespace
+
 AffinityProfile profile(const AffinityGraph& graph) {
   const int L = graph.layers();
   const int E = graph.experts();
+  const std::size_t EE = static_cast<std::size_t>(E) * E;
+  const XLog2X& xlog2x = XLog2X::table();
   AffinityProfile p;
   p.uniform_share = 1.0 / E;
   std::vector<double> col(static_cast<std::size_t>(E));
@@ -335,16 +361,16 @@ AffinityProfile profile(const AffinityGraph& graph) {
     }
     if (total > 0) {
       a.top_successor_share = best_sum / total;
-      double mi = 0;
-      for (int i = 0; i < E; ++i) {
-        for (int j = 0; j < E; ++j) {
-          auto w = static_cast<double>(graph.transition(l, i, j));
-          if (w == 0) continue;
-          mi += w / total *
-                std::log2(w * total /
-                          (row[static_cast<std::size_t>(i)] * col[static_cast<std::size_t>(j)]));
-        }
+      // I = sum_ij (w_ij / T) log2(w_ij T / (r_i c_j))
+      //   = (sum_ij w_ij log2 w_ij - sum_i r_i log2 r_i - sum_j c_j log2 c_j) / T + log2 T,
+      // with r and c the row and column sums of w and T their total.
+      double terms = 0;
+      for (std::size_t c = 0; c < EE; ++c) terms += xlog2x.of(graph.transitions()[l * EE + c]);
+      for (int e = 0; e < E; ++e) {
+        terms -= xlog2x.of(row[static_cast<std::size_t>(e)]) +
+                 xlog2x.of(col[static_cast<std::size_t>(e)]);
       }
+      const double mi = terms / total + std::log2(total);
       a.mutual_information_bits = std::max(0.0, mi);
     }
     p.pairs.push_back(a);
