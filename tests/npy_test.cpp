@@ -527,6 +527,30 @@ TEST_P(OutOfRangeIdTest, ReportsExactValueTokenAndLayer) {
   EXPECT_TRUE(OpenFails<InputError>(path, options, {where + " is out of range for 16 experts"}));
 }
 
+// Top-1 16-bit traces in native byte order have their range checked on the stored ids, block by
+// block on every worker: the largest id in the last block sets E, or is named when E is given.
+TEST(NpyOutOfRangeTest, SixteenBitTopOneIdsAreCheckedInEveryBlockAndWorker) {
+  const std::int64_t tokens = 3 * kTraceBlockTokens + 5;
+  std::vector<std::int64_t> ids = MakeIds(tokens * 3, 40);
+  ids.back() = 41;  // last token, layer 2
+  TempDir dir;
+  const std::string path = dir.file("trace.npy");
+  for (const char* descr : {"<i2", "<u2"}) {
+    write_npy(path, ids, {tokens, 3}, descr);
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string(descr) + ", " + std::to_string(threads) + " threads");
+      TraceOpenOptions options;
+      options.threads = threads;
+      EXPECT_EQ(Trace::open(path, options).experts(), 42);
+      options.experts = 41;
+      EXPECT_TRUE(OpenFails<InputError>(
+          path, options,
+          {"expert id 41 at token " + std::to_string(tokens - 1) +
+           ", layer 2 is out of range for 41 experts (largest id in the trace: 41)"}));
+    }
+  }
+}
+
 std::vector<OutOfRangeParam> OutOfRangeParams() {
   std::vector<OutOfRangeParam> params;
   for (const char* order : {"<", ">"}) {

@@ -300,6 +300,74 @@ DecodeFn decoder_for(const Trace::Storage& s) {
   }
 }
 
+// Calls run(worker, begin, end) for `workers` contiguous ranges of tokens [0, tokens), worker 0
+// on the calling thread and each other on its own; returns the first worker's exception, if any.
+std::exception_ptr run_workers(int workers, std::int64_t tokens,
+                               const std::function<void(int, std::int64_t, std::int64_t)>& run) {
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers));
+  auto guarded = [&](int worker) {
+    try {
+      run(worker, tokens * worker / workers, tokens * (worker + 1) / workers);
+    } catch (...) {
+      errors[static_cast<std::size_t>(worker)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < workers; ++i) pool.emplace_back(guarded, i);
+  guarded(0);
+  for (auto& t : pool) t.join();
+  for (auto& e : errors) {
+    if (e) return e;
+  }
+  return nullptr;
+}
+
+// Widens lo and hi to the smallest and largest of n native-order T ids stored at `ids`.
+template <typename T>
+void widen_range(const std::uint8_t* ids, std::int64_t n, std::int32_t& lo, std::int32_t& hi) {
+  T smallest = std::numeric_limits<T>::max();
+  T largest = std::numeric_limits<T>::min();
+  for (std::int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, ids + i * static_cast<std::int64_t>(sizeof(T)), sizeof(T));
+    smallest = std::min(smallest, v);
+    largest = std::max(largest, v);
+  }
+  lo = std::min<std::int32_t>(lo, smallest);
+  hi = std::max<std::int32_t>(hi, largest);
+}
+
+// Top-1 16-bit C-order ids in native byte order: whether every stored id of the `tokens` rows of
+// `layers` ids lies in [0, limit), read without decoding, over `workers` ranges of tokens (max_id:
+// the largest); false, without reading, for other layouts.
+bool stored_ids_in_range(const Trace::Storage& s, std::int64_t tokens, int layers, int workers,
+                         std::int32_t limit, std::int32_t& max_id) {
+  if (s.layout.k != 1 || s.item_size != 2 || s.byte_swap || s.layout.fortran_order) return false;
+  std::vector<std::int32_t> lows(static_cast<std::size_t>(workers), limit);
+  std::vector<std::int32_t> highs(static_cast<std::size_t>(workers), -1);
+  const std::exception_ptr error =
+      run_workers(workers, tokens, [&](int worker, std::int64_t begin, std::int64_t end) {
+        std::vector<std::uint8_t> staged;
+        auto& lo = lows[static_cast<std::size_t>(worker)];
+        auto& hi = highs[static_cast<std::size_t>(worker)];
+        for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
+          const std::int64_t n = std::min(end, b + kTraceBlockTokens) - b;
+          std::int64_t first = 0;
+          const IdLayout view = s.view(b, n, 1, staged, first);
+          const std::uint8_t* ids = view.base + view.index(first, 0, 0) * 2;
+          if (s.is_signed) {
+            widen_range<std::int16_t>(ids, n * layers, lo, hi);
+          } else {
+            widen_range<std::uint16_t>(ids, n * layers, lo, hi);
+          }
+        }
+      });
+  if (error) std::rethrow_exception(error);
+  const std::int32_t lo = *std::min_element(lows.begin(), lows.end());
+  max_id = *std::max_element(highs.begin(), highs.end());
+  return lo >= 0 && max_id < limit;
+}
+
 }  // namespace
 
 int resolve_threads(int threads) {
@@ -441,31 +509,18 @@ int Trace::workers(int threads) const {
 
 void Trace::for_each_block(int threads, const std::function<void(int, const TraceBlock&)>& body,
                            Progress* progress, const char* what) const {
-  const int w = workers(threads);
   if (progress != nullptr) progress->begin(what, tokens_);
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(w));
-  auto run = [&](int worker) {
-    try {
-      std::int64_t begin = tokens_ * worker / w;
-      std::int64_t end = tokens_ * (worker + 1) / w;
-      std::vector<std::int32_t> buffer;
-      for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
-        TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
-        body(worker, block);
-        if (progress != nullptr) progress->advance(block.tokens);
-      }
-    } catch (...) {
-      errors[static_cast<std::size_t>(worker)] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int i = 1; i < w; ++i) pool.emplace_back(run, i);
-  run(0);
-  for (auto& t : pool) t.join();
+  const std::exception_ptr error =
+      run_workers(workers(threads), tokens_, [&](int worker, std::int64_t begin, std::int64_t end) {
+        std::vector<std::int32_t> buffer;
+        for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
+          TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
+          body(worker, block);
+          if (progress != nullptr) progress->advance(block.tokens);
+        }
+      });
   if (progress != nullptr) progress->end();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  if (error) std::rethrow_exception(error);
 }
 
 void Trace::validate_ids(std::optional<int> experts, int threads) {
@@ -474,6 +529,11 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
                      std::to_string(kMaxExperts) + "]");
   }
   const std::int32_t limit = experts ? *experts : kMaxExperts;
+  std::int32_t stored_max = -1;
+  if (stored_ids_in_range(*storage_, tokens_, layers_, workers(threads), limit, stored_max)) {
+    experts_ = experts ? *experts : stored_max + 1;
+    return;
+  }
   struct Scan {
     std::int32_t max = -1;
     std::int64_t bad_token = -1;  // first token (in this worker's range) with an id out of range
