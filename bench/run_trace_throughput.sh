@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds bench/trace_throughput (Release) and runs each case in its own process, so that every
 # peak-RSS figure belongs to that case alone. Prints the machine and a Markdown table of the
-# medians over REPETITIONS runs of 5 iterations each.
+# medians over REPETITIONS runs of 5 iterations each, then the whole-process comparison of
+# `exflow profile` with NumPy (bench/profile_vs_numpy.sh).
 #
 #   BUILD_DIR           build directory (default: build/ in the repository)
 #   REPETITIONS         runs per case (default 3)
@@ -51,3 +52,6 @@ awk -F, -v header="$header" '
            $col["items_per_second"] / 1e6, $col["real_time"], $col["peak_rss_MiB"],
            $col["trace_MiB"], $col["bound_MiB"], $col["base_MiB"]
   }' "$work/rows.csv"
+
+echo
+"$root/bench/profile_vs_numpy.sh"
