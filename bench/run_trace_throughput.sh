@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds bench/trace_throughput (Release) and runs each case in its own process, so that every
 # peak-RSS figure belongs to that case alone. Prints the machine and a Markdown table of the
-# medians over REPETITIONS runs of 5 iterations each, then the whole-process comparison of
-# `exflow profile` with NumPy (bench/profile_vs_numpy.sh).
+# medians over REPETITIONS runs of 5 iterations each (wall-clock time per pass, and the CPU time
+# of the thread that calls the library, which does all the work when threads = 1), then the
+# whole-process comparison of `exflow profile` with NumPy (bench/profile_vs_numpy.sh).
 #
 #   BUILD_DIR           build directory (default: build/ in the repository)
 #   REPETITIONS         runs per case (default 3)
@@ -40,17 +41,17 @@ awk -F, -v header="$header" '
   BEGIN {
     n = split(header, h, ",")
     for (i = 1; i <= n; ++i) { gsub(/"/, "", h[i]); col[h[i]] = i }
-    print "| case | threads | M transitions/s | ms per pass | peak RSS MiB | trace MiB |" \
-          " trace + workers x matrix MiB | RSS before trace MiB |"
-    print "|---|---|---:|---:|---:|---:|---:|---:|"
+    print "| case | threads | M transitions/s | ms per pass | calling thread CPU ms per pass |" \
+          " peak RSS MiB | trace MiB | trace + workers x matrix MiB | RSS before trace MiB |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|---:|"
   }
   {
     gsub(/"/, "", $1)
     split($1, parts, "/")
     sub(/threads:/, "", parts[2])
-    printf "| %s | %s | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f |\n", parts[1], parts[2],
-           $col["items_per_second"] / 1e6, $col["real_time"], $col["peak_rss_MiB"],
-           $col["trace_MiB"], $col["bound_MiB"], $col["base_MiB"]
+    printf "| %s | %s | %.0f | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f |\n", parts[1], parts[2],
+           $col["items_per_second"] / 1e6, $col["real_time"], $col["cpu_time"],
+           $col["peak_rss_MiB"], $col["trace_MiB"], $col["bound_MiB"], $col["base_MiB"]
   }' "$work/rows.csv"
 
 echo
