@@ -22,6 +22,7 @@ export EXFLOW_BENCH_TRACE=${EXFLOW_BENCH_TRACE:-$work/trace.npy}
 if ((repetitions > 1)); then row='/real_time_median"'; else row='/real_time"'; fi
 
 machine
+echo "load:    $(cut -d" " -f1-3 /proc/loadavg) (1, 5, 15 min), before the runs"
 echo "trace:   $EXFLOW_BENCH_TRACE"
 # Write (or check) the trace once, outside the measured processes.
 "$bin" --benchmark_list_tests=true "$@" >/dev/null 2>"$work/log" || { cat "$work/log"; exit 1; }
