@@ -1,4 +1,4 @@
-// Trace throughput: token transitions per second of one pass over a memory-mapped trace by
+// Trace throughput: token transitions per second of one pass over a trace file by
 //   profile       exflow::AffinityGraph::from_trace
 //   eval_vanilla  exflow::evaluate, context-coherent, vanilla placement on 2 nodes x 4 GPUs
 //   eval_random   the same with a random balanced placement
@@ -7,10 +7,10 @@
 // fixed successor of its current one with probability 0.6, else uniform), written once in
 // chunks. items_per_second counts tokens x (layers - 1) transitions per iteration.
 //
-// Memory counters: peak_rss_MiB is getrusage's ru_maxrss for the whole process (the mapped
-// trace pages included), base_MiB the same before the trace is written or opened (binary,
-// libraries, benchmark framework), matrix_MiB the size of one (layers - 1) x E x E int64
-// affinity matrix and bound_MiB the trace file size plus one such matrix per worker.
+// Memory counters: peak_rss_MiB is getrusage's ru_maxrss for the whole process, base_MiB the
+// same before the trace is written or opened (binary, libraries, benchmark framework),
+// matrix_MiB the size of one (layers - 1) x E x E int64 affinity matrix and bound_MiB the trace
+// file size plus one such matrix per worker.
 //
 // Environment: EXFLOW_BENCH_TRACE=PATH writes the trace there and keeps it; a file already
 // there with the expected size is reused instead. Without it the trace goes to a temporary

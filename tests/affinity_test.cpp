@@ -44,7 +44,9 @@ TEST(AffinityGraph, TopKCountsEveryPairOfConsecutiveExperts) {
   EXPECT_EQ(g.load(0, 0) + g.load(0, 1), 2);
 }
 
-Trace random_trace(std::int64_t tokens, int layers, int k, int experts, unsigned seed) {
+// C-order ids [tokens, layers, k], k distinct experts per row.
+std::vector<std::int32_t> random_ids(std::int64_t tokens, int layers, int k, int experts,
+                                     unsigned seed) {
   std::mt19937 rng(seed);
   std::vector<std::int32_t> ids;
   for (std::int64_t row = 0; row < tokens * layers; ++row) {
@@ -54,7 +56,11 @@ Trace random_trace(std::int64_t tokens, int layers, int k, int experts, unsigned
       if (std::find(ids.begin() + begin, ids.end(), e) == ids.end()) ids.push_back(e);
     }
   }
-  return Trace::from_ids(std::move(ids), tokens, layers, k, experts);
+  return ids;
+}
+
+Trace random_trace(std::int64_t tokens, int layers, int k, int experts, unsigned seed) {
+  return Trace::from_ids(random_ids(tokens, layers, k, experts, seed), tokens, layers, k, experts);
 }
 
 TEST(AffinityGraph, SameCountsForAnyThreadCount) {
@@ -63,6 +69,56 @@ TEST(AffinityGraph, SameCountsForAnyThreadCount) {
   AffinityGraph three = AffinityGraph::from_trace(t, 3);
   EXPECT_EQ(one.transitions(), three.transitions());
   EXPECT_EQ(one.loads(), three.loads());
+}
+
+// Counts every (layer l, layer l + 1) pair of a token's experts in C-order ids [T, L, k].
+void count_directly(const std::vector<std::int32_t>& ids, int L, int k, int E,
+                    std::vector<std::int64_t>& transitions, std::vector<std::int64_t>& loads) {
+  transitions.assign(static_cast<std::size_t>(L - 1) * E * E, 0);
+  loads.assign(static_cast<std::size_t>(L) * E, 0);
+  const std::size_t row = static_cast<std::size_t>(L) * k;
+  for (std::size_t at = 0; at < ids.size(); at += row) {
+    const std::int32_t* token = ids.data() + at;
+    for (int l = 0; l < L; ++l) {
+      for (int a = 0; a < k; ++a) {
+        const std::int32_t from = token[l * k + a];
+        ++loads[static_cast<std::size_t>(l) * E + from];
+        if (l + 1 == L) continue;
+        for (int b = 0; b < k; ++b) {
+          ++transitions[(static_cast<std::size_t>(l) * E + from) * E + token[(l + 1) * k + b]];
+        }
+      }
+    }
+  }
+}
+
+// The counting gathers tens of thousands of tokens per worker and counts them a layer pair at a
+// time into 16-bit cells, added into the totals before they could overflow: token counts past
+// one gathering (and past 65 535 in one cell), experts not a power of two, top-k, as many
+// layers as leave room for one decoded block only, and several threads.
+TEST(AffinityGraph, MatchesADirectCountAcrossGatheringsAndCellOverflows) {
+  struct Case {
+    std::int64_t tokens;
+    int layers;
+    int k;
+    int experts;
+    int threads;
+  };
+  for (const Case& c : {Case{70001, 3, 1, 1, 1}, Case{70001, 3, 1, 1, 2}, Case{100003, 4, 2, 7, 1},
+                        Case{100003, 4, 2, 7, 5}, Case{40000, 5, 3, 97, 3},
+                        Case{6000, 150, 4, 16, 2}, Case{1, 2, 1, 3, 4}}) {
+    SCOPED_TRACE(std::to_string(c.tokens) + " tokens x " + std::to_string(c.layers) +
+                 " layers x k " + std::to_string(c.k) + ", " + std::to_string(c.experts) +
+                 " experts, " + std::to_string(c.threads) + " threads");
+    std::vector<std::int32_t> ids = random_ids(c.tokens, c.layers, c.k, c.experts, 11);
+    std::vector<std::int64_t> transitions, loads;
+    count_directly(ids, c.layers, c.k, c.experts, transitions, loads);
+    const Trace t = Trace::from_ids(std::move(ids), c.tokens, c.layers, c.k, c.experts);
+    const AffinityGraph g = AffinityGraph::from_trace(t, c.threads);
+    EXPECT_EQ(g.tokens(), c.tokens);
+    EXPECT_TRUE(g.transitions() == transitions);
+    EXPECT_TRUE(g.loads() == loads);
+  }
 }
 
 TEST(Profile, DeterministicChainHasFullAffinity) {

@@ -192,6 +192,44 @@ std::string RoundTripName(const ::testing::TestParamInfo<RoundTripParam>& info) 
 INSTANTIATE_TEST_SUITE_P(AllLayouts, RoundTripTest, ::testing::ValuesIn(RoundTripParams()),
                          RoundTripName);
 
+// 16-bit C-order rows are transposed 8 tokens x 8 columns at a time: shapes whose columns and
+// tokens leave partial tiles at every edge, signed and unsigned ids up to the dtype's largest,
+// every column and under a top-k option (a subset of each row's columns).
+TEST(NpyDecodeTest, SixteenBitRowsDecodeAcrossPartialTiles) {
+  struct Shape {
+    std::int64_t tokens;
+    int layers;
+    int k;
+  };
+  TempDir dir;
+  for (const char* descr : {"<i2", "<u2"}) {
+    for (const Shape s : {Shape{77, 13, 1}, Shape{70, 3, 3}, Shape{131, 6, 4}, Shape{2100, 8, 1}}) {
+      SCOPED_TRACE(std::string(descr) + " " + std::to_string(s.tokens) + " x " +
+                   std::to_string(s.layers) + " x " + std::to_string(s.k));
+      std::vector<std::int64_t> shape = {s.tokens, s.layers};
+      if (s.k > 1) shape.push_back(s.k);
+      const std::vector<std::int64_t> ids = MakeIds(s.tokens * s.layers * s.k, MaxIdFor(descr));
+      const std::string path = dir.file("trace.npy");
+      write_npy(path, ids, shape, descr);
+      ExpectIds(Trace::open(path), ids, s.k);
+      if (s.k > 1) {
+        TraceOpenOptions options;
+        options.topk = s.k - 1;
+        ExpectIds(Trace::open(path, options), ids, s.k);
+      }
+    }
+  }
+}
+
+TEST(NpyDecodeTest, NegativeSixteenBitIdInsideATileIsNegative) {
+  std::vector<std::int64_t> ids = MakeIds(16 * 16, 9);
+  ids[9 * 16 + 10] = -5;  // token 9, layer 10: second tile of tokens, second of columns
+  TempDir dir;
+  const std::string path = dir.file("trace.npy");
+  write_npy(path, ids, {16, 16}, "<i2");
+  EXPECT_TRUE(OpenFails<InputError>(path, {}, {"expert id -5 at token 9, layer 10 is negative"}));
+}
+
 TEST(NpyRoundTripTest, AcceptsExplicitAndNativeByteOrderMarks) {
   TempDir dir;
   std::vector<std::int64_t> ids = MakeIds(12, 100);
@@ -487,6 +525,30 @@ TEST_P(OutOfRangeIdTest, ReportsExactValueTokenAndLayer) {
   TraceOpenOptions options;
   options.experts = 16;
   EXPECT_TRUE(OpenFails<InputError>(path, options, {where + " is out of range for 16 experts"}));
+}
+
+// Top-1 16-bit traces in native byte order have their range checked on the stored ids, block by
+// block on every worker: the largest id in the last block sets E, or is named when E is given.
+TEST(NpyOutOfRangeTest, SixteenBitTopOneIdsAreCheckedInEveryBlockAndWorker) {
+  const std::int64_t tokens = 3 * kTraceBlockTokens + 5;
+  std::vector<std::int64_t> ids = MakeIds(tokens * 3, 40);
+  ids.back() = 41;  // last token, layer 2
+  TempDir dir;
+  const std::string path = dir.file("trace.npy");
+  for (const char* descr : {"<i2", "<u2"}) {
+    write_npy(path, ids, {tokens, 3}, descr);
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string(descr) + ", " + std::to_string(threads) + " threads");
+      TraceOpenOptions options;
+      options.threads = threads;
+      EXPECT_EQ(Trace::open(path, options).experts(), 42);
+      options.experts = 41;
+      EXPECT_TRUE(OpenFails<InputError>(
+          path, options,
+          {"expert id 41 at token " + std::to_string(tokens - 1) +
+           ", layer 2 is out of range for 41 experts (largest id in the trace: 41)"}));
+    }
+  }
 }
 
 std::vector<OutOfRangeParam> OutOfRangeParams() {

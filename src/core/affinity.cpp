@@ -7,6 +7,7 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "exflow/error.hpp"
 #include "exflow/trace.hpp"
@@ -65,20 +66,46 @@ namespace {
 
 // Largest count a staging cell holds.
 constexpr std::int64_t kStageLimit = std::numeric_limits<std::uint16_t>::max();
-static_assert(kTraceBlockTokens <= kStageLimit, "one column pair of a block must fit a stage");
+
+// Tokens a worker gathers before it counts them, and the bytes their ids may take (16 bits an
+// id, L x k ids a token). Counting layer pair by layer pair over many tokens lets one pair's
+// stage (E x E 16-bit cells, 128 KiB for E = 256) be read in order into the core's cache once,
+// then take tens of thousands of increments there; counting each decoded block of
+// kTraceBlockTokens instead pulls every pair's stage back line by line at random for a few
+// thousand increments.
+constexpr std::int64_t kPendingTokens = 32768;
+constexpr std::int64_t kPendingBytes = std::int64_t{4} << 20;
+static_assert(kPendingTokens <= kStageLimit,
+              "one column pair of the pending tokens must fit a stage");
+static_assert(kTraceBlockTokens <= kPendingTokens, "a decoded block must fit the pending tokens");
 
 // One worker's transition counts, staged in 16-bit cells: a quarter of the int64 size (7.5 MB
 // for 58 layers and 256 experts), which stays in the last-level cache while the trace streams
-// through, where random increments of (L-1) x E x E int64 cells mostly miss it. Before n more
-// tokens are counted into a pair whose bound would then pass kStageLimit, the bound is
-// tightened to the stage's largest cell, and if that is still too high the stage is added
-// into the int64 totals and cleared.
+// through, where random increments of (L-1) x E x E int64 cells mostly miss it. The worker
+// gathers decoded tokens (their ids narrowed to 16 bits: ids are below 65 536) and counts them
+// a layer pair at a time. Before n more tokens are counted into a column pair, a bound on the
+// pair's cells (its largest cell, read in order first, which also brings the stage into cache)
+// must stay within kStageLimit once n is added, or the stage is added into the int64 totals
+// and cleared.
 struct Stage {
   std::vector<std::uint16_t> transitions;  // [L-1, E, E]
-  std::vector<std::int64_t> bound;         // [L-1]: no cell of the pair's stage exceeds it
-  Stage(int layers, int experts)
+  std::vector<std::uint16_t> ids;          // [L, k, capacity]: the first `pending` of each run
+  std::int64_t capacity = 0;
+  std::int64_t pending = 0;
+  int k = 1;
+
+  // No worker gets more than the trace's tokens, nor a block more than kTraceBlockTokens.
+  Stage(int layers, int experts, int k, std::int64_t tokens)
       : transitions(static_cast<std::size_t>(layers - 1) * experts * experts, 0),
-        bound(static_cast<std::size_t>(layers - 1), 0) {}
+        capacity(std::min(tokens,
+                          std::clamp<std::int64_t>(kPendingBytes / (2 * std::int64_t{layers} * k),
+                                                   kTraceBlockTokens, kPendingTokens))),
+        k(k) {
+    ids.resize(static_cast<std::size_t>(capacity) * layers * k);
+  }
+  std::uint16_t* column(int layer, int col) {
+    return ids.data() + (static_cast<std::int64_t>(layer) * k + col) * capacity;
+  }
 };
 
 // The dense counts [L-1, E, E] from_trace may build: 1 GiB of int64 (e.g. 58 layers of 1 024
@@ -105,11 +132,20 @@ double transition_bytes(const Trace& trace) {
   return 8.0 * (trace.layers() - 1) * trace.experts() * static_cast<double>(trace.experts());
 }
 
-void count_pairs(const std::int32_t* from, const std::int32_t* to, std::int64_t n, int experts,
-                 std::uint16_t* counts) {
+// Kept out of line: inlined into the block loop, it ran short of registers and kept its index on
+// the stack.
+[[gnu::noinline]] void count_pairs(const std::uint16_t* from, const std::uint16_t* to,
+                                   std::int64_t n, int experts, std::uint16_t* counts) {
   for (std::int64_t i = 0; i < n; ++i) {
     ++counts[static_cast<std::size_t>(from[i]) * experts + to[i]];
   }
+}
+
+// The largest of n cells, read in order (a loop the compiler vectorises).
+std::uint16_t largest_cell(const std::uint16_t* cells, std::size_t n) {
+  std::uint16_t largest = 0;
+  for (std::size_t c = 0; c < n; ++c) largest = std::max(largest, cells[c]);
+  return largest;
 }
 
 }  // namespace
@@ -191,7 +227,7 @@ AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progres
   std::vector<Stage> stages;
   const int workers = trace.workers(threads);
   stages.reserve(static_cast<std::size_t>(workers));
-  for (int w = 0; w < workers; ++w) stages.emplace_back(L, E);
+  for (int w = 0; w < workers; ++w) stages.emplace_back(L, E, k, trace.tokens());
   std::mutex totals_mutex;
   auto flush = [&](Stage& stage, int l) {
     std::uint16_t* staged = stage.transitions.data() + l * EE;
@@ -201,31 +237,55 @@ AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progres
       for (std::size_t c = 0; c < EE; ++c) total[c] += staged[c];
     }
     std::fill(staged, staged + EE, std::uint16_t{0});
-    stage.bound[static_cast<std::size_t>(l)] = 0;
+  };
+  // Counts the stage's pending tokens, layer pair by layer pair.
+  auto count_pending = [&](Stage& stage) {
+    const std::int64_t n = stage.pending;
+    if (n == 0) return;
+    for (int l = 0; l + 1 < L; ++l) {
+      std::uint16_t* staged = stage.transitions.data() + l * EE;
+      std::int64_t bound = largest_cell(staged, EE);
+      for (int ca = 0; ca < k; ++ca) {
+        for (int cb = 0; cb < k; ++cb) {
+          if (bound + n > kStageLimit) {
+            bound = largest_cell(staged, EE);
+            if (bound + n > kStageLimit) {
+              flush(stage, l);
+              bound = 0;
+            }
+          }
+          bound += n;
+          count_pairs(stage.column(l, ca), stage.column(l + 1, cb), n, E, staged);
+        }
+      }
+    }
+    stage.pending = 0;
   };
 
   trace.for_each_block(
       threads,
       [&](int worker, const TraceBlock& block) {
         Stage& stage = stages[static_cast<std::size_t>(worker)];
-        const std::int64_t n = block.tokens;
-        // Layer-pair-major: one pair's stage stays in cache for the whole block.
-        for (int l = 0; l + 1 < L; ++l) {
-          std::uint16_t* staged = stage.transitions.data() + l * EE;
-          std::int64_t& bound = stage.bound[static_cast<std::size_t>(l)];
-          for (int ca = 0; ca < k; ++ca) {
-            for (int cb = 0; cb < k; ++cb) {
-              if (bound + n > kStageLimit) {
-                bound = *std::max_element(staged, staged + EE);
-                if (bound + n > kStageLimit) flush(stage, l);
-              }
-              bound += n;
-              count_pairs(block.column(l, ca), block.column(l + 1, cb), n, E, staged);
+        if (stage.pending + block.tokens > stage.capacity) count_pending(stage);
+        for (int l = 0; l < L; ++l) {
+          for (int c = 0; c < k; ++c) {
+            const std::int32_t* from = block.column(l, c);
+            std::uint16_t* to = stage.column(l, c) + stage.pending;
+            for (std::int64_t i = 0; i < block.tokens; ++i) {
+              to[i] = static_cast<std::uint16_t>(from[i]);
             }
           }
         }
+        stage.pending += block.tokens;
       },
       progress, "profiling affinity");
+  // The tokens each worker still holds, counted on the workers' threads.
+  std::vector<std::thread> pool;
+  for (int w = 1; w < workers; ++w) {
+    pool.emplace_back(count_pending, std::ref(stages[static_cast<std::size_t>(w)]));
+  }
+  count_pending(stages[0]);
+  for (std::thread& t : pool) t.join();
   for (Stage& stage : stages) {
     for (int l = 0; l + 1 < L; ++l) flush(stage, l);
   }
@@ -250,9 +310,35 @@ AffinityGraph AffinityGraph::from_trace(const Trace& trace, int threads, Progres
   return result;
 }
 
+namespace {
+
+// x log2 x (0 for x = 0), from a table for the small counts most cells of a profile hold.
+class XLog2X {
+ public:
+  static const XLog2X& table() {
+    static const XLog2X instance;
+    return instance;
+  }
+  double of(std::int64_t x) const {
+    return x < kSize ? values_[static_cast<std::size_t>(x)] : of(static_cast<double>(x));
+  }
+  double of(double x) const { return x > 0 ? x * std::log2(x) : 0.0; }
+
+ private:
+  static constexpr std::int64_t kSize = 4096;
+  XLog2X() : values_(kSize) {
+    for (std::int64_t x = 0; x < kSize; ++x) values_[static_cast<std::size_t>(x)] = of(double(x));
+  }
+  std::vector<double> values_;
+};
+
+}  // namespace
+
 AffinityProfile profile(const AffinityGraph& graph) {
   const int L = graph.layers();
   const int E = graph.experts();
+  const std::size_t EE = static_cast<std::size_t>(E) * E;
+  const XLog2X& xlog2x = XLog2X::table();
   AffinityProfile p;
   p.uniform_share = 1.0 / E;
   std::vector<double> col(static_cast<std::size_t>(E));
@@ -275,16 +361,16 @@ AffinityProfile profile(const AffinityGraph& graph) {
     }
     if (total > 0) {
       a.top_successor_share = best_sum / total;
-      double mi = 0;
-      for (int i = 0; i < E; ++i) {
-        for (int j = 0; j < E; ++j) {
-          auto w = static_cast<double>(graph.transition(l, i, j));
-          if (w == 0) continue;
-          mi += w / total *
-                std::log2(w * total /
-                          (row[static_cast<std::size_t>(i)] * col[static_cast<std::size_t>(j)]));
-        }
+      // I = sum_ij (w_ij / T) log2(w_ij T / (r_i c_j))
+      //   = (sum_ij w_ij log2 w_ij - sum_i r_i log2 r_i - sum_j c_j log2 c_j) / T + log2 T,
+      // with r and c the row and column sums of w and T their total.
+      double terms = 0;
+      for (std::size_t c = 0; c < EE; ++c) terms += xlog2x.of(graph.transitions()[l * EE + c]);
+      for (int e = 0; e < E; ++e) {
+        terms -= xlog2x.of(row[static_cast<std::size_t>(e)]) +
+                 xlog2x.of(col[static_cast<std::size_t>(e)]);
       }
+      const double mi = terms / total + std::log2(total);
       a.mutual_information_bits = std::max(0.0, mi);
     }
     p.pairs.push_back(a);

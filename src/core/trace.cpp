@@ -6,6 +6,11 @@
 #include <exception>
 #include <limits>
 #include <thread>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "exflow/error.hpp"
 #include "exflow/progress.hpp"
@@ -174,6 +179,64 @@ std::int32_t narrow(T v) {
   }
 }
 
+#if defined(__SSE2__)
+// Tokens [0, m) of the C-order rows at `src` (`row` bytes apart), 16-bit ids, all `columns` of
+// each row, into the layer-major columns of `dst` (column j at dst + j * n): 8 x 8 tiles
+// transposed in SSE2 registers and widened to int32 (sign- or zero-extended), the edges one id
+// at a time.
+template <typename T>
+void transpose_16bit_rows(const std::uint8_t* src, std::int64_t row, std::int64_t m,
+                          std::int64_t columns, std::int32_t* dst, std::int64_t n) {
+  static_assert(sizeof(T) == 2, "16-bit ids");
+  const std::int64_t m8 = m - m % 8;
+  const std::int64_t columns8 = columns - columns % 8;
+  for (std::int64_t j = 0; j < columns8; j += 8) {
+    for (std::int64_t i = 0; i < m8; i += 8) {
+      const std::uint8_t* p = src + i * row + j * 2;
+      __m128i r[8];
+      for (int a = 0; a < 8; ++a) {
+        r[a] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + a * row));
+      }
+      __m128i t[8], u[8];
+      for (int a = 0; a < 4; ++a) {
+        t[a] = _mm_unpacklo_epi16(r[2 * a], r[2 * a + 1]);
+        t[a + 4] = _mm_unpackhi_epi16(r[2 * a], r[2 * a + 1]);
+      }
+      // t[0..3]: columns 0-3 of row pairs (0,1) .. (6,7); t[4..7]: columns 4-7.
+      for (int h = 0; h < 2; ++h) {
+        u[4 * h + 0] = _mm_unpacklo_epi32(t[4 * h + 0], t[4 * h + 1]);
+        u[4 * h + 1] = _mm_unpackhi_epi32(t[4 * h + 0], t[4 * h + 1]);
+        u[4 * h + 2] = _mm_unpacklo_epi32(t[4 * h + 2], t[4 * h + 3]);
+        u[4 * h + 3] = _mm_unpackhi_epi32(t[4 * h + 2], t[4 * h + 3]);
+      }
+      // u[4h]: columns 4h, 4h+1 of rows 0-3, u[4h + 1]: columns 4h+2, 4h+3 of rows 0-3;
+      // u[4h + 2] and u[4h + 3]: the same of rows 4-7.
+      for (int c = 0; c < 8; ++c) {
+        const int h = c / 4, q = (c % 4) / 2;
+        const __m128i lo = u[4 * h + q], hi = u[4 * h + 2 + q];
+        const __m128i column = c % 2 == 0 ? _mm_unpacklo_epi64(lo, hi) : _mm_unpackhi_epi64(lo, hi);
+        __m128i first, second;
+        if constexpr (std::is_signed_v<T>) {
+          first = _mm_srai_epi32(_mm_unpacklo_epi16(column, column), 16);
+          second = _mm_srai_epi32(_mm_unpackhi_epi16(column, column), 16);
+        } else {
+          first = _mm_unpacklo_epi16(column, _mm_setzero_si128());
+          second = _mm_unpackhi_epi16(column, _mm_setzero_si128());
+        }
+        std::int32_t* out = dst + (j + c) * n + i;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), first);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), second);
+      }
+    }
+  }
+  for (std::int64_t j = 0; j < columns; ++j) {
+    for (std::int64_t i = j < columns8 ? m8 : 0; i < m; ++i) {
+      dst[j * n + i] = narrow(load<T>(src + i * row + j * 2, false));
+    }
+  }
+}
+#endif
+
 // Decodes tokens [begin, begin + n), columns [0, k) into layer-major out.
 template <typename T, bool Swap>
 void decode_typed(const IdLayout& s, std::int64_t begin, std::int64_t n, int layers, int k,
@@ -199,6 +262,14 @@ void decode_typed(const IdLayout& s, std::int64_t begin, std::int64_t n, int lay
   for (std::int64_t t0 = 0; t0 < n; t0 += kTile) {
     const std::int64_t m = std::min(kTile, n - t0);
     const std::uint8_t* tile = base + (begin + t0) * row;
+#if defined(__SSE2__)
+    if constexpr (sizeof(T) == 2 && !Swap) {
+      if (k == s.k) {
+        transpose_16bit_rows<T>(tile, row, m, layers * s.k, out + t0, n);
+        continue;
+      }
+    }
+#endif
     for (int l = 0; l < layers; ++l) {
       for (int c = 0; c < k; ++c) {
         const std::uint8_t* src = tile + (l * s.k + c) * size;
@@ -227,6 +298,74 @@ DecodeFn decoder_for(const Trace::Storage& s) {
     default:
       return s.is_signed ? pick<std::int64_t>(s.byte_swap) : pick<std::uint64_t>(s.byte_swap);
   }
+}
+
+// Calls run(worker, begin, end) for `workers` contiguous ranges of tokens [0, tokens), worker 0
+// on the calling thread and each other on its own; returns the first worker's exception, if any.
+std::exception_ptr run_workers(int workers, std::int64_t tokens,
+                               const std::function<void(int, std::int64_t, std::int64_t)>& run) {
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers));
+  auto guarded = [&](int worker) {
+    try {
+      run(worker, tokens * worker / workers, tokens * (worker + 1) / workers);
+    } catch (...) {
+      errors[static_cast<std::size_t>(worker)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < workers; ++i) pool.emplace_back(guarded, i);
+  guarded(0);
+  for (auto& t : pool) t.join();
+  for (auto& e : errors) {
+    if (e) return e;
+  }
+  return nullptr;
+}
+
+// Widens lo and hi to the smallest and largest of n native-order T ids stored at `ids`.
+template <typename T>
+void widen_range(const std::uint8_t* ids, std::int64_t n, std::int32_t& lo, std::int32_t& hi) {
+  T smallest = std::numeric_limits<T>::max();
+  T largest = std::numeric_limits<T>::min();
+  for (std::int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, ids + i * static_cast<std::int64_t>(sizeof(T)), sizeof(T));
+    smallest = std::min(smallest, v);
+    largest = std::max(largest, v);
+  }
+  lo = std::min<std::int32_t>(lo, smallest);
+  hi = std::max<std::int32_t>(hi, largest);
+}
+
+// Top-1 16-bit C-order ids in native byte order: whether every stored id of the `tokens` rows of
+// `layers` ids lies in [0, limit), read without decoding, over `workers` ranges of tokens (max_id:
+// the largest); false, without reading, for other layouts.
+bool stored_ids_in_range(const Trace::Storage& s, std::int64_t tokens, int layers, int workers,
+                         std::int32_t limit, std::int32_t& max_id) {
+  if (s.layout.k != 1 || s.item_size != 2 || s.byte_swap || s.layout.fortran_order) return false;
+  std::vector<std::int32_t> lows(static_cast<std::size_t>(workers), limit);
+  std::vector<std::int32_t> highs(static_cast<std::size_t>(workers), -1);
+  const std::exception_ptr error =
+      run_workers(workers, tokens, [&](int worker, std::int64_t begin, std::int64_t end) {
+        std::vector<std::uint8_t> staged;
+        auto& lo = lows[static_cast<std::size_t>(worker)];
+        auto& hi = highs[static_cast<std::size_t>(worker)];
+        for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
+          const std::int64_t n = std::min(end, b + kTraceBlockTokens) - b;
+          std::int64_t first = 0;
+          const IdLayout view = s.view(b, n, 1, staged, first);
+          const std::uint8_t* ids = view.base + view.index(first, 0, 0) * 2;
+          if (s.is_signed) {
+            widen_range<std::int16_t>(ids, n * layers, lo, hi);
+          } else {
+            widen_range<std::uint16_t>(ids, n * layers, lo, hi);
+          }
+        }
+      });
+  if (error) std::rethrow_exception(error);
+  const std::int32_t lo = *std::min_element(lows.begin(), lows.end());
+  max_id = *std::max_element(highs.begin(), highs.end());
+  return lo >= 0 && max_id < limit;
 }
 
 }  // namespace
@@ -370,31 +509,18 @@ int Trace::workers(int threads) const {
 
 void Trace::for_each_block(int threads, const std::function<void(int, const TraceBlock&)>& body,
                            Progress* progress, const char* what) const {
-  const int w = workers(threads);
   if (progress != nullptr) progress->begin(what, tokens_);
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(w));
-  auto run = [&](int worker) {
-    try {
-      std::int64_t begin = tokens_ * worker / w;
-      std::int64_t end = tokens_ * (worker + 1) / w;
-      std::vector<std::int32_t> buffer;
-      for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
-        TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
-        body(worker, block);
-        if (progress != nullptr) progress->advance(block.tokens);
-      }
-    } catch (...) {
-      errors[static_cast<std::size_t>(worker)] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int i = 1; i < w; ++i) pool.emplace_back(run, i);
-  run(0);
-  for (auto& t : pool) t.join();
+  const std::exception_ptr error =
+      run_workers(workers(threads), tokens_, [&](int worker, std::int64_t begin, std::int64_t end) {
+        std::vector<std::int32_t> buffer;
+        for (std::int64_t b = begin; b < end; b += kTraceBlockTokens) {
+          TraceBlock block = decode(b, std::min(end, b + kTraceBlockTokens), buffer);
+          body(worker, block);
+          if (progress != nullptr) progress->advance(block.tokens);
+        }
+      });
   if (progress != nullptr) progress->end();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  if (error) std::rethrow_exception(error);
 }
 
 void Trace::validate_ids(std::optional<int> experts, int threads) {
@@ -403,6 +529,11 @@ void Trace::validate_ids(std::optional<int> experts, int threads) {
                      std::to_string(kMaxExperts) + "]");
   }
   const std::int32_t limit = experts ? *experts : kMaxExperts;
+  std::int32_t stored_max = -1;
+  if (stored_ids_in_range(*storage_, tokens_, layers_, workers(threads), limit, stored_max)) {
+    experts_ = experts ? *experts : stored_max + 1;
+    return;
+  }
   struct Scan {
     std::int32_t max = -1;
     std::int64_t bad_token = -1;  // first token (in this worker's range) with an id out of range
