@@ -229,10 +229,10 @@ TEST(Bipart, SplitsAnyNodeAndGpuCountBySmallestPrimeFactor) {
   };
   for (const Case& c : {Case{3, 2, 12, 1 + 3, "split GPUs 0-5 (nodes) in 3:"},
                         Case{1, 6, 12, 1 + 2, "split GPUs 0-5 (GPUs of a node):"},
-                        Case{3, 3, 18, 1 + 3, "split GPUs 0-8 (nodes) in 3:"},
+                        Case{3, 3, 9, 1 + 3, "split GPUs 0-8 (nodes) in 3:"},
                         Case{5, 1, 10, 1, "split GPUs 0-4 (nodes) in 5:"},
                         Case{2, 3, 12, 1 + 2, "split GPUs 0-5 (nodes):"},
-                        Case{1, 9, 18, 1 + 3, "split GPUs 0-8 (GPUs of a node) in 3:"}}) {
+                        Case{1, 9, 9, 1 + 3, "split GPUs 0-8 (GPUs of a node) in 3:"}}) {
     const std::string what = std::to_string(c.nodes) + " x " + std::to_string(c.gpus);
     const Trace trace = topk_trace(800, 4, c.experts, 1, 21);
     const AffinityGraph graph = AffinityGraph::from_trace(trace, 1);
