@@ -329,7 +329,7 @@ TEST(CliSolve, RefusalsAndBadOptionsExitTwoWithOneLine) {
                         "divisible");
   expect_one_line_error(exflow({"solve", esft, "--gpus-per-node", "6", "--experts", "72",
                                 "--bipart", "--min-experts-per-gpu", "6"}),
-                        2, "min_experts_per_gpu");
+                        2, "does not take --min-experts-per-gpu");
   EXPECT_EQ(exflow({"solve", esft, "--gpus-per-node", "8", "--starts", "0"}).code, 2);
   EXPECT_EQ(exflow({"solve", esft, "--gpus-per-node", "8", "--time-limit", "-1"}).code, 2);
 }

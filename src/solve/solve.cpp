@@ -75,8 +75,8 @@ SolveResult solve(const AffinityGraph& graph, const Topology& topology,
   }
   const solvers::Instance instance{graph, topology, min_per_gpu, max_per_gpu};
 
-  // Bisection solves each split with options.method (auto resolves per split), so the
-  // requested method is what it reports.
+  // Partitioning solves each split with options.method (auto resolves per split), so the
+  // requested method is what it reports. Auto says in `detail` what it chose and why.
   Method method = options.method;
   std::string auto_choice;
   if (method == Method::kAuto && !options.bipart) {
