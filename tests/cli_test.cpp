@@ -327,9 +327,9 @@ TEST(CliSolve, RefusalsAndBadOptionsExitTwoWithOneLine) {
       "needs 72 experts per layer");
   expect_one_line_error(exflow({"solve", esft, "--gpus-per-node", "8", "--nodes", "3"}), 2,
                         "divisible");
-  expect_one_line_error(
-      exflow({"solve", esft, "--gpus-per-node", "6", "--experts", "72", "--bipart"}), 2,
-      "power-of-two");
+  expect_one_line_error(exflow({"solve", esft, "--gpus-per-node", "6", "--experts", "72",
+                                "--bipart", "--min-experts-per-gpu", "6"}),
+                        2, "does not take --min-experts-per-gpu");
   EXPECT_EQ(exflow({"solve", esft, "--gpus-per-node", "8", "--starts", "0"}).code, 2);
   EXPECT_EQ(exflow({"solve", esft, "--gpus-per-node", "8", "--time-limit", "-1"}).code, 2);
 }

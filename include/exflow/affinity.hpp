@@ -33,6 +33,11 @@ class AffinityGraph {
   // largest id + 1 would pass 1 GiB. A strategy that counts prefixes checks the whole trace first.
   static void check_counts_size(const Trace& trace);
 
+  // Adds the counts and tokens of `more` (the graph of other tokens of the same model): the
+  // graph of two token ranges is the sum of their graphs. Throws UsageError if the layer or
+  // expert counts differ, InputError as the constructor does if a sum passes the int64 range.
+  void add(const AffinityGraph& more);
+
   int layers() const { return layers_; }
   int experts() const { return experts_; }
   std::int64_t tokens() const { return tokens_; }

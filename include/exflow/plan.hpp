@@ -46,7 +46,7 @@ struct PlanOptions {
   int starts = 0;                  // starts of fast and bcd; 0: default_starts(k)
   int min_experts_per_gpu = -1;    // -1: exactly E/G per GPU per layer
   std::int64_t incremental = 0;    // > 0: solve on growing prefixes of this many tokens
-  bool bipart = false;             // recursive bisection of the GPU set
+  bool bipart = false;             // recursive partitioning of the GPU set
   int expert_groups = 0;           // method eplb: expert groups (0: none, the global policy)
   std::int64_t seq_len = 1;        // baseline owners: sequences of this many tokens
   // The scheme the token search optimises and the metrics' top-level keys show.

@@ -76,7 +76,7 @@ struct SolveOptions {
   int starts = kDefaultStarts;         // fast, bcd: independent starts
   int min_experts_per_gpu = -1;        // -1: exactly E/G per GPU per layer; else a lower limit
   const Placement* initial = nullptr;  // fast, ilp: a placement to start from
-  bool bipart = false;  // recursive bisection of the GPU set (the original tool's "bipart")
+  bool bipart = false;  // recursive partitioning of the GPU set (the original tool's "bipart")
   std::function<void(const std::string&)> log;  // progress lines for humans, may be empty
 
   // Applied by refine() (the graph solvers do not see them):

@@ -78,6 +78,9 @@ class Trace {
 
   // The same trace restricted to its first `n` tokens (n <= tokens()).
   Trace prefix(std::int64_t n) const;
+  // The same trace restricted to tokens [begin, end) (0 <= begin < end <= tokens()): its token
+  // t is token begin + t of this one. Shares the storage; nothing is copied or re-validated.
+  Trace slice(std::int64_t begin, std::int64_t end) const;
 
   // Expert id of token t at (layer, column). For tests and small look-ups; use blocks for passes.
   std::int32_t at(std::int64_t t, int layer, int col = 0) const;
@@ -100,6 +103,7 @@ class Trace {
   void validate_ids(std::optional<int> experts, int threads);
 
   std::shared_ptr<const Storage> storage_;
+  std::int64_t first_ = 0;  // the storage's token that is this trace's token 0 (slice)
   std::int64_t tokens_ = 0;
   int layers_ = 0;
   int k_ = 0;

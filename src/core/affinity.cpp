@@ -62,6 +62,30 @@ AffinityGraph::AffinityGraph(int layers, int experts, std::int64_t tokens,
   tokens_ = tokens;
 }
 
+void AffinityGraph::add(const AffinityGraph& more) {
+  if (more.layers_ != layers_ || more.experts_ != experts_) {
+    throw UsageError("affinity graph: cannot add " + std::to_string(more.layers_) + " layers x " +
+                     std::to_string(more.experts_) + " experts to " + std::to_string(layers_) +
+                     " x " + std::to_string(experts_));
+  }
+  auto sum = [](const std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b) {
+    std::vector<std::int64_t> out(a.size());
+    for (std::size_t c = 0; c < a.size(); ++c) {
+      if (__builtin_add_overflow(a[c], b[c], &out[c])) {
+        throw InputError("affinity graph: a count passes the int64 range when graphs are added");
+      }
+    }
+    return out;
+  };
+  std::int64_t tokens = 0;
+  if (__builtin_add_overflow(tokens_, more.tokens_, &tokens)) {
+    throw InputError(
+        "affinity graph: the token count passes the int64 range when graphs are added");
+  }
+  *this = AffinityGraph(layers_, experts_, tokens, sum(transitions_, more.transitions_),
+                        sum(loads_, more.loads_));
+}
+
 namespace {
 
 // Largest count a staging cell holds.

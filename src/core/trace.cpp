@@ -481,6 +481,17 @@ Trace Trace::prefix(std::int64_t n) const {
   return t;
 }
 
+Trace Trace::slice(std::int64_t begin, std::int64_t end) const {
+  if (begin < 0 || end <= begin || end > tokens_) {
+    throw UsageError(source_ + ": tokens [" + std::to_string(begin) + ", " + std::to_string(end) +
+                     ") requested, trace has " + std::to_string(tokens_));
+  }
+  Trace t = *this;
+  t.first_ = first_ + begin;
+  t.tokens_ = end - begin;
+  return t;
+}
+
 std::int32_t Trace::at(std::int64_t t, int layer, int col) const {
   if (t < 0 || t >= tokens_ || layer < 0 || layer >= layers_ || col < 0 || col >= k_) {
     throw UsageError(source_ + ": no element at token " + std::to_string(t) + ", layer " +
@@ -496,7 +507,7 @@ TraceBlock Trace::decode(std::int64_t begin, std::int64_t end,
   out.resize(static_cast<std::size_t>(n) * layers_ * k_);
   thread_local std::vector<std::uint8_t> staged;  // a file's bytes of this block
   std::int64_t first = 0;
-  const IdLayout view = storage_->view(begin, n, k_, staged, first);
+  const IdLayout view = storage_->view(first_ + begin, n, k_, staged, first);
   decoder_for (*storage_)(view, first, n, layers_, k_, out.data());
   return TraceBlock{out.data(), begin, n, layers_, k_};
 }

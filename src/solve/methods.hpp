@@ -24,6 +24,10 @@ struct Instance {
 // Why `exact` cannot prove this instance, or an empty string if it can.
 std::string exact_refusal(const Instance& instance);
 
+// exact's running time on this machine class, in seconds, estimated from the instance's shape
+// (src/solve/exact.cpp explains the model). For instances exact does not refuse.
+double exact_seconds_estimate(const Instance& instance);
+
 // Each returns placement, method, optimal, objective, lower_bound (if it has one of its own),
 // and detail; the dispatcher fills seconds and tightens the bound.
 SolveResult solve_exact(const Instance& instance, const SolveOptions& options);
@@ -31,8 +35,8 @@ SolveResult solve_ilp(const Instance& instance, const SolveOptions& options);
 SolveResult solve_fast(const Instance& instance, const SolveOptions& options);
 SolveResult solve_bcd(const Instance& instance, const SolveOptions& options);
 
-// Recursive bisection (options.bipart), each split solved by exflow::solve with
-// options.method on a two-GPU topology.
+// Recursive partitioning by the smallest prime factor (options.bipart), each split into k parts
+// solved by exflow::solve with options.method on a k-GPU topology.
 SolveResult solve_bipart(const AffinityGraph& graph, const Topology& topology,
                          const SolveOptions& options);
 

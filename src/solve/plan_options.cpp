@@ -102,7 +102,8 @@ std::vector<PlanOptionSpec> make_specs() {
     s.name = "method";
     s.type = OptionType::kText;
     s.help =
-        "auto (exact where it applies, else fast), exact (proven optimum), ilp (COIN-OR CBC), "
+        "auto (exact where it is estimated to take at most 1 s, else fast), exact (proven "
+        "optimum), ilp (COIN-OR CBC), "
         "fast (local search), bcd (block descent baseline), vanilla (contiguous), eplb "
         "(DeepSeek's EPLB by expert loads alone, no search)";
     s.set = [](PlanOptions& o, std::string_view text) {
@@ -164,7 +165,8 @@ std::vector<PlanOptionSpec> make_specs() {
                                         "previous answer, until the placement is steady",
                                         "off"));
   t.push_back(
-      flag_row("bipart", &PlanOptions::bipart, "recursive bisection of the GPU set (nodes first)"));
+      flag_row("bipart", &PlanOptions::bipart,
+               "recursive partitioning of the GPU set by the smallest prime factor (nodes first)"));
   t.push_back(integer_row("expert_groups", &PlanOptions::expert_groups, 0, 1 << 16,
                           "method eplb: groups of consecutive experts (DeepSeek-V3: 8) that "
                           "EPLB keeps on one node when the nodes divide the groups; must "

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 
 #include "exflow/affinity.hpp"
@@ -12,6 +13,13 @@
 #include "solve/methods.hpp"
 
 namespace exflow {
+namespace {
+
+// Method auto proves the optimum with exact when exact's estimated running time is at most
+// this; beyond it, fast answers in a fraction of the time (usually at or near the optimum).
+constexpr double kAutoExactSeconds = 1.0;
+
+}  // namespace
 
 const char* to_string(Method method) {
   switch (method) {
@@ -67,11 +75,24 @@ SolveResult solve(const AffinityGraph& graph, const Topology& topology,
   }
   const solvers::Instance instance{graph, topology, min_per_gpu, max_per_gpu};
 
-  // Bisection solves each split with options.method (auto resolves per split), so the
-  // requested method is what it reports.
+  // Partitioning solves each split with options.method (auto resolves per split), so the
+  // requested method is what it reports. Auto says in `detail` what it chose and why.
   Method method = options.method;
+  std::string auto_choice;
   if (method == Method::kAuto && !options.bipart) {
-    method = solvers::exact_refusal(instance).empty() ? Method::kExact : Method::kFast;
+    const std::string refusal = solvers::exact_refusal(instance);
+    if (!refusal.empty()) {
+      method = Method::kFast;
+      auto_choice = "auto: fast, exact refuses (" + refusal + ")";
+    } else {
+      const double seconds = solvers::exact_seconds_estimate(instance);
+      method = seconds <= kAutoExactSeconds ? Method::kExact : Method::kFast;
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "auto: %s, exact estimated at %.2g s (%s the %g s budget)",
+                    to_string(method), seconds, method == Method::kExact ? "within" : "over",
+                    kAutoExactSeconds);
+      auto_choice = buf;
+    }
   }
   SolveResult result(Placement(graph.layers(), E, G));
   if (options.bipart) {
@@ -108,6 +129,8 @@ SolveResult solve(const AffinityGraph& graph, const Topology& topology,
     }
   }
   result.method = method;
+  if (!auto_choice.empty())
+    result.detail = result.detail.empty() ? auto_choice : auto_choice + "; " + result.detail;
   validate(result.placement, topology, min_per_gpu, max_per_gpu,
            std::string(to_string(method)) + " placement");
 

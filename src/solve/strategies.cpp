@@ -1,12 +1,14 @@
-// The original tool's strategies over any method: recursive bisection of the GPU set
+// The original tool's strategies over any method: recursive partitioning of the GPU set
 // ("bipart") and incremental profiling.
 //
-// Bisection. With hop costs that only depend on the level at which two GPUs separate, a
-// token between experts in different halves of the top split pays that level's cost whatever
-// happens below, so each split only has to minimise the tokens it cuts: a two-GPU problem on
-// the experts of the part (hard balance: half of them each), then the same on each half with
-// only the tokens inside it. Nodes are split first (cut cost inter_cost), then GPUs within a
-// node (intra_cost). Needs node and GPU counts that halve down to one.
+// Partitioning. With hop costs that only depend on the level at which two GPUs separate, a
+// token between experts in different parts of the top split pays that level's cost whatever
+// happens below, so each split only has to minimise the tokens it cuts: a k-GPU problem on the
+// experts of the group (hard balance: 1/k of them each), then the same on each part with only
+// the tokens inside it. Nodes are split first (cut cost inter_cost), then GPUs within a node
+// (intra_cost). A group of n nodes (or n GPUs of a node) splits into k parts, k the smallest
+// prime factor of n: for powers of two, plain bisection. Every part of every level holds a whole
+// number of experts per layer, since E/G is one and each part's GPU count divides G.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,8 +25,12 @@
 namespace exflow {
 namespace {
 
-bool power_of_two(int n) {
-  return n > 0 && (n & (n - 1)) == 0;
+// The smallest prime factor of n >= 2.
+int smallest_prime_factor(int n) {
+  for (int f = 2; f * f <= n; ++f) {
+    if (n % f == 0) return f;
+  }
+  return n;
 }
 
 // The graph restricted to, per layer, the experts in `part[l]` (renumbered in order).
@@ -60,10 +66,10 @@ constexpr double kLeastStepSeconds = 1e-3;
 
 // Places the experts part[l] of every layer on GPUs first_gpu .. first_gpu + nodes * P - 1.
 // Under a time limit each split may use what the splits before it left (the methods usually end
-// on their own budget first), so that the whole bisection keeps the limit.
-void bisect(const AffinityGraph& g, const std::vector<std::vector<int>>& part, int nodes, int P,
-            int first_gpu, const Topology& topo, const SolveOptions& options,
-            Clock::time_point started, Placement& out, std::vector<std::string>& steps) {
+// on their own budget first), so that the whole partitioning keeps the limit.
+void partition(const AffinityGraph& g, const std::vector<std::vector<int>>& part, int nodes, int P,
+               int first_gpu, const Topology& topo, const SolveOptions& options,
+               Clock::time_point started, Placement& out, std::vector<std::string>& steps) {
   const int L = g.layers();
   if (nodes * P == 1) {
     for (int l = 0; l < L; ++l) {
@@ -72,6 +78,7 @@ void bisect(const AffinityGraph& g, const std::vector<std::vector<int>>& part, i
     return;
   }
   const bool split_nodes = nodes > 1;
+  const int parts = smallest_prime_factor(split_nodes ? nodes : P);
   const double cut = split_nodes ? topo.inter_cost() : topo.intra_cost();
   AffinityGraph sub = restrict_graph(g, part);
   SolveOptions o = options;
@@ -81,26 +88,27 @@ void bisect(const AffinityGraph& g, const std::vector<std::vector<int>>& part, i
   if (options.time_limit > 0) {
     o.time_limit = std::max(kLeastStepSeconds, options.time_limit - seconds_since(started));
   }
-  SolveResult r = solve(sub, Topology(1, 2, cut, cut), o);
+  SolveResult r = solve(sub, Topology(1, parts, cut, cut), o);
+  const std::string into = parts == 2 ? "" : " in " + std::to_string(parts);
   char buf[160];
   std::snprintf(buf, sizeof buf,
-                "split GPUs %d-%d (%s): %s, %zu experts per layer, cut %.6g per token", first_gpu,
-                first_gpu + nodes * P - 1, split_nodes ? "nodes" : "GPUs of a node",
+                "split GPUs %d-%d (%s)%s: %s, %zu experts per layer, cut %.6g per token", first_gpu,
+                first_gpu + nodes * P - 1, split_nodes ? "nodes" : "GPUs of a node", into.c_str(),
                 to_string(r.method), part[0].size(), r.objective);
   steps.emplace_back(buf);
-  for (int half = 0; half < 2; ++half) {
+  const int child_nodes = split_nodes ? nodes / parts : 1;
+  const int child_p = split_nodes ? P : P / parts;
+  for (int k = 0; k < parts; ++k) {
     std::vector<std::vector<int>> child(static_cast<std::size_t>(L));
     for (int l = 0; l < L; ++l) {
       const auto& members = part[static_cast<std::size_t>(l)];
       for (std::size_t a = 0; a < members.size(); ++a) {
-        if (r.placement.gpu(l, static_cast<int>(a)) == half)
+        if (r.placement.gpu(l, static_cast<int>(a)) == k)
           child[static_cast<std::size_t>(l)].push_back(members[a]);
       }
     }
-    const int child_nodes = split_nodes ? nodes / 2 : 1;
-    const int child_p = split_nodes ? P : P / 2;
-    bisect(g, child, child_nodes, child_p, first_gpu + half * child_nodes * child_p, topo, options,
-           started, out, steps);
+    partition(g, child, child_nodes, child_p, first_gpu + k * child_nodes * child_p, topo, options,
+              started, out, steps);
   }
 }
 
@@ -110,14 +118,6 @@ namespace solvers {
 
 SolveResult solve_bipart(const AffinityGraph& graph, const Topology& topology,
                          const SolveOptions& options) {
-  if (!power_of_two(topology.nodes()) || !power_of_two(topology.gpus_per_node())) {
-    throw UsageError(
-        "bipart halves the GPU set down to single GPUs: it needs power-of-two node "
-        "and GPU-per-node counts (got " +
-            std::to_string(topology.nodes()) + " x " + std::to_string(topology.gpus_per_node()) +
-            ")",
-        {"bipart"});
-  }
   if (options.min_experts_per_gpu >= 0) {
     throw UsageError("bipart splits experts evenly; it does not take min_experts_per_gpu",
                      {"bipart", "min_experts_per_gpu"});
@@ -127,9 +127,9 @@ SolveResult solve_bipart(const AffinityGraph& graph, const Topology& topology,
                                     std::vector<int>(static_cast<std::size_t>(graph.experts())));
   for (auto& layer : all) std::iota(layer.begin(), layer.end(), 0);
   SolveResult result(Placement(graph.layers(), graph.experts(), topology.gpus()));
-  bisect(graph, all, topology.nodes(), topology.gpus_per_node(), 0, topology, options, Clock::now(),
-         result.placement, result.steps);
-  result.detail = "recursive bisection, " + std::to_string(result.steps.size()) + " splits";
+  partition(graph, all, topology.nodes(), topology.gpus_per_node(), 0, topology, options,
+            Clock::now(), result.placement, result.steps);
+  result.detail = "recursive partitioning, " + std::to_string(result.steps.size()) + " splits";
   return result;
 }
 
@@ -146,8 +146,9 @@ SolveResult solve_incremental(const Trace& trace, const Topology& topology,
   std::optional<Placement> previous;
   std::vector<std::string> steps;
   std::int64_t tokens = std::min(step, trace.tokens());
+  // The graph of each prefix: the previous prefix's graph plus that of the tokens added.
+  AffinityGraph graph = AffinityGraph::from_trace(trace.prefix(tokens), threads);
   while (true) {
-    AffinityGraph graph = AffinityGraph::from_trace(trace.prefix(tokens), threads);
     SolveOptions o = options;
     o.initial = previous ? &*previous : nullptr;
     if (options.time_limit > 0) {
@@ -180,7 +181,9 @@ SolveResult solve_incremental(const Trace& trace, const Topology& topology,
       return r;
     }
     previous = r.placement;
+    const std::int64_t counted = tokens;
     tokens = std::min(trace.tokens(), tokens + step);
+    graph.add(AffinityGraph::from_trace(trace.slice(counted, tokens), threads));
   }
 }
 
