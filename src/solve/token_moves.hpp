@@ -75,7 +75,7 @@ int layers_over_limit(TokenState& state);
 // ---- step 1b, simulated annealing of each layer's grouping (src/solve/token_anneal.cpp) ---------
 void anneal_layers(TokenState& state, const SearchControl& control);
 
-// ---- step 1c, re-alignment of the layers to the homes (src/solve/token_align.cpp) ------------------
+// ---- step 1c, re-alignment to the homes (src/solve/token_align.cpp) ---------------------------
 // Context-coherent scheme without replica slots: relabels every layer's GPUs by the topology
 // automorphisms that best align each layer's tokens with their previous homes; keeps the result
 // only if the exact cost fell. Returns whether it did.
