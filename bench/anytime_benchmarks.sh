@@ -69,6 +69,9 @@ series() {
 }
 
 series "DeepSeek-V3 shape, top-1, weak affinity, 50k tokens" "$work/v3-weak.npy" 8 8 1
+# The 8 starts of small graphs, which were the default here before large graphs took 2.
+run "DeepSeek-V3 shape, top-1, weak affinity, 50k tokens, --starts 8" "$work/v3-weak.npy" 8 8 1 \
+  default --starts 8
 series "DeepSeek-V3 shape, top-8, 20k tokens" "$work/v3-top8.npy" 8 8 8
 if [[ -z "${QUICK:-}" ]]; then
   series "DeepSeek-V3 shape, top-1, strong affinity, 50k tokens" "$work/v3-strong.npy" 8 8 1

@@ -66,6 +66,7 @@ class HopTable {
   explicit HopTable(const Topology& topology);
 
   int gpus() const { return static_cast<int>(node_of_.size()); }
+  int nodes() const { return node_of_.empty() ? 1 : node_of_.back() + 1; }
   int node_of(int gpu) const { return node_of_[static_cast<std::size_t>(gpu)]; }
   // The GPU of `node` with the same local index as `gpu` (DeepEP normal mode's RDMA target).
   int relay(int gpu, int node) const { return node * gpus_per_node_ + gpu % gpus_per_node_; }
@@ -73,6 +74,12 @@ class HopTable {
   int hop(int a, int b) const { return (a != b) + (node_of(a) != node_of(b)); }
   double cost_of_hop(int hop_class) const { return cost_[static_cast<std::size_t>(hop_class)]; }
   double cost(int a, int b) const { return cost_of_hop(hop(a, b)); }
+  // The sum of cost(x, g) over a multiset of GPUs x, from its size, how many of them lie on g's
+  // node and how many are g: a sum of hops needs only per-GPU and per-node counts.
+  double sum_of_hops_to(double total, double on_node, double on_gpu) const {
+    return cost_[kInter] * total - (cost_[kInter] - cost_[kIntra]) * on_node -
+           (cost_[kIntra] - cost_[kLocal]) * on_gpu;
+  }
 
  private:
   std::vector<int> node_of_;

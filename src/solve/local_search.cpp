@@ -187,7 +187,8 @@ class Search {
         }
       }
     }
-    // cost(e, g) = c2 * total_e - (c2 - c1) * node_mass_e(node of g) - c1 * mass_e(g).
+    // cost(e, g) = the hops to g from the GPUs of mass_e: c2 * total_e - (c2 - c1) *
+    // node_mass_e(node of g) - c1 * mass_e(g) (HopTable::sum_of_hops_to).
     // A transportation problem: column g takes min_per_gpu experts; when the balance is
     // relaxed, one more column takes the remaining E - G * min experts, each at its
     // cheapest GPU (any GPU may exceed the minimum).
@@ -208,8 +209,7 @@ class Search {
       double* out = cost_.data() + static_cast<std::size_t>(e) * cols;
       double cheapest = std::numeric_limits<double>::infinity();
       for (int g = 0; g < G; ++g) {
-        out[g] = m_.c2 * total - (m_.c2 - m_.c1) * node[static_cast<std::size_t>(g / P)] -
-                 m_.c1 * mass[g];
+        out[g] = m_.hops.sum_of_hops_to(total, node[static_cast<std::size_t>(g / P)], mass[g]);
         if (out[g] < cheapest) {
           cheapest = out[g];
           best_gpu[static_cast<std::size_t>(e)] = g;

@@ -24,7 +24,7 @@ bool realign_layers(TokenState& state, const SearchControl& control) {
   const int G = state.gpus();
   if (state.from_owner() || state.has_replicas() || L < 2 || G < 2) return false;
   const routing::HopTable& hops = state.hops();
-  const int N = hops.node_of(G - 1) + 1;
+  const int N = hops.nodes();
   const GroupLayout layout{N, G / N, hops.cost_of_hop(routing::kIntra),
                            hops.cost_of_hop(routing::kInter)};
   // label[l][g]: the new label of layer l's GPU g.

@@ -198,7 +198,7 @@ void anneal_layers(TokenState& state, const SearchControl& control) {
   SplitMix64 rng(control.options().seed ^ 0x5eedULL);
   const std::int64_t swaps = control.options().anneal_swaps > 0 ? control.options().anneal_swaps
                                                                 : default_anneal_swaps(state);
-  const int nodes = state.hops().node_of(state.gpus() - 1) + 1;
+  const int nodes = state.hops().nodes();
   std::vector<std::int32_t> cnt(static_cast<std::size_t>(state.tokens()) * state.gpus());
   std::vector<std::int32_t> node_cnt(static_cast<std::size_t>(state.tokens()) * nodes);
   std::vector<std::int32_t> stamp(static_cast<std::size_t>(state.tokens()), -1);

@@ -23,7 +23,7 @@ namespace {
 //    the dispatch from f and the next layer's dispatches to H_{l+1} all follow it.
 // Either way a's cost at g is a sum of hops from a multiset of GPUs ("pulls") to g, less a
 // correction on the GPUs whose transfers a would share. A sum of hops to g needs only the pulls
-// per GPU and per node: cost(g) = c2 * pulls - (c2 - c1) * pulls on g's node - c1 * pulls on g.
+// per GPU and per node (HopTable::sum_of_hops_to).
 // The home's tie rule and the layers past l + 1 are left out: the exact evaluation decides.
 void coherent_gains(const TokenState& state, int l, std::vector<double>& gain) {
   const int E = state.experts();
@@ -31,9 +31,7 @@ void coherent_gains(const TokenState& state, int l, std::vector<double>& gain) {
   const int k = state.k();
   const TokenSample& sample = state.sample();
   const routing::HopTable& hops = state.hops();
-  const int N = hops.node_of(G - 1) + 1;
-  const double c1 = hops.cost_of_hop(routing::kIntra);
-  const double c2 = hops.cost_of_hop(routing::kInter);
+  const int N = hops.nodes();
   std::vector<double> pull(static_cast<std::size_t>(E) * G, 0.0);
   std::vector<double> node_pull(static_cast<std::size_t>(E) * N, 0.0);
   std::vector<double> total(static_cast<std::size_t>(E), 0.0);
@@ -92,10 +90,12 @@ void coherent_gains(const TokenState& state, int l, std::vector<double>& gain) {
     const double* p = pull.data() + static_cast<std::size_t>(a) * G;
     const double* np = node_pull.data() + static_cast<std::size_t>(a) * N;
     double* g_row = gain.data() + static_cast<std::size_t>(a) * G;
-    const double base = c2 * total[static_cast<std::size_t>(a)];
     // g_row holds the corrections; turn it into a's cost at every GPU, then into gains.
-    for (int g = 0; g < G; ++g)
-      g_row[g] = base - (c2 - c1) * np[hops.node_of(g)] - c1 * p[g] - g_row[g];
+    for (int g = 0; g < G; ++g) {
+      g_row[g] =
+          hops.sum_of_hops_to(total[static_cast<std::size_t>(a)], np[hops.node_of(g)], p[g]) -
+          g_row[g];
+    }
     const double here = g_row[state.primary(l, a)];
     for (int g = 0; g < G; ++g) g_row[g] = here - g_row[g];
   }
@@ -118,7 +118,7 @@ void owner_gains(const TokenState& state, int l, std::vector<double>& gain) {
   const int k = state.k();
   const TokenSample& sample = state.sample();
   const routing::HopTable& hops = state.hops();
-  const int N = G > 0 ? hops.node_of(G - 1) + 1 : 1;
+  const int N = hops.nodes();
   const bool node_merging = state.scheme() == Scheme::kDeepEP && N > 1;
   std::vector<std::int64_t> move(static_cast<std::size_t>(E) * G, 0);
   std::vector<std::int64_t> alone(static_cast<std::size_t>(E), 0);
